@@ -1,0 +1,1 @@
+"""Seeing the wire: record (relay / sniff / pcap) and dissect byte streams."""

@@ -1,0 +1,89 @@
+"""The error types shared by every layer of lablib.
+
+The hierarchy follows one rule: an error knows what the peer should be told.
+
+* A WebSocket :class:`ProtocolError` carries the close code (RFC 6455 §7.4.1) that the
+  connection is failed with.
+* A :class:`HandshakeError` carries the HTTP status (and extra headers) of the answer.
+* :class:`RemoteProtocolError` blames the peer; :class:`LocalProtocolError` blames the caller
+  (an API misuse on our side), like wsproto and h11 do.
+"""
+
+from __future__ import annotations
+
+
+class LablibError(Exception):
+    """Base class of every error lablib raises on purpose."""
+
+
+# --- WebSocket (RFC 6455) -------------------------------------------------------------------
+
+class ProtocolError(LablibError):
+    """A protocol violation; ``close_code`` is what the connection is closed with.
+
+    1002 (protocol error) by default; subclasses pick 1007, 1009, ...
+    """
+
+    close_code: int = 1002
+
+    def __init__(self, reason: str, close_code: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        if close_code is not None:
+            self.close_code = close_code
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.reason!r}, close_code={self.close_code})"
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer broke the protocol (a bad frame, a bad close code, ...)."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We were asked to do something the protocol forbids (e.g. send after closing)."""
+
+
+class InvalidUTF8(RemoteProtocolError):
+    """A text message or close reason is not valid UTF-8 (RFC 6455 §8.1) -> close 1007."""
+
+    close_code = 1007
+
+
+class PayloadTooBig(RemoteProtocolError):
+    """A message exceeds the configured limit -> close 1009, or HTTP 413 for a body."""
+
+    close_code = 1009
+    http_status = 413
+
+
+class HandshakeError(LablibError):
+    """The opening handshake failed.
+
+    On the server, ``status`` and ``headers`` are the HTTP error response to send; on the
+    client, ``status`` is what the server answered (or 0 if the answer was not HTTP at all).
+    """
+
+    def __init__(self, status: int, reason: str, headers: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(f"{status} {reason}" if status else reason)
+        self.status = status
+        self.reason = reason
+        self.headers = list(headers or [])
+
+
+class ConnectionClosed(LablibError):
+    """Raised by the asyncio API when using a connection that is closed.
+
+    ``code`` and ``reason`` are those of the close frame received (1005 if it had no code,
+    1006 if the TCP connection dropped without a closing handshake).
+    """
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"connection closed: {code} {reason}".rstrip())
+        self.code = code
+        self.reason = reason
+
+    @property
+    def ok(self) -> bool:
+        """True for a clean close: 1000 (normal) or 1001 (going away)."""
+        return self.code in (1000, 1001)

@@ -1,0 +1,262 @@
+"""HTTP/1.1 helpers shared by every layer (RFC 9110/9112), parsing done by h11.
+
+Parsing is h11's job: it enforces the message grammar, Content-Length, chunked bodies and header
+size limits.  Serializing is written out here by hand (:func:`format_request`,
+:func:`format_response`) because a learner should see exactly which bytes a request is made of,
+and because an error answer must be producible even when the request could not be parsed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Iterable
+
+import h11
+
+from .errors import HandshakeError
+
+__all__ = [
+    "Headers", "Request", "Response", "format_request", "format_response", "error_response",
+    "RequestParser", "ResponseParser", "NEED_DATA",
+]
+
+
+class Headers:
+    """An ordered multi-dict of header fields with case-insensitive lookup (RFC 9110 §5.1)."""
+
+    def __init__(self, items: Iterable[tuple[str | bytes, str | bytes]] = ()) -> None:
+        self._items: list[tuple[str, str]] = [(_text(k), _text(v)) for k, v in items]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        name = name.lower()
+        for key, value in self._items:
+            if key.lower() == name:
+                return value
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        name = name.lower()
+        return [value for key, value in self._items if key.lower() == name]
+
+    def tokens(self, name: str) -> list[str]:
+        """The comma-separated list values of ``name``, stripped and lower-cased."""
+        return [t.strip().lower() for v in self.get_all(name) for t in v.split(",") if t.strip()]
+
+    def add(self, name: str, value: str) -> None:
+        self._items.append((name, value))
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+@dataclass
+class Request:
+    method: str
+    target: str
+    headers: Headers
+    http_version: str = "1.1"
+    body: bytes = b""
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+    @property
+    def query(self) -> str:
+        return self.target.split("?", 1)[1] if "?" in self.target else ""
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Headers
+    reason: str = ""
+    http_version: str = "1.1"
+    body: bytes = b""
+
+
+def format_request(method: str, target: str, headers: Iterable[tuple[str, str]],
+                   body: bytes = b"") -> bytes:
+    """Serialize a request: request line, header fields, empty line, body (RFC 9112 §3)."""
+    lines = [f"{method} {target} HTTP/1.1"] + [f"{k}: {v}" for k, v in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def format_response(status: int, headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
+                    reason: str | None = None) -> bytes:
+    """Serialize a response: status line, header fields, empty line, body (RFC 9112 §4)."""
+    if reason is None:
+        try:
+            reason = HTTPStatus(status).phrase
+        except ValueError:
+            reason = ""
+    lines = [f"HTTP/1.1 {status} {reason}"] + [f"{k}: {v}" for k, v in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def error_response(status: int, message: str, headers: Iterable[tuple[str, str]] = (),
+                   content_type: str = "text/plain; charset=utf-8") -> bytes:
+    """A complete error answer with a short body that says what was wrong, then close."""
+    body = (message + "\n").encode("utf-8")
+    all_headers = list(headers) + [("Content-Type", content_type),
+                                   ("Content-Length", str(len(body))), ("Connection", "close")]
+    return format_response(status, all_headers, body)
+
+
+class _NeedData:
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA = _NeedData()
+
+
+class RequestParser:
+    """Sans-I/O server side: feed bytes, get one :class:`Request` (with its body) or NEED_DATA.
+
+    Malformed input raises :class:`HandshakeError` with the status h11 suggests (400, 431, ...).
+    After a request with ``Upgrade``, the bytes that followed it are in :attr:`trailing_data`.
+    """
+
+    def __init__(self, *, max_header_size: int = 16 * 1024, max_body_size: int = 1 << 20) -> None:
+        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_size)
+        self.max_body_size = max_body_size
+        self._request: Request | None = None
+        self._body = bytearray()
+
+    def receive_data(self, data: bytes) -> Request | _NeedData:
+        self._conn.receive_data(data)
+        return self._step()
+
+    def receive_eof(self) -> None:
+        self._conn.receive_data(b"")
+
+    def _step(self) -> Request | _NeedData:
+        while True:
+            try:
+                event = self._conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise HandshakeError(exc.error_status_hint, f"malformed HTTP request: {exc}") from None
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                if event is h11.PAUSED and self._request is not None:
+                    return self._finish()
+                return NEED_DATA
+            if isinstance(event, h11.Request):
+                self._request = Request(event.method.decode("latin-1"),
+                                        event.target.decode("latin-1"), Headers(event.headers),
+                                        event.http_version.decode("latin-1"))
+            elif isinstance(event, h11.Data):
+                if len(self._body) + len(event.data) > self.max_body_size:
+                    raise HandshakeError(413, f"request body exceeds {self.max_body_size} bytes")
+                self._body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                return self._finish()
+            elif isinstance(event, h11.ConnectionClosed):
+                raise HandshakeError(400, "connection closed before a complete request")
+
+    def _finish(self) -> Request:
+        assert self._request is not None
+        request, self._request = self._request, None
+        request.body, self._body = bytes(self._body), bytearray()
+        return request
+
+    @property
+    def trailing_data(self) -> bytes:
+        return bytes(self._conn.trailing_data[0])
+
+    def start_next_cycle(self) -> None:
+        """Keep-alive: after a response was sent, get ready for the next request."""
+        self._conn = _reuse(self._conn)
+
+
+def _reuse(conn: h11.Connection) -> h11.Connection:
+    # We serialize responses ourselves, so h11 never saw ours; a fresh parser fed with the
+    # bytes it had not consumed is the honest way to start the next cycle.
+    leftover = bytes(conn.trailing_data[0])
+    fresh = h11.Connection(h11.SERVER, max_incomplete_event_size=conn._max_incomplete_event_size)
+    if leftover:
+        fresh.receive_data(leftover)
+    return fresh
+
+
+class ResponseParser:
+    """Sans-I/O client side: feed bytes, get one :class:`Response` or NEED_DATA.
+
+    ``request_method`` matters to h11 (a response to HEAD has no body).  For a ``101`` answer
+    the bytes after the header block are in :attr:`trailing_data` (they belong to the new
+    protocol).  Bodies larger than ``max_body_size`` raise HandshakeError.
+    """
+
+    def __init__(self, request: bytes | None = None, *, method: str = "GET", target: str = "/",
+                 headers: Iterable[tuple[str, str]] = (("Host", "localhost"),),
+                 max_header_size: int = 16 * 1024, max_body_size: int = 1 << 20) -> None:
+        self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_header_size)
+        # h11 must see the request go out to expect a response; the bytes themselves are ours.
+        self._conn.send(h11.Request(method=method, target=target, headers=list(headers)))
+        self._conn.send(h11.EndOfMessage())
+        self.max_body_size = max_body_size
+        self._response: Response | None = None
+        self._body = bytearray()
+
+    def receive_data(self, data: bytes) -> Response | _NeedData:
+        self._conn.receive_data(data)
+        while True:
+            try:
+                event = self._conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise HandshakeError(0, f"malformed HTTP response: {exc}") from None
+            if event is h11.NEED_DATA:
+                return NEED_DATA
+            if event is h11.PAUSED:
+                if self._response is not None:
+                    return self._response
+                return NEED_DATA
+            if isinstance(event, h11.InformationalResponse):
+                response = Response(event.status_code, Headers(event.headers),
+                                    event.reason.decode("latin-1"), event.http_version.decode())
+                if event.status_code == 101:
+                    self._response = response
+                    return response
+                # other 1xx (e.g. 100 Continue) are skipped
+            elif isinstance(event, h11.Response):
+                self._response = Response(event.status_code, Headers(event.headers),
+                                          event.reason.decode("latin-1"), event.http_version.decode())
+            elif isinstance(event, h11.Data):
+                if len(self._body) + len(event.data) > self.max_body_size:
+                    raise HandshakeError(0, f"response body exceeds {self.max_body_size} bytes")
+                self._body += event.data
+            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                if self._response is None:
+                    raise HandshakeError(0, "connection closed before a complete response")
+                self._response.body = bytes(self._body)
+                return self._response
+
+    def receive_eof(self) -> Response | _NeedData:
+        return self.receive_data(b"")
+
+    @property
+    def trailing_data(self) -> bytes:
+        return bytes(self._conn.trailing_data[0])

@@ -1,0 +1,1 @@
+"""Rendering for notebooks: frame pictures, hexdumps, conversation tables, sequence diagrams."""

@@ -1,0 +1,115 @@
+"""asyncio WebSocket client: ``async with connect("ws://127.0.0.1:8765/") as ws: ...``.
+
+A thin driver: it opens TCP, runs :class:`~lablib.websocket.handshake.ClientHandshake` through the
+sans-I/O :class:`~lablib.websocket.connection.Connection`, then hands the streams to
+:class:`~lablib.websocket.aio.WebSocket`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Sequence
+from urllib.parse import urlsplit
+
+from ..errors import HandshakeError
+from ..http import Response
+from .aio import WebSocket
+from .connection import Accepted, Connection, Rejected, Role
+from .handshake import ClientHandshake
+
+__all__ = ["connect", "ClientConnection"]
+
+
+class ClientConnection(WebSocket):
+    """The client's side of an open connection; ``response`` is the server's 101."""
+
+    request_headers: list[tuple[str, str]]
+    response: Response
+
+
+def parse_uri(uri: str) -> tuple[str, int, str]:
+    """``ws://host:port/path?query`` -> (host, port, target).  Only ``ws://`` (no TLS here)."""
+    parts = urlsplit(uri)
+    if parts.scheme != "ws":
+        raise ValueError(f"unsupported URI scheme {parts.scheme!r}: lablib speaks ws:// only")
+    if not parts.hostname:
+        raise ValueError(f"no host in {uri!r}")
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return parts.hostname, parts.port or 80, target
+
+
+class connect:
+    """Open a WebSocket connection; ``await connect(...)`` or ``async with connect(...) as ws``.
+
+    ``max_size`` bounds one received message (1 MiB by default, like ``websockets``);
+    ``rng`` (a seeded ``random.Random``) makes the key and masking keys reproducible.
+    """
+
+    def __init__(self, uri: str, *, subprotocols: Sequence[str] | None = None,
+                 origin: str | None = None,
+                 additional_headers: Sequence[tuple[str, str]] | None = None,
+                 max_size: int | None = 1 << 20, max_queue: int = 16,
+                 ping_interval: float | None = 20, ping_timeout: float | None = 20,
+                 close_timeout: float = 10, open_timeout: float | None = 10,
+                 rng: random.Random | None = None) -> None:
+        self.uri = uri
+        self.host, self.port, self.target = parse_uri(uri)
+        self.subprotocols = list(subprotocols or [])
+        self.origin = origin
+        self.additional_headers = list(additional_headers or [])
+        self.max_size = max_size
+        self.options = dict(max_queue=max_queue, ping_interval=ping_interval,
+                            ping_timeout=ping_timeout, close_timeout=close_timeout)
+        self.open_timeout = open_timeout
+        self.rng = rng
+        self._ws: ClientConnection | None = None
+
+    def __await__(self):
+        return self._open().__await__()
+
+    async def __aenter__(self) -> ClientConnection:
+        self._ws = await self._open()
+        return self._ws
+
+    async def __aexit__(self, *exc_info) -> None:
+        assert self._ws is not None
+        await self._ws.close()
+
+    async def _open(self) -> ClientConnection:
+        return await asyncio.wait_for(self._handshake(), self.open_timeout)
+
+    async def _handshake(self) -> ClientConnection:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        default_port = self.port == 80
+        handshake = ClientHandshake(host=self.host if default_port else f"{self.host}:{self.port}",
+                                    path=self.target, subprotocols=self.subprotocols,
+                                    origin=self.origin, extra_headers=self.additional_headers,
+                                    rng=self.rng)
+        conn = Connection(Role.CLIENT, handshake=handshake, max_message_size=self.max_size,
+                          rng=self.rng)
+        try:
+            writer.write(handshake.request_bytes())
+            await writer.drain()
+            accepted = await self._read_response(conn, reader)
+        except BaseException:
+            writer.transport.abort()
+            raise
+        ws = ClientConnection(conn, reader, writer, rng=self.rng, **self.options)
+        ws.request_headers = handshake.request_headers()
+        ws.response = accepted.response
+        return ws
+
+    @staticmethod
+    async def _read_response(conn: Connection, reader: asyncio.StreamReader) -> Accepted:
+        while True:
+            data = await reader.read(65536)
+            events = conn.receive_data(data) if data else conn.receive_eof()
+            for event in events:
+                if isinstance(event, Rejected):
+                    raise event.error
+                if isinstance(event, Accepted):
+                    return event
+            if not data:
+                raise HandshakeError(0, "connection closed during the opening handshake")
+

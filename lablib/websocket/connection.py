@@ -1,0 +1,412 @@
+"""A sans-I/O WebSocket connection (RFC 6455 §5-§8): bytes in -> events out, calls in -> bytes out.
+
+::
+
+    conn = Connection(Role.SERVER)           # after the opening handshake
+    events = conn.receive_data(data)         # TextMessage, BinaryMessage, Ping, Pong, ...
+    sock.send(conn.data_to_send())           # automatic answers: pongs, the close echo, ...
+    sock.send(conn.send_text("hello"))       # what *we* decide to send
+
+The connection never touches a socket, a clock or a thread, so a notebook can feed it one byte
+at a time and watch every state change.  States (§4, §7)::
+
+    CONNECTING --handshake done--> OPEN --close sent--> CLOSING --close received--> CLOSED
+                                     \\--close received (we echo it)----------------> CLOSED
+    any state --protocol violation (we send a close frame with the code)-----------> CLOSED
+    any state --TCP closed by the peer (code 1006)---------------------------------> CLOSED
+
+A peer's mistakes never raise out of :meth:`Connection.receive_data`: they become a
+:class:`ConnectionClosed` event carrying the error, and the close frame with the right code
+(1002, 1007, 1009) is queued in :meth:`Connection.data_to_send`.  Our own mistakes (sending after
+closing, a 200-byte ping) raise :class:`~lablib.errors.LocalProtocolError` at once.
+"""
+
+from __future__ import annotations
+
+import codecs
+import enum
+import random
+from dataclasses import dataclass, field
+
+from ..errors import (HandshakeError, InvalidUTF8, LocalProtocolError, PayloadTooBig,
+                      RemoteProtocolError)
+from ..http import Request, Response
+from .frames import (NEED_DATA, CloseCode, Frame, FrameParser, Opcode, encode_close_payload,
+                     encode_frame, is_valid_close_code, parse_close_payload)
+from .handshake import ClientHandshake, ServerHandshake
+
+__all__ = [
+    "Role", "State", "Connection", "Event", "RequestReceived", "Accepted", "Rejected",
+    "FrameReceived", "TextMessage", "BinaryMessage", "Ping", "Pong", "CloseReceived",
+    "ConnectionClosed",
+]
+
+
+class Role(enum.Enum):
+    CLIENT = "client"  #: masks every frame it sends (§5.3)
+    SERVER = "server"  #: never masks; closes the TCP connection first (§7.1.1)
+
+
+class State(enum.Enum):
+    CONNECTING = "CONNECTING"  #: opening handshake in progress (§4)
+    OPEN = "OPEN"              #: messages flow both ways
+    CLOSING = "CLOSING"        #: we sent a close frame and wait for the peer's (§7.1.2)
+    CLOSED = "CLOSED"          #: both close frames exchanged, or the connection failed
+
+
+# --- events -------------------------------------------------------------------------------------
+
+class Event:
+    """Base class of everything :meth:`Connection.receive_data` returns."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestReceived(Event):
+    """Server: a valid handshake request arrived; answer with accept() or reject()."""
+
+    request: Request  #: method, target, headers of the client's GET
+    subprotocol: str | None  #: the subprotocol the server would select (None: none)
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted(Event):
+    """Client: the server answered 101 and everything checked out; the connection is OPEN."""
+
+    response: Response
+    subprotocol: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected(Event):
+    """The opening handshake failed; the connection is CLOSED.
+
+    On a server, the HTTP error answer is queued in data_to_send(); on a client, ``error.status``
+    is the status the server answered (0 if its answer was not a valid HTTP response).
+    """
+
+    error: HandshakeError
+
+
+@dataclass(frozen=True, slots=True)
+class FrameReceived(Event):
+    """One raw frame, emitted before its meaning when ``trace_frames=True`` (for teaching)."""
+
+    frame: Frame
+
+
+@dataclass(frozen=True, slots=True)
+class TextMessage(Event):
+    """A complete text message (all its fragments joined, UTF-8 checked)."""
+
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
+class BinaryMessage(Event):
+    """A complete binary message (all its fragments joined)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Ping(Event):
+    """A ping arrived; the matching pong is already queued in data_to_send() (§5.5.2)."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Pong(Event):
+    """A pong arrived (an answer to our ping, or an unsolicited heartbeat, §5.5.3)."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseReceived(Event):
+    """The peer's close frame: ``code`` is 1005 when the frame carried none (§7.1.5)."""
+
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed(Event):
+    """The connection is over: the closing handshake completed, or it failed.
+
+    ``code``/``reason`` are the peer's close frame for a clean close; for a failure they are
+    what *we* sent (e.g. 1002) and ``error`` says why; 1006 means the TCP connection ended
+    without any close frame.
+    """
+
+    code: int
+    reason: str = ""
+    error: Exception | None = field(default=None, compare=False)
+
+    @property
+    def clean(self) -> bool:
+        return self.error is None and self.code != CloseCode.ABNORMAL_CLOSURE
+
+
+# --- the connection -----------------------------------------------------------------------------
+
+class Connection:
+    """One endpoint of a WebSocket connection, without any I/O.
+
+    ``handshake`` (a :class:`ClientHandshake` or :class:`ServerHandshake`) starts the connection
+    in CONNECTING; without it the connection starts OPEN, as after a handshake done elsewhere.
+    ``max_message_size`` bounds a whole message, all fragments included (``None``: no limit);
+    ``rng`` supplies the client's masking keys (seed it for reproducible bytes).
+    """
+
+    def __init__(self, role: Role, *, handshake: ClientHandshake | ServerHandshake | None = None,
+                 max_message_size: int | None = 1 << 20, rng: random.Random | None = None,
+                 trace_frames: bool = False) -> None:
+        self.role = role
+        self.handshake = handshake
+        self.state = State.CONNECTING if handshake is not None else State.OPEN
+        self.max_message_size = max_message_size
+        self.trace_frames = trace_frames
+        self._rng = rng if rng is not None else random.SystemRandom()
+        self._parser = FrameParser(mask_required=(role is Role.SERVER))
+        self._outgoing = bytearray()
+        # The message being received (§5.4 fragmentation).
+        self._msg_opcode: Opcode | None = None
+        self._msg_parts: list[bytes] = []
+        self._msg_size = 0
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("strict")
+        # The message being sent: None, or the opcode of its first frame.
+        self._sending: Opcode | None = None
+        self.close_sent: tuple[int, str] | None = None
+        self.close_received: tuple[int, str] | None = None
+        self.subprotocol: str | None = None
+        self._handshake_done = handshake is None
+        self._early_frames = bytearray()  # server: frames that arrived before accept()
+
+    # ---- bytes in ----------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes from the network; return the events they complete."""
+        if self.state is State.CLOSED:
+            return []  # §7.1.1: after the closing handshake, the rest of the stream is ignored
+        if self.state is State.CONNECTING:
+            return self._receive_handshake(data)
+        events: list[Event] = []
+        try:
+            self._parser.feed(data)
+            self._receive_frames(events)
+        except RemoteProtocolError as exc:
+            events.append(self._fail(exc))
+        return events
+
+    def receive_eof(self) -> list[Event]:
+        """The peer closed its side of TCP.  Without a closing handshake that is code 1006."""
+        if self.state is State.CLOSED:
+            return []
+        self.state = State.CLOSED
+        if not self._handshake_done:
+            return [Rejected(HandshakeError(0, "connection closed during the opening handshake"))]
+        return [ConnectionClosed(CloseCode.ABNORMAL_CLOSURE, "", None)]
+
+    def data_to_send(self) -> bytes:
+        """Bytes the connection decided to send on its own (pongs, close echo, error answers)."""
+        data = bytes(self._outgoing)
+        self._outgoing.clear()
+        return data
+
+    def _receive_frames(self, events: list[Event]) -> None:
+        while self.state is not State.CLOSED:
+            limit = None
+            if self.max_message_size is not None:
+                limit = self.max_message_size - self._msg_size
+            frame = self._parser.next_frame(limit)
+            if frame is NEED_DATA:
+                return
+            if self.trace_frames:
+                events.append(FrameReceived(frame))
+            if frame.opcode >= Opcode.CLOSE:
+                self._receive_control(frame, events)
+            else:
+                self._receive_data_frame(frame, events)
+
+    def _receive_data_frame(self, frame: Frame, events: list[Event]) -> None:
+        """§5.4: a message is one frame, or a TEXT/BINARY frame with fin=0 then CONT frames."""
+        if frame.opcode is Opcode.CONT:
+            if self._msg_opcode is None:
+                raise RemoteProtocolError("continuation frame without a message to continue")
+        elif self._msg_opcode is not None:
+            raise RemoteProtocolError("new data frame before the fragmented message ended")
+        elif frame.fin:  # the common case: a whole message in one frame
+            events.append(self._message(frame.opcode, frame.payload))
+            return
+        else:
+            self._msg_opcode = frame.opcode
+        self._msg_size += len(frame.payload)
+        if self._msg_opcode is Opcode.TEXT:
+            # §8.1: validate as we go, so invalid UTF-8 fails at the first bad fragment.
+            try:
+                self._msg_parts.append(self._utf8.decode(frame.payload, final=frame.fin))
+            except UnicodeDecodeError:
+                raise InvalidUTF8("text message is not valid UTF-8") from None
+        else:
+            self._msg_parts.append(frame.payload)
+        if frame.fin:
+            parts, opcode = self._msg_parts, self._msg_opcode
+            self._msg_parts, self._msg_opcode, self._msg_size = [], None, 0
+            self._utf8.reset()
+            if opcode is Opcode.TEXT:
+                events.append(TextMessage("".join(parts)))
+            else:
+                events.append(BinaryMessage(b"".join(parts)))
+
+    @staticmethod
+    def _message(opcode: Opcode, payload: bytes) -> Event:
+        if opcode is Opcode.TEXT:
+            try:
+                return TextMessage(payload.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise InvalidUTF8("text message is not valid UTF-8") from None
+        return BinaryMessage(payload)
+
+    def _receive_control(self, frame: Frame, events: list[Event]) -> None:
+        if frame.opcode is Opcode.PING:
+            events.append(Ping(frame.payload))
+            if self.state is State.OPEN:  # §5.5.2: answer as soon as practical
+                self._outgoing += self._frame(Opcode.PONG, frame.payload)
+        elif frame.opcode is Opcode.PONG:
+            events.append(Pong(frame.payload))
+        else:
+            code, reason = parse_close_payload(frame.payload)
+            self.close_received = (code, reason)
+            events.append(CloseReceived(code, reason))
+            if self.state is State.OPEN:
+                # §5.5.1: echo the status code we received (none if there was none).
+                echo = None if code == CloseCode.NO_STATUS_RCVD else code
+                self._outgoing += self._frame(Opcode.CLOSE, encode_close_payload(echo))
+                self.close_sent = (code, "")
+            self.state = State.CLOSED
+            events.append(ConnectionClosed(code, reason))
+
+    def _fail(self, exc: RemoteProtocolError) -> ConnectionClosed:
+        """§7.1.7 "Fail the WebSocket Connection": send a close frame with the code, stop."""
+        reason = exc.reason.encode("utf-8")[:123].decode("utf-8", "ignore")
+        if self.state is State.OPEN:
+            self._outgoing += self._frame(Opcode.CLOSE, encode_close_payload(exc.close_code, reason))
+            self.close_sent = (exc.close_code, reason)
+        self.state = State.CLOSED
+        return ConnectionClosed(exc.close_code, reason, exc)
+
+    # ---- the opening handshake -------------------------------------------------------------
+
+    def _receive_handshake(self, data: bytes) -> list[Event]:
+        handshake = self.handshake
+        if isinstance(handshake, ServerHandshake) and handshake.request is not None:
+            self._early_frames += data  # the client did not wait for our 101; keep it
+            return []
+        try:
+            result = handshake.receive_data(data)
+        except HandshakeError as exc:
+            self.state = State.CLOSED
+            if isinstance(handshake, ServerHandshake):
+                self._outgoing += ServerHandshake.reject(exc)
+            return [Rejected(exc)]
+        if result is NEED_DATA:
+            return []
+        if isinstance(handshake, ServerHandshake):
+            return [RequestReceived(result, handshake.subprotocol)]
+        self._handshake_done = True
+        self.subprotocol = handshake.subprotocol
+        self.state = State.OPEN
+        # Frames the server sent right behind its 101 wait in the parser: the next
+        # receive_data() call (b"" will do) returns them.
+        self._parser.feed(handshake.trailing_data)
+        return [Accepted(result, handshake.subprotocol)]
+
+    def accept(self, subprotocol: str | None = None) -> bytes:
+        """Server: answer 101 and move to OPEN; return the response bytes.
+
+        Frames the client sent right behind its request are processed by the next
+        receive_data() call (feed ``b""`` to get them now).
+        """
+        handshake = self._server_handshake()
+        if subprotocol is not None:
+            handshake.subprotocol = subprotocol
+        self.subprotocol = handshake.subprotocol
+        self._handshake_done = True
+        self.state = State.OPEN
+        self._parser.feed(handshake.trailing_data + bytes(self._early_frames))
+        self._early_frames.clear()
+        return handshake.accept()
+
+    def reject(self, status: int, reason: str, headers: list[tuple[str, str]] | None = None) -> bytes:
+        """Server: refuse the handshake with an HTTP error answer; the connection is CLOSED."""
+        self._server_handshake()
+        self.state = State.CLOSED
+        return ServerHandshake.reject(HandshakeError(status, reason, headers))
+
+    def _server_handshake(self) -> ServerHandshake:
+        if self.state is not State.CONNECTING or not isinstance(self.handshake, ServerHandshake) \
+                or self.handshake.request is None:
+            raise LocalProtocolError("accept/reject need a server connection with a request received")
+        return self.handshake
+
+    # ---- calls in, bytes out -----------------------------------------------------------------
+
+    def send_text(self, data: str | bytes, fin: bool = True) -> bytes:
+        """A text message (or, with ``fin=False``, its first fragment)."""
+        payload = data.encode("utf-8") if isinstance(data, str) else data
+        return self._send_data(Opcode.TEXT, payload, fin)
+
+    def send_binary(self, data: bytes, fin: bool = True) -> bytes:
+        """A binary message (or, with ``fin=False``, its first fragment)."""
+        return self._send_data(Opcode.BINARY, bytes(data), fin)
+
+    def send_continuation(self, data: str | bytes, fin: bool) -> bytes:
+        """The next fragment of the message being sent; ``fin=True`` ends it (§5.4)."""
+        payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        return self._send_data(Opcode.CONT, payload, fin)
+
+    def send_ping(self, payload: bytes = b"") -> bytes:
+        return self._send_control(Opcode.PING, payload)
+
+    def send_pong(self, payload: bytes = b"") -> bytes:
+        return self._send_control(Opcode.PONG, payload)
+
+    def send_close(self, code: int | None = CloseCode.NORMAL_CLOSURE, reason: str = "") -> bytes:
+        """Start the closing handshake (§7.1.2); ``code=None`` sends a close frame without code."""
+        if self.state is not State.OPEN:
+            raise LocalProtocolError(f"cannot start closing in state {self.state.name}")
+        if code is not None and not is_valid_close_code(code):
+            raise LocalProtocolError(f"close code {code} may not be sent (§7.4)")
+        try:
+            payload = encode_close_payload(code, reason)
+        except ValueError as exc:
+            raise LocalProtocolError(str(exc)) from None
+        self.state = State.CLOSING
+        self.close_sent = (code if code is not None else CloseCode.NO_STATUS_RCVD, reason)
+        return self._frame(Opcode.CLOSE, payload)
+
+    def _send_data(self, opcode: Opcode, payload: bytes, fin: bool) -> bytes:
+        if self.state is not State.OPEN:
+            raise LocalProtocolError(f"cannot send data in state {self.state.name}")
+        if opcode is Opcode.CONT:
+            if self._sending is None:
+                raise LocalProtocolError("no fragmented message to continue")
+        elif self._sending is not None:
+            raise LocalProtocolError("finish the fragmented message before starting another")
+        else:
+            self._sending = opcode
+        if fin:
+            self._sending = None
+        return self._frame(opcode, payload, fin)
+
+    def _send_control(self, opcode: Opcode, payload: bytes) -> bytes:
+        if self.state is not State.OPEN:
+            raise LocalProtocolError(f"cannot send {opcode.name} in state {self.state.name}")
+        if len(payload) > 125:
+            raise LocalProtocolError("control frame payloads are at most 125 bytes (§5.5)")
+        return self._frame(opcode, bytes(payload))
+
+    def _frame(self, opcode: Opcode, payload: bytes, fin: bool = True) -> bytes:
+        key = self._rng.randbytes(4) if self.role is Role.CLIENT else None
+        return encode_frame(opcode, payload, fin=fin, masking_key=key)

@@ -1,0 +1,363 @@
+"""RFC 6455 §5 — the base framing protocol.
+
+The frame layout (§5.2), one row = 32 bits::
+
+     0                   1                   2                   3
+     0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+    +-+-+-+-+-------+-+-------------+-------------------------------+
+    |F|R|R|R| opcode|M| Payload len |    Extended payload length    |
+    |I|S|S|S|  (4)  |A|     (7)     |             (16/64)           |
+    |N|V|V|V|       |S|             |   (if payload len==126/127)   |
+    | |1|2|3|       |K|             |                               |
+    +-+-+-+-+-------+-+-------------+ - - - - - - - - - - - - - - - +
+    |     Extended payload length continued, if payload len == 127  |
+    + - - - - - - - - - - - - - - - +-------------------------------+
+    |                               |Masking-key, if MASK set to 1  |
+    +-------------------------------+-------------------------------+
+    | Masking-key (continued)       |          Payload Data         |
+    +-------------------------------- - - - - - - - - - - - - - - - +
+
+This module knows frames only: :func:`encode_frame` turns fields into bytes, and
+:class:`FrameParser` turns a byte stream (arriving in any chunks) back into :class:`Frame`
+objects, rejecting anything §5 forbids.  Messages, fragments and closing live in
+:mod:`lablib.websocket.connection`.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import PayloadTooBig, RemoteProtocolError
+
+__all__ = [
+    "Opcode", "CloseCode", "Frame", "FrameParser", "NEED_DATA",
+    "encode_frame", "apply_mask", "parse_close_payload", "encode_close_payload",
+]
+
+
+class Opcode(enum.IntEnum):
+    """§5.2 / §11.8: what the payload of a frame means."""
+
+    CONT = 0x0    #: continuation of a fragmented message
+    TEXT = 0x1    #: first frame of a text message (UTF-8)
+    BINARY = 0x2  #: first frame of a binary message
+    CLOSE = 0x8   #: §5.5.1 close, optionally with a 2-byte code and a UTF-8 reason
+    PING = 0x9    #: §5.5.2 ping; the peer answers with a pong carrying the same payload
+    PONG = 0xA    #: §5.5.3 pong
+
+    @property
+    def is_control(self) -> bool:
+        """Control frames have opcodes 0x8-0xF (§5.5): ≤125 bytes, never fragmented."""
+        return self >= 0x8
+
+    @property
+    def is_data(self) -> bool:
+        return self < 0x8
+
+
+DATA_OPCODES = frozenset({Opcode.CONT, Opcode.TEXT, Opcode.BINARY})
+# Opcodes 0x3-0x7 and 0xB-0xF are reserved (§5.2): receiving one fails the connection.
+_KNOWN_OPCODES = {int(op): op for op in Opcode}
+
+
+class CloseCode(enum.IntEnum):
+    """§7.4.1 status codes (plus the IANA registry's 1012-1014)."""
+
+    NORMAL_CLOSURE = 1000         #: the purpose of the connection is fulfilled
+    GOING_AWAY = 1001             #: server shutting down, or a browser leaving the page
+    PROTOCOL_ERROR = 1002         #: the peer broke RFC 6455
+    UNSUPPORTED_DATA = 1003       #: e.g. binary received by an endpoint that only takes text
+    NO_STATUS_RCVD = 1005         #: never on the wire: "the close frame had no code"
+    ABNORMAL_CLOSURE = 1006       #: never on the wire: "TCP closed without a close frame"
+    INVALID_PAYLOAD = 1007        #: e.g. a text message that is not UTF-8 (§8.1)
+    POLICY_VIOLATION = 1008       #: generic "you broke our rules"
+    MESSAGE_TOO_BIG = 1009        #: a message larger than we accept
+    MANDATORY_EXTENSION = 1010    #: client: the server did not negotiate an extension we need
+    INTERNAL_ERROR = 1011         #: server: an unexpected condition (e.g. a handler crashed)
+    SERVICE_RESTART = 1012        #: IANA registry: the service is restarting
+    TRY_AGAIN_LATER = 1013        #: IANA registry: temporarily overloaded
+    BAD_GATEWAY = 1014            #: IANA registry: a gateway got a bad answer upstream
+    TLS_HANDSHAKE = 1015          #: never on the wire: "the TLS handshake failed"
+
+
+#: Codes that may never appear in a close frame on the wire (§7.4.1).
+FORBIDDEN_ON_WIRE = frozenset({1004, 1005, 1006, 1015})
+
+
+def is_valid_close_code(code: int) -> bool:
+    """§7.4: may ``code`` appear in a close frame?
+
+    1000-2999 belong to the RFC and the IANA registry (only the assigned ones are valid),
+    3000-3999 to libraries and frameworks, 4000-4999 to applications.
+    """
+    if 1000 <= code <= 1014:
+        return code not in FORBIDDEN_ON_WIRE
+    return 3000 <= code <= 4999
+
+
+# --- masking (§5.3) ----------------------------------------------------------------------------
+
+# Below this size, Python's own big integers are the fastest whole-word XOR (one C loop over
+# 30-bit digits, no array set-up); above it numpy's 64-bit XOR wins.  Measured in benchmarks/.
+_NUMPY_THRESHOLD = 4096
+
+
+def apply_mask(data: bytes | bytearray | memoryview, masking_key: bytes) -> bytes:
+    """§5.3: XOR ``data`` with the 4-byte ``masking_key`` repeated; masking == unmasking.
+
+    Octet i of the result is ``data[i] ^ masking_key[i % 4]``.  We never loop over bytes in
+    Python: small payloads are XORed as one big integer, large ones as numpy uint64 words.
+    """
+    n = len(data)
+    if n == 0:
+        return b""
+    if n < _NUMPY_THRESHOLD:
+        key = (masking_key * ((n >> 2) + 1))[:n]
+        return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+    words = n >> 3
+    key64 = np.frombuffer(masking_key * 2, dtype=np.uint64)
+    out = bytearray(n)
+    np.bitwise_xor(np.frombuffer(data, dtype=np.uint64, count=words), key64,
+                   out=np.frombuffer(out, dtype=np.uint64, count=words))
+    tail = n - (words << 3)
+    if tail:  # 1-7 bytes; word-aligned, so the key phase restarts at 0
+        out[words << 3:] = apply_mask(memoryview(data)[words << 3:], masking_key)
+    return bytes(out)
+
+
+# --- frames ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One frame, field by field as in §5.2.
+
+    ``payload`` is always the *unmasked* application data; ``masking_key`` is the key that was
+    (or will be) applied on the wire, or ``None`` for an unmasked frame.
+    """
+
+    opcode: Opcode
+    payload: bytes = b""
+    fin: bool = True
+    rsv1: bool = False
+    rsv2: bool = False
+    rsv3: bool = False
+    masking_key: bytes | None = None
+
+    @property
+    def mask(self) -> bool:
+        """The MASK bit: 1 for every frame a client sends (§5.3)."""
+        return self.masking_key is not None
+
+    @property
+    def payload_len(self) -> int:
+        return len(self.payload)
+
+    @property
+    def header_len(self) -> int:
+        """2 bytes, +2 or +8 for the extended length, +4 for the masking key."""
+        n = len(self.payload)
+        extended = 0 if n <= 125 else (2 if n <= 0xFFFF else 8)
+        return 2 + extended + (4 if self.masking_key is not None else 0)
+
+    def encode(self) -> bytes:
+        """The exact bytes of this frame on the wire."""
+        return encode_frame(self.opcode, self.payload, fin=self.fin, rsv1=self.rsv1,
+                            rsv2=self.rsv2, rsv3=self.rsv3, masking_key=self.masking_key)
+
+    def __repr__(self) -> str:
+        data = self.payload if len(self.payload) <= 32 else self.payload[:29] + b"..."
+        flags = "".join(name for name, on in (("fin ", self.fin), ("rsv1 ", self.rsv1),
+                                              ("rsv2 ", self.rsv2), ("rsv3 ", self.rsv3)) if on)
+        key = f" key={self.masking_key.hex()}" if self.masking_key is not None else ""
+        return f"<Frame {self.opcode.name} {flags}len={len(self.payload)}{key} {data!r}>"
+
+
+def encode_frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv1: bool = False,
+                 rsv2: bool = False, rsv3: bool = False, masking_key: bytes | None = None) -> bytes:
+    """Serialize one frame (§5.2), always with the minimal length encoding.
+
+    Pass a 4-byte ``masking_key`` to mask the payload (what a client must do); the caller picks
+    the key, so a seeded random source gives reproducible bytes.
+    """
+    first = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | (0x20 if rsv2 else 0) \
+        | (0x10 if rsv3 else 0) | opcode
+    mask_bit = 0x80 if masking_key is not None else 0
+    n = len(payload)
+    if n <= 125:
+        header = bytes((first, mask_bit | n))
+    elif n <= 0xFFFF:
+        header = struct.pack("!BBH", first, mask_bit | 126, n)
+    else:
+        header = struct.pack("!BBQ", first, mask_bit | 127, n)
+    if masking_key is None:
+        return header + payload
+    if len(masking_key) != 4:
+        raise ValueError("a masking key is exactly 4 bytes")
+    return header + masking_key + apply_mask(payload, masking_key)
+
+
+class _NeedData:
+    """Sentinel: the parser needs more bytes before it can return a frame (h11's idea)."""
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA = _NeedData()
+
+
+class FrameParser:
+    """Incremental frame parser: :meth:`feed` bytes in any chunks, then :meth:`next_frame`.
+
+    ``mask_required`` says what the peer must do: ``True`` on a server (client frames must be
+    masked, §5.1), ``False`` on a client (server frames must not be), ``None`` to accept both
+    (for dissecting captures).  ``allowed_rsv`` is a bit set (0x40 = RSV1, ...) of the RSV bits
+    that a negotiated extension gave meaning to; all others must be 0 (§5.2).  ``max_size``
+    bounds a single frame's payload so that memory stays bounded: the check happens when the
+    header arrives, before the payload is buffered.
+
+    Errors raise :class:`~lablib.errors.RemoteProtocolError` (close code 1002) or
+    :class:`~lablib.errors.PayloadTooBig` (1009); after an error the parser stays failed.
+    """
+
+    def __init__(self, *, mask_required: bool | None = None, allowed_rsv: int = 0,
+                 max_size: int | None = None) -> None:
+        self.mask_required = mask_required
+        self.allowed_rsv = allowed_rsv
+        self.max_size = max_size
+        self._buffer = bytearray()
+        self._pos = 0  # bytes of _buffer already consumed
+        self._error: Exception | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as frames."""
+        return len(self._buffer) - self._pos
+
+    def feed(self, data: bytes) -> None:
+        if self._pos:
+            del self._buffer[:self._pos]
+            self._pos = 0
+        self._buffer += data
+
+    def receive_data(self, data: bytes) -> list[Frame]:
+        """Feed ``data`` and return every frame that is now complete."""
+        self.feed(data)
+        frames = []
+        while (frame := self.next_frame()) is not NEED_DATA:
+            frames.append(frame)
+        return frames
+
+    def next_frame(self, max_size: int | None = None) -> Frame | _NeedData:
+        """Return the next complete frame, or ``NEED_DATA``.
+
+        ``max_size`` (if given) tightens the payload limit for this one frame; the connection
+        uses it to bound a whole fragmented message.
+        """
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._next_frame(max_size)
+        except RemoteProtocolError as exc:
+            self._error = exc
+            raise
+
+    def _next_frame(self, max_size: int | None) -> Frame | _NeedData:
+        buf, pos = self._buffer, self._pos
+        available = len(buf) - pos
+        if available < 2:
+            return NEED_DATA
+        b0, b1 = buf[pos], buf[pos + 1]
+        opcode = b0 & 0x0F
+        rsv = b0 & 0x70
+        masked = b1 & 0x80
+        payload_len = b1 & 0x7F
+        header_len = 2
+        # Validate the first two bytes before waiting for more: fail fast (§5.2, §5.5).
+        if opcode not in _KNOWN_OPCODES:
+            raise RemoteProtocolError(f"reserved opcode {opcode:#x}")
+        if rsv & ~self.allowed_rsv:
+            raise RemoteProtocolError(f"RSV bits {rsv >> 4:03b} set without a negotiated extension")
+        if self.mask_required is not None and bool(masked) != self.mask_required:
+            raise RemoteProtocolError("client frames must be masked" if self.mask_required
+                                      else "server frames must not be masked")
+        if opcode >= 0x8:
+            if not b0 & 0x80:
+                raise RemoteProtocolError("fragmented control frame")
+            if payload_len > 125:
+                raise RemoteProtocolError("control frame payload longer than 125 bytes")
+        if payload_len == 126:
+            if available < 4:
+                return NEED_DATA
+            payload_len = (buf[pos + 2] << 8) | buf[pos + 3]
+            header_len = 4
+            if payload_len <= 125:
+                raise RemoteProtocolError("length not minimally encoded (16-bit form for ≤125)")
+        elif payload_len == 127:
+            if available < 10:
+                return NEED_DATA
+            (payload_len,) = struct.unpack_from("!Q", buf, pos + 2)
+            header_len = 10
+            if payload_len >> 63:
+                raise RemoteProtocolError("64-bit length with the most significant bit set")
+            if payload_len <= 0xFFFF:
+                raise RemoteProtocolError("length not minimally encoded (64-bit form for ≤65535)")
+        limit = self.max_size if max_size is None else max_size
+        # Control frames are already capped at 125 bytes; the limit bounds data frames.
+        if limit is not None and opcode < 0x8 and payload_len > limit:
+            raise PayloadTooBig(f"frame of {payload_len} bytes exceeds the limit of {limit}")
+        if masked:
+            header_len += 4
+        end = pos + header_len + payload_len
+        if len(buf) < end:
+            return NEED_DATA
+        start = pos + header_len
+        if masked:
+            masking_key = bytes(buf[start - 4:start])
+            payload = apply_mask(memoryview(buf)[start:end], masking_key)
+        else:
+            masking_key = None
+            payload = bytes(buf[start:end])
+        self._pos = end
+        return Frame(_KNOWN_OPCODES[opcode], payload, bool(b0 & 0x80), bool(rsv & 0x40),
+                     bool(rsv & 0x20), bool(rsv & 0x10), masking_key)
+
+
+# --- close frame payload (§5.5.1) -----------------------------------------------------------
+
+def encode_close_payload(code: int | None = None, reason: str = "") -> bytes:
+    """A close frame's payload: empty, or a 2-byte code followed by a UTF-8 reason."""
+    if code is None:
+        if reason:
+            raise ValueError("a close reason needs a close code")
+        return b""
+    data = struct.pack("!H", code) + reason.encode("utf-8")
+    if len(data) > 125:
+        raise ValueError("close code + reason must fit in 125 bytes")
+    return data
+
+
+def parse_close_payload(payload: bytes) -> tuple[int, str]:
+    """Decode a received close payload into ``(code, reason)``.
+
+    An empty payload means "no status code" and reads as 1005 (§7.1.5).  A 1-byte payload, a
+    code that may not be sent (§7.4) and a reason that is not UTF-8 are protocol errors.
+    """
+    from ..errors import InvalidUTF8  # local: keep the import list above about framing
+
+    if not payload:
+        return CloseCode.NO_STATUS_RCVD, ""
+    if len(payload) == 1:
+        raise RemoteProtocolError("close payload of 1 byte (a code takes 2)")
+    (code,) = struct.unpack_from("!H", payload)
+    if not is_valid_close_code(code):
+        raise RemoteProtocolError(f"invalid close code {code}")
+    try:
+        reason = payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidUTF8("close reason is not valid UTF-8") from None
+    return code, reason

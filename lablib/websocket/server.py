@@ -1,0 +1,168 @@
+"""asyncio WebSocket server: ``async with serve(handler, "127.0.0.1", 0) as server: server.port``.
+
+For each TCP connection: read the request through the sans-I/O handshake (with a timeout), answer
+101 or the HTTP error, then run ``handler(ws)``.  When the handler returns the connection is
+closed with 1000; if it raises, with 1011 (the traceback goes to the log, never to the peer).
+Shutting the server down closes every open connection with 1001 (going away).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Awaitable, Callable, Sequence
+
+from ..errors import HandshakeError
+from ..http import Request
+from .aio import WebSocket
+from .connection import Connection, Rejected, RequestReceived, Role
+from .frames import CloseCode
+from .handshake import ServerHandshake
+
+logger = logging.getLogger("lablib.websocket.server")
+
+__all__ = ["serve", "Server", "ServerConnection"]
+
+
+class ServerConnection(WebSocket):
+    """The server's side of an open connection; ``request`` is the client's handshake."""
+
+    request: Request
+
+    @property
+    def path(self) -> str:
+        return self.request.path
+
+    @property
+    def origin(self) -> str | None:
+        return self.request.headers.get("Origin")
+
+
+Handler = Callable[[ServerConnection], Awaitable[None]]
+
+
+class Server:
+    """A listening server; ``port`` is the port the OS chose when you asked for 0."""
+
+    def __init__(self, handler: Handler, host: str, port: int, *,
+                 subprotocols: Sequence[str] = (), origins: Sequence[str | None] | None = None,
+                 max_size: int | None = 1 << 20, max_queue: int = 16,
+                 ping_interval: float | None = 20, ping_timeout: float | None = 20,
+                 close_timeout: float = 10, open_timeout: float | None = 10,
+                 max_request_size: int = 16 * 1024, rng: random.Random | None = None) -> None:
+        self.handler = handler
+        self.host, self.requested_port = host, port
+        self.subprotocols, self.origins = list(subprotocols), origins
+        self.max_size, self.max_request_size = max_size, max_request_size
+        self.open_timeout = open_timeout
+        self.rng = rng
+        self.options = dict(max_queue=max_queue, ping_interval=ping_interval,
+                            ping_timeout=ping_timeout, close_timeout=close_timeout)
+        self.connections: set[ServerConnection] = set()
+        self._tasks: set[asyncio.Task] = set()
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> "Server":
+        self._server = await asyncio.start_server(self._accept, self.host, self.requested_port)
+        return self
+
+    @property
+    def sockets(self):
+        return self._server.sockets if self._server else ()
+
+    @property
+    def port(self) -> int:
+        return self.sockets[0].getsockname()[1]
+
+    async def __aenter__(self) -> "Server":
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        self.close()
+        await self.wait_closed()
+
+    def close(self, close_connections: bool = True) -> None:
+        """Stop listening; close open connections with 1001 unless told not to."""
+        if self._server is not None:
+            self._server.close()
+        if close_connections:
+            for ws in list(self.connections):
+                self._spawn(ws.close(CloseCode.GOING_AWAY, "server shutting down"))
+
+    async def wait_closed(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def serve_forever(self) -> None:
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._spawn(self._handle_connection(reader, writer))
+
+    async def _handle_connection(self, reader, writer) -> None:
+        handshake = ServerHandshake(subprotocols=self.subprotocols, origins=self.origins,
+                                    max_request_size=self.max_request_size)
+        conn = Connection(Role.SERVER, handshake=handshake, max_message_size=self.max_size,
+                          rng=self.rng)
+        try:
+            request = await asyncio.wait_for(self._read_request(conn, reader), self.open_timeout)
+        except (asyncio.TimeoutError, ConnectionError, OSError):
+            writer.transport.abort()
+            return
+        if request is None:  # refused: the HTTP error answer is queued
+            writer.write(conn.data_to_send())
+            writer.close()
+            return
+        writer.write(conn.accept())
+        ws = ServerConnection(conn, reader, writer, rng=self.rng, **self.options)
+        ws.request = request
+        self.connections.add(ws)
+        try:
+            await self.handler(ws)
+        except Exception:
+            logger.exception("connection handler failed")
+            await ws.close(CloseCode.INTERNAL_ERROR, "internal error")
+        else:
+            await ws.close()
+        finally:
+            self.connections.discard(ws)
+
+    @staticmethod
+    async def _read_request(conn: Connection, reader: asyncio.StreamReader) -> Request | None:
+        while True:
+            data = await reader.read(65536)
+            events = conn.receive_data(data) if data else conn.receive_eof()
+            for event in events:
+                if isinstance(event, Rejected):
+                    logger.info("handshake refused: %s", event.error)
+                    return None
+                if isinstance(event, RequestReceived):
+                    return event.request
+            if not data:
+                raise ConnectionError("connection closed during the opening handshake")
+
+
+class serve:
+    """Start a server: ``server = await serve(...)`` or ``async with serve(...) as server``."""
+
+    def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0, **options) -> None:
+        self._server = Server(handler, host, port, **options)
+
+    def __await__(self):
+        return self._server.start().__await__()
+
+    async def __aenter__(self) -> Server:
+        return await self._server.start()
+
+    async def __aexit__(self, *exc_info) -> None:
+        self._server.close()
+        await self._server.wait_closed()
