@@ -23,7 +23,7 @@ lab: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m labs.make_student --check
-	$(PY) -m pytest --nbval --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
+	$(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
