@@ -64,6 +64,11 @@ class Headers:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return [(k.lower(), v) for k, v in self._items] == [(k.lower(), v) for k, v in other._items]
+
     def __repr__(self) -> str:
         return f"Headers({self._items!r})"
 
@@ -121,8 +126,12 @@ def error_response(status: int, message: str, headers: Iterable[tuple[str, str]]
                    content_type: str = "text/plain; charset=utf-8") -> bytes:
     """A complete error answer with a short body that says what was wrong, then close."""
     body = (message + "\n").encode("utf-8")
-    all_headers = list(headers) + [("Content-Type", content_type),
-                                   ("Content-Length", str(len(body))), ("Connection", "close")]
+    # We close after an error; if the caller already has a Connection field (e.g. "Upgrade"
+    # on a 426), "close" joins its token list instead of a second Connection field.
+    all_headers = [(k, f"{v}, close" if k.lower() == "connection" else v) for k, v in headers]
+    all_headers += [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+    if not any(k.lower() == "connection" for k, _ in all_headers):
+        all_headers.append(("Connection", "close"))
     return format_response(status, all_headers, body)
 
 
@@ -159,7 +168,7 @@ class RequestParser:
             try:
                 event = self._conn.next_event()
             except h11.RemoteProtocolError as exc:
-                raise HandshakeError(exc.error_status_hint, f"malformed HTTP request: {exc}") from None
+                raise HandshakeError(exc.error_status_hint, f"malformed HTTP request: {_h11_reason(exc)}") from None
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 if event is h11.PAUSED and self._request is not None:
                     return self._finish()
@@ -190,6 +199,12 @@ class RequestParser:
     def start_next_cycle(self) -> None:
         """Keep-alive: after a response was sent, get ready for the next request."""
         self._conn = _reuse(self._conn)
+
+
+def _h11_reason(exc: Exception) -> str:
+    # h11's messages may end with a repr of the offending bytes ("...: bytearray(b'...')");
+    # the peer gets the reason only, never a Python repr.
+    return str(exc).split(": bytearray(")[0]
 
 
 def _reuse(conn: h11.Connection) -> h11.Connection:
@@ -227,7 +242,7 @@ class ResponseParser:
             try:
                 event = self._conn.next_event()
             except h11.RemoteProtocolError as exc:
-                raise HandshakeError(0, f"malformed HTTP response: {exc}") from None
+                raise HandshakeError(0, f"malformed HTTP response: {_h11_reason(exc)}") from None
             if event is h11.NEED_DATA:
                 return NEED_DATA
             if event is h11.PAUSED:

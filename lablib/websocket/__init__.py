@@ -2,3 +2,5 @@
 
 from .frames import CloseCode, Frame, FrameParser, Opcode, apply_mask, encode_frame
 from .handshake import ClientHandshake, ServerHandshake, accept_key, generate_key
+from .client import connect
+from .server import serve

@@ -190,7 +190,8 @@ class Connection:
         if self.state is State.CLOSED:
             return []  # §7.1.1: after the closing handshake, the rest of the stream is ignored
         if self.state is State.CONNECTING:
-            return self._receive_handshake(data)
+            # b"" brings nothing new (EOF is receive_eof()); the HTTP parsers would read it as EOF.
+            return self._receive_handshake(data) if data else []
         events: list[Event] = []
         try:
             self._parser.feed(data)
@@ -205,7 +206,13 @@ class Connection:
             return []
         self.state = State.CLOSED
         if not self._handshake_done:
-            return [Rejected(HandshakeError(0, "connection closed during the opening handshake"))]
+            error = HandshakeError(0, "connection closed during the opening handshake")
+            if isinstance(self.handshake, ClientHandshake):
+                try:  # a refusal whose body ends at EOF is complete only now
+                    self.handshake.receive_data(b"")
+                except HandshakeError as exc:
+                    error = exc
+            return [Rejected(error)]
         return [ConnectionClosed(CloseCode.ABNORMAL_CLOSURE, "", None)]
 
     def data_to_send(self) -> bytes:

@@ -32,6 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import PayloadTooBig, RemoteProtocolError
+# "The parser needs more bytes" (h11's sentinel idea).  One object for the frame parser and the
+# HTTP parsers, so ``result is NEED_DATA`` holds whichever module it was imported from.
+from ..http import NEED_DATA, _NeedData
 
 __all__ = [
     "Opcode", "CloseCode", "Frame", "FrameParser", "NEED_DATA",
@@ -118,15 +121,37 @@ def apply_mask(data: bytes | bytearray | memoryview, masking_key: bytes) -> byte
     if n < _NUMPY_THRESHOLD:
         key = (masking_key * ((n >> 2) + 1))[:n]
         return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+    return _mask_words(data, masking_key, np.empty(n, dtype=np.uint8)).tobytes()
+
+
+def _mask_words(data, masking_key: bytes, out: np.ndarray) -> np.ndarray:
+    """Mask ``data`` (≥ 8 bytes) into the uint8 array ``out`` (at least as long); return the
+    filled part.  8 is a multiple of 4, so every uint64 word sees the key twice, in phase."""
+    n = len(data)
     words = n >> 3
-    key64 = np.frombuffer(masking_key * 2, dtype=np.uint64)
-    out = bytearray(n)
-    np.bitwise_xor(np.frombuffer(data, dtype=np.uint64, count=words), key64,
-                   out=np.frombuffer(out, dtype=np.uint64, count=words))
-    tail = n - (words << 3)
-    if tail:  # 1-7 bytes; word-aligned, so the key phase restarts at 0
-        out[words << 3:] = apply_mask(memoryview(data)[words << 3:], masking_key)
-    return bytes(out)
+    np.bitwise_xor(np.frombuffer(data, dtype=np.uint64, count=words),
+                   np.frombuffer(masking_key * 2, dtype=np.uint64),
+                   out=out[:words << 3].view(np.uint64))
+    if n & 7:  # 1-7 bytes left, starting at a multiple of 8: the key phase restarts at 0
+        tail = apply_mask(memoryview(data)[words << 3:], masking_key)
+        out[words << 3:n] = np.frombuffer(tail, dtype=np.uint8)
+    return out[:n]
+
+
+def _xor_region(buf, base: int, keystream: memoryview) -> None:
+    """XOR ``buf[base:base + len(keystream)]`` into ``keystream``, as uint64 words (+ a 0-7 byte
+    tail).
+
+    Used by :meth:`FrameParser.receive_data` to unmask every small frame of a chunk at once:
+    the keystream holds each frame's key repeated over its payload and zeros elsewhere, so
+    afterwards it holds the chunk with every such payload unmasked.
+    """
+    n = len(keystream)
+    data = np.frombuffer(buf, dtype=np.uint8, count=n, offset=base)
+    ks = np.frombuffer(keystream, dtype=np.uint8)
+    w = n & ~7
+    np.bitwise_xor(data[:w].view(np.uint64), ks[:w].view(np.uint64), out=ks[:w].view(np.uint64))
+    np.bitwise_xor(data[w:], ks[w:], out=ks[w:])  # the 0-7 trailing bytes, in one numpy call
 
 
 # --- frames ------------------------------------------------------------------------------------
@@ -200,14 +225,27 @@ def encode_frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv1: b
     return header + masking_key + apply_mask(payload, masking_key)
 
 
-class _NeedData:
-    """Sentinel: the parser needs more bytes before it can return a frame (h11's idea)."""
+# Parsed frames are built through the slot descriptors of the frozen dataclass: a frozen
+# dataclass's own __init__ goes through object.__setattr__ once per field, which costs about
+# twice as much, and the parser builds one Frame per frame received.  The result is an
+# ordinary Frame (same class, same equality and hash).
+_new_object = object.__new__
+(_set_opcode, _set_payload, _set_fin, _set_rsv1, _set_rsv2, _set_rsv3, _set_masking_key) = (
+    Frame.__dict__[name].__set__
+    for name in ("opcode", "payload", "fin", "rsv1", "rsv2", "rsv3", "masking_key"))
 
-    def __repr__(self) -> str:
-        return "NEED_DATA"
 
-
-NEED_DATA = _NeedData()
+def _parsed_frame(b0: int, payload: bytes, masking_key: bytes | None) -> Frame:
+    """The Frame whose first header byte is ``b0`` (FIN, RSV1-3, opcode; §5.2)."""
+    frame = _new_object(Frame)
+    _set_opcode(frame, _KNOWN_OPCODES[b0 & 0x0F])
+    _set_payload(frame, payload)
+    _set_fin(frame, b0 >= 0x80)
+    _set_rsv1(frame, b0 & 0x40 != 0)
+    _set_rsv2(frame, b0 & 0x20 != 0)
+    _set_rsv3(frame, b0 & 0x10 != 0)
+    _set_masking_key(frame, masking_key)
+    return frame
 
 
 class FrameParser:
@@ -229,8 +267,15 @@ class FrameParser:
         self.mask_required = mask_required
         self.allowed_rsv = allowed_rsv
         self.max_size = max_size
-        self._buffer = bytearray()
-        self._pos = 0  # bytes of _buffer already consumed
+        # Unparsed bytes are _buffer[_pos:].  When everything fed so far has been parsed, the
+        # next chunk becomes the buffer as it is (no copy); only a frame split across chunks
+        # makes us copy into a bytearray that collects the pieces.
+        self._buffer: bytes | bytearray = b""
+        self._pos = 0
+        # Scratch space numpy unmasks large payloads into before the one copy into ``bytes``
+        # (numpy cannot write into an immutable bytes object); reused, so the memory is warm.
+        self._scratch = np.empty(0, dtype=np.uint8)
+        self._keystream = bytearray()  # receive_data()'s keystream, reused (see _receive_frames)
         self._error: Exception | None = None
 
     @property
@@ -239,18 +284,83 @@ class FrameParser:
         return len(self._buffer) - self._pos
 
     def feed(self, data: bytes) -> None:
-        if self._pos:
-            del self._buffer[:self._pos]
+        buf, pos = self._buffer, self._pos
+        if pos == len(buf):  # nothing pending: adopt the new chunk without copying it
+            self._buffer = data if type(data) is bytes else bytes(data)
             self._pos = 0
-        self._buffer += data
+            return
+        if type(buf) is not bytearray:
+            buf = bytearray(memoryview(buf)[pos:])
+        elif pos:
+            del buf[:pos]
+        buf += data
+        self._buffer, self._pos = buf, 0
 
     def receive_data(self, data: bytes) -> list[Frame]:
-        """Feed ``data`` and return every frame that is now complete."""
+        """Feed ``data`` and return every frame that is now complete.
+
+        The frames are exactly those that calling :meth:`next_frame` until ``NEED_DATA`` would
+        return, but found in two passes, which is much faster for a chunk holding many small
+        frames: first every complete frame's header is parsed and checked, then all small
+        masked payloads are unmasked by a single XOR over the chunk (:func:`_xor_region`).
+        """
         self.feed(data)
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._receive_frames()
+        except RemoteProtocolError as exc:
+            self._error = exc
+            raise
+
+    def _receive_frames(self) -> list[Frame]:
+        buf, pos, limit = self._buffer, self._pos, self.max_size
+        first = pos
+        # Pass 1: headers.  Each complete frame becomes (b0, payload start, payload end, masked).
+        headers = []
+        while (header := self._parse_header(buf, pos, limit)) is not NEED_DATA:
+            if header[2] > len(buf):
+                break  # the payload has not fully arrived
+            headers.append(header)
+            pos = header[2]
+        self._pos = pos
+        if not headers:
+            return []
+        # Pass 2: the keystream: each small masked payload's key repeated over it, zeros in
+        # between (headers, unmasked payloads), spanning from the first such payload to the
+        # last; then one XOR over that whole region unmasks them all.
+        small = [h for h in headers if h[3] and h[2] - h[1] < _NUMPY_THRESHOLD]
+        if small:
+            base = small[0][1]
+            region = small[-1][2] - base
+            keystream = self._keystream_scratch(region)
+            for b0, start, end, masked in small:
+                n = end - start
+                key = buf[start - 4:start]
+                keystream[start - base:end - base] = (key * ((n >> 2) + 1))[:n]
+            clear = memoryview(keystream)
+            _xor_region(buf, base, clear[:region])
+        # Pass 3: the frames.
         frames = []
-        while (frame := self.next_frame()) is not NEED_DATA:
-            frames.append(frame)
+        for b0, start, end, masked in headers:
+            if not masked:
+                payload, key = bytes(buf[start:end]), None
+            elif end - start < _NUMPY_THRESHOLD:
+                payload, key = clear[start - base:end - base].tobytes(), bytes(buf[start - 4:start])
+            else:
+                key = bytes(buf[start - 4:start])
+                payload = self._unmask_large(memoryview(buf)[start:end], key)
+            frames.append(_parsed_frame(b0, payload, key))
         return frames
+
+    def _keystream_scratch(self, size: int) -> bytearray:
+        """A zeroed bytearray of at least ``size`` bytes, reused from call to call: fresh
+        memory costs a page fault per 4 KiB on first touch, warm memory does not."""
+        if len(self._keystream) < size:
+            self._keystream = bytearray(size)
+        else:
+            np.frombuffer(self._keystream, dtype=np.uint8, count=size).fill(0)
+        return self._keystream
 
     def next_frame(self, max_size: int | None = None) -> Frame | _NeedData:
         """Return the next complete frame, or ``NEED_DATA``.
@@ -260,71 +370,84 @@ class FrameParser:
         """
         if self._error is not None:
             raise self._error
+        buf, pos = self._buffer, self._pos
+        limit = self.max_size if max_size is None else max_size
         try:
-            return self._next_frame(max_size)
+            header = self._parse_header(buf, pos, limit)
         except RemoteProtocolError as exc:
             self._error = exc
             raise
+        if header is NEED_DATA:
+            return NEED_DATA
+        b0, start, end, masked = header
+        if end > len(buf):
+            return NEED_DATA
+        self._pos = end
+        if not masked:
+            return _parsed_frame(b0, bytes(buf[start:end]), None)
+        masking_key = bytes(buf[start - 4:start])
+        if end - start < _NUMPY_THRESHOLD:
+            payload = apply_mask(buf[start:end], masking_key)
+        else:
+            payload = self._unmask_large(memoryview(buf)[start:end], masking_key)
+        return _parsed_frame(b0, payload, masking_key)
 
-    def _next_frame(self, max_size: int | None) -> Frame | _NeedData:
-        buf, pos = self._buffer, self._pos
+    def _unmask_large(self, data: memoryview, masking_key: bytes) -> bytes:
+        if len(self._scratch) < len(data):
+            self._scratch = np.empty(len(data), dtype=np.uint8)
+        return _mask_words(data, masking_key, self._scratch).tobytes()
+
+    def _parse_header(self, buf, pos: int, limit: int | None):
+        """Check the header at ``buf[pos:]``; return ``(b0, payload start, payload end, masked)``.
+
+        ``NEED_DATA`` if the header itself is incomplete; the payload may still be incomplete
+        (payload end > len(buf)).  Everything is checked as soon as the bytes that decide it
+        have arrived, so an invalid frame fails fast (§5.2, §5.5).
+        """
         available = len(buf) - pos
         if available < 2:
             return NEED_DATA
-        b0, b1 = buf[pos], buf[pos + 1]
+        b0 = buf[pos]
+        b1 = buf[pos + 1]
         opcode = b0 & 0x0F
-        rsv = b0 & 0x70
-        masked = b1 & 0x80
+        masked = b1 >= 0x80
         payload_len = b1 & 0x7F
-        header_len = 2
-        # Validate the first two bytes before waiting for more: fail fast (§5.2, §5.5).
         if opcode not in _KNOWN_OPCODES:
             raise RemoteProtocolError(f"reserved opcode {opcode:#x}")
-        if rsv & ~self.allowed_rsv:
-            raise RemoteProtocolError(f"RSV bits {rsv >> 4:03b} set without a negotiated extension")
-        if self.mask_required is not None and bool(masked) != self.mask_required:
+        if b0 & 0x70 & ~self.allowed_rsv:
+            raise RemoteProtocolError(
+                f"RSV bits {(b0 & 0x70) >> 4:03b} set without a negotiated extension")
+        if self.mask_required is not None and masked != self.mask_required:
             raise RemoteProtocolError("client frames must be masked" if self.mask_required
                                       else "server frames must not be masked")
         if opcode >= 0x8:
-            if not b0 & 0x80:
+            if b0 < 0x80:
                 raise RemoteProtocolError("fragmented control frame")
             if payload_len > 125:
                 raise RemoteProtocolError("control frame payload longer than 125 bytes")
+        start = pos + 2
         if payload_len == 126:
             if available < 4:
                 return NEED_DATA
             payload_len = (buf[pos + 2] << 8) | buf[pos + 3]
-            header_len = 4
+            start = pos + 4
             if payload_len <= 125:
                 raise RemoteProtocolError("length not minimally encoded (16-bit form for ≤125)")
         elif payload_len == 127:
             if available < 10:
                 return NEED_DATA
             (payload_len,) = struct.unpack_from("!Q", buf, pos + 2)
-            header_len = 10
+            start = pos + 10
             if payload_len >> 63:
                 raise RemoteProtocolError("64-bit length with the most significant bit set")
             if payload_len <= 0xFFFF:
                 raise RemoteProtocolError("length not minimally encoded (64-bit form for ≤65535)")
-        limit = self.max_size if max_size is None else max_size
         # Control frames are already capped at 125 bytes; the limit bounds data frames.
         if limit is not None and opcode < 0x8 and payload_len > limit:
             raise PayloadTooBig(f"frame of {payload_len} bytes exceeds the limit of {limit}")
         if masked:
-            header_len += 4
-        end = pos + header_len + payload_len
-        if len(buf) < end:
-            return NEED_DATA
-        start = pos + header_len
-        if masked:
-            masking_key = bytes(buf[start - 4:start])
-            payload = apply_mask(memoryview(buf)[start:end], masking_key)
-        else:
-            masking_key = None
-            payload = bytes(buf[start:end])
-        self._pos = end
-        return Frame(_KNOWN_OPCODES[opcode], payload, bool(b0 & 0x80), bool(rsv & 0x40),
-                     bool(rsv & 0x20), bool(rsv & 0x10), masking_key)
+            start += 4  # the masking key sits between the length and the payload
+        return b0, start, start + payload_len, masked
 
 
 # --- close frame payload (§5.5.1) -----------------------------------------------------------
