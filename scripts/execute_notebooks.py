@@ -21,7 +21,7 @@ def execute(path: pathlib.Path) -> float:
     started = time.monotonic()
     client = NotebookClient(nb, timeout=120, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}},
-                            skip_cells_with_tag="skip-execution")
+                            skip_cells_with_tag="skip-execution", record_timing=False)
     client.execute()
     nbformat.write(nb, path)
     return time.monotonic() - started
