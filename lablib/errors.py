@@ -87,3 +87,43 @@ class ConnectionClosed(LablibError):
     def ok(self) -> bool:
         """True for a clean close: 1000 (normal) or 1001 (going away)."""
         return self.code in (1000, 1001)
+
+
+# --- Engine.IO v4 ------------------------------------------------------------------------------
+
+class EngineIOError(LablibError):
+    """An Engine.IO request the server refuses, answered with an HTTP status and the error JSON.
+
+    The codes are those of the reference server (engine.io ``Server.errors``)::
+
+        0 "Transport unknown"          400
+        1 "Session ID unknown"         400
+        2 "Bad handshake method"       400
+        3 "Bad request"                400
+        4 "Forbidden"                  403
+        5 "Unsupported protocol version" 400
+
+    The body is ``{"code": <code>, "message": "<message>"}``.
+    """
+
+    MESSAGES = {
+        0: "Transport unknown",
+        1: "Session ID unknown",
+        2: "Bad handshake method",
+        3: "Bad request",
+        4: "Forbidden",
+        5: "Unsupported protocol version",
+    }
+
+    def __init__(self, code: int, message: str | None = None, status: int | None = None) -> None:
+        self.code = code
+        self.message = message if message is not None else self.MESSAGES.get(code, "Bad request")
+        self.status = status if status is not None else (403 if code == 4 else 400)
+        super().__init__(f"{self.status} {self.message} (code {code})")
+
+    def to_json(self) -> dict[str, object]:
+        return {"code": self.code, "message": self.message}
+
+
+class PacketError(LablibError):
+    """A packet (Engine.IO or Socket.IO) that cannot be decoded: empty, unknown type, bad data."""
