@@ -226,7 +226,14 @@ class Connection:
             limit = None
             if self.max_message_size is not None:
                 limit = self.max_message_size - self._msg_size
-            frame = self._parser.next_frame(limit)
+            try:
+                frame = self._parser.next_frame(limit)
+            except PayloadTooBig:
+                if not self._msg_size:
+                    raise
+                # Name the message, not the frame: the limit is on the sum of fragments.
+                raise PayloadTooBig(f"fragmented message exceeds the limit of "
+                                    f"{self.max_message_size} bytes") from None
             if frame is NEED_DATA:
                 return
             if self.trace_frames:
