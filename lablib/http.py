@@ -160,8 +160,10 @@ class RequestParser:
         self._conn.receive_data(data)
         return self._step()
 
-    def receive_eof(self) -> None:
+    def receive_eof(self) -> Request | _NeedData:
+        """The client closed its side: finish what is buffered (or raise for a cut request)."""
         self._conn.receive_data(b"")
+        return self._step()
 
     def _step(self) -> Request | _NeedData:
         while True:
@@ -175,7 +177,7 @@ class RequestParser:
                 return NEED_DATA
             if isinstance(event, h11.Request):
                 self._request = Request(event.method.decode("latin-1"),
-                                        event.target.decode("latin-1"), Headers(event.headers),
+                                        event.target.decode("latin-1"), Headers(event.headers.raw_items()),
                                         event.http_version.decode("latin-1"))
             elif isinstance(event, h11.Data):
                 if len(self._body) + len(event.data) > self.max_body_size:
@@ -225,7 +227,7 @@ class ResponseParser:
     protocol).  Bodies larger than ``max_body_size`` raise HandshakeError.
     """
 
-    def __init__(self, request: bytes | None = None, *, method: str = "GET", target: str = "/",
+    def __init__(self, *, method: str = "GET", target: str = "/",
                  headers: Iterable[tuple[str, str]] = (("Host", "localhost"),),
                  max_header_size: int = 16 * 1024, max_body_size: int = 1 << 20) -> None:
         self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_header_size)
@@ -250,14 +252,14 @@ class ResponseParser:
                     return self._response
                 return NEED_DATA
             if isinstance(event, h11.InformationalResponse):
-                response = Response(event.status_code, Headers(event.headers),
+                response = Response(event.status_code, Headers(event.headers.raw_items()),
                                     event.reason.decode("latin-1"), event.http_version.decode())
                 if event.status_code == 101:
                     self._response = response
                     return response
                 # other 1xx (e.g. 100 Continue) are skipped
             elif isinstance(event, h11.Response):
-                self._response = Response(event.status_code, Headers(event.headers),
+                self._response = Response(event.status_code, Headers(event.headers.raw_items()),
                                           event.reason.decode("latin-1"), event.http_version.decode())
             elif isinstance(event, h11.Data):
                 if len(self._body) + len(event.data) > self.max_body_size:

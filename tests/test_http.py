@@ -158,9 +158,8 @@ def test_oversize_request_headers_are_431():
 def test_eof_before_a_complete_request():
     parser = RequestParser()
     assert parser.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n") is NEED_DATA
-    parser.receive_eof()
     with pytest.raises(HandshakeError) as info:
-        parser.receive_data(b"")
+        parser.receive_eof()
     assert info.value.status == 400
 
 

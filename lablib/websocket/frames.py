@@ -235,15 +235,23 @@ _new_object = object.__new__
     for name in ("opcode", "payload", "fin", "rsv1", "rsv2", "rsv3", "masking_key"))
 
 
+# What the first header byte says, decoded once for all 256 values (reserved opcodes are never
+# looked up: the parser rejects them first): b0 -> (opcode, fin, rsv1, rsv2, rsv3).
+_FIRST_BYTE = {b0: (_KNOWN_OPCODES[b0 & 0x0F], b0 >= 0x80, b0 & 0x40 != 0, b0 & 0x20 != 0,
+                    b0 & 0x10 != 0)
+               for b0 in range(256) if b0 & 0x0F in _KNOWN_OPCODES}
+
+
 def _parsed_frame(b0: int, payload: bytes, masking_key: bytes | None) -> Frame:
     """The Frame whose first header byte is ``b0`` (FIN, RSV1-3, opcode; §5.2)."""
+    opcode, fin, rsv1, rsv2, rsv3 = _FIRST_BYTE[b0]
     frame = _new_object(Frame)
-    _set_opcode(frame, _KNOWN_OPCODES[b0 & 0x0F])
+    _set_opcode(frame, opcode)
     _set_payload(frame, payload)
-    _set_fin(frame, b0 >= 0x80)
-    _set_rsv1(frame, b0 & 0x40 != 0)
-    _set_rsv2(frame, b0 & 0x20 != 0)
-    _set_rsv3(frame, b0 & 0x10 != 0)
+    _set_fin(frame, fin)
+    _set_rsv1(frame, rsv1)
+    _set_rsv2(frame, rsv2)
+    _set_rsv3(frame, rsv3)
     _set_masking_key(frame, masking_key)
     return frame
 
@@ -300,9 +308,10 @@ class FrameParser:
         """Feed ``data`` and return every frame that is now complete.
 
         The frames are exactly those that calling :meth:`next_frame` until ``NEED_DATA`` would
-        return, but found in two passes, which is much faster for a chunk holding many small
+        return, but found in passes, which is much faster for a chunk holding many small
         frames: first every complete frame's header is parsed and checked, then all small
-        masked payloads are unmasked by a single XOR over the chunk (:func:`_xor_region`).
+        masked payloads are unmasked by a single XOR over the chunk (:func:`_xor_region`),
+        then the frames are built.
         """
         self.feed(data)
         if self._error is not None:
@@ -329,26 +338,32 @@ class FrameParser:
         # Pass 2: the keystream: each small masked payload's key repeated over it, zeros in
         # between (headers, unmasked payloads), spanning from the first such payload to the
         # last; then one XOR over that whole region unmasks them all.
-        small = [h for h in headers if h[3] and h[2] - h[1] < _NUMPY_THRESHOLD]
+        keys = [bytes(buf[start - 4:start]) if masked else None
+                for b0, start, end, masked in headers]
+        small = [(start, end, key) for (b0, start, end, masked), key in zip(headers, keys)
+                 if masked and end - start < _NUMPY_THRESHOLD]
         if small:
-            base = small[0][1]
-            region = small[-1][2] - base
+            base = small[0][0]
+            region = small[-1][1] - base
             keystream = self._keystream_scratch(region)
-            for b0, start, end, masked in small:
+            for start, end, key in small:
                 n = end - start
-                key = buf[start - 4:start]
                 keystream[start - base:end - base] = (key * ((n >> 2) + 1))[:n]
+            _xor_region(buf, base, memoryview(keystream)[:region])
+            # Taking each payload out of the keystream: for tiny payloads, copying the region
+            # once into bytes and slicing that is fastest; for larger ones, slicing a
+            # memoryview saves that extra copy (and its page faults).
             clear = memoryview(keystream)
-            _xor_region(buf, base, clear[:region])
+            if region < 256 * len(small):
+                clear = clear[:region].tobytes()
         # Pass 3: the frames.
         frames = []
-        for b0, start, end, masked in headers:
+        for (b0, start, end, masked), key in zip(headers, keys):
             if not masked:
-                payload, key = bytes(buf[start:end]), None
+                payload = bytes(buf[start:end])
             elif end - start < _NUMPY_THRESHOLD:
-                payload, key = clear[start - base:end - base].tobytes(), bytes(buf[start - 4:start])
+                payload = bytes(clear[start - base:end - base])
             else:
-                key = bytes(buf[start - 4:start])
                 payload = self._unmask_large(memoryview(buf)[start:end], key)
             frames.append(_parsed_frame(b0, payload, key))
         return frames

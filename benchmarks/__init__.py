@@ -1,0 +1,64 @@
+"""On-demand benchmarks: lablib against the reference libraries (never part of the test suite).
+
+Run ``python -m benchmarks`` (or ``make bench``); see ``benchmarks/README.md`` for what each
+benchmark measures and how to read the ratios.  This module holds the shared helpers: a timer
+that reports the median of several repeats with the garbage collector off, and a plain-text
+table printer.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from typing import Callable, Sequence
+
+__all__ = ["timed", "compare", "format_table", "ratio"]
+
+
+def timed(run: Callable[[], object]) -> float:
+    """Wall time (seconds) of one ``run()``, with the garbage collector off.
+
+    Off, so that a collection triggered by one library's allocations does not land in the
+    other library's time.
+    """
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        run()
+        return time.perf_counter() - start
+    finally:
+        gc.enable()
+
+
+def compare(lablib: Callable[[], object], reference: Callable[[], object],
+            repeats: int) -> tuple[float, float]:
+    """Median times of ``lablib()`` and ``reference()`` over ``repeats`` runs each.
+
+    The two alternate (lablib, reference, lablib, ...), so a burst of load from another
+    process on the machine slows both down instead of skewing the ratio.
+    """
+    lab, ref = [], []
+    for _ in range(repeats):
+        lab.append(timed(lablib))
+        ref.append(timed(reference))
+    return statistics.median(lab), statistics.median(ref)
+
+
+def ratio(reference_time: float, lablib_time: float) -> str:
+    """Reference time / lablib time: ``2.00x`` means lablib takes half the time."""
+    return f"{reference_time / lablib_time:.2f}x"
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table; the first column is left-aligned, the others right-aligned."""
+    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: Sequence[str]) -> str:
+        out = [str(cells[0]).ljust(widths[0])]
+        out += [str(c).rjust(w) for c, w in zip(cells[1:], widths[1:])]
+        return "  ".join(out).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)])

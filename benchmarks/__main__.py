@@ -1,0 +1,42 @@
+"""``python -m benchmarks``: run every benchmark (or the ones named) and print their tables.
+
+    python -m benchmarks                      # all, 7 repeats each
+    python -m benchmarks ws_frames --repeats 3
+    python -m benchmarks ws_echo --messages 2000 --client websockets
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+
+from . import ws_echo, ws_frames
+
+BENCHMARKS = {
+    "ws_frames": lambda args: ws_frames.run(args.repeats),
+    "ws_echo": lambda args: ws_echo.run(args.repeats, args.messages, args.client),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks",
+                                     description="lablib against the reference libraries")
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}")
+    parser.add_argument("--repeats", type=int, default=7, help="runs per measurement (median)")
+    parser.add_argument("--messages", type=int, default=10_000, help="ws_echo: messages per run")
+    parser.add_argument("--client", choices=["raw", "websockets"], default="raw",
+                        help="ws_echo: the client driving both servers")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.names if name not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)} (choose from {', '.join(BENCHMARKS)})")
+    print(f"Python {platform.python_version()} on {platform.machine()}, {platform.system()}")
+    for name in args.names or BENCHMARKS:
+        print()
+        print(BENCHMARKS[name](args), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
