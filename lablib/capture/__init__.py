@@ -1,1 +1,10 @@
-"""Seeing the wire: record (relay / sniff / pcap) and dissect byte streams."""
+"""Seeing the wire: record (relay / sniff / pcap) and dissect byte streams.
+
+The record types live in :mod:`.records`; :mod:`.relay` records without privileges,
+:mod:`.sniff` captures on the loopback interface as root, :mod:`.pcap` writes and reads pcap
+files and :mod:`.tcp` turns TCP segments back into byte streams.
+"""
+
+from .records import Capture, CaptureError, Chunk, Conversation, Direction
+
+__all__ = ["Capture", "CaptureError", "Chunk", "Conversation", "Direction"]

@@ -10,9 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..errors import LablibError
+
 Direction = Literal["c2s", "s2c"]
 
-__all__ = ["Chunk", "Conversation", "Capture", "Direction"]
+__all__ = ["Chunk", "Conversation", "Capture", "Direction", "CaptureError"]
+
+
+class CaptureError(LablibError):
+    """A capture could not be made or read: a malformed pcap, missing privileges, ..."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +38,10 @@ class Conversation:
     chunks: list[Chunk] = field(default_factory=list)
     start: float = 0.0       #: capture-relative time of the connection's opening
     end: float | None = None  #: capture-relative time it was closed (None while open)
+    #: Who closed first: the direction of the first FIN (or RST); None while open, or when the
+    #: network cut both directions at once (a relay ``cut()``, RSTs both ways).
+    closed_by: Direction | None = None
+    reset: bool = False  #: True if the connection ended with RST (aborted) rather than FIN/FIN
 
     def data(self, direction: Direction) -> bytes:
         """All bytes sent in one direction, joined: the byte stream TCP delivered."""

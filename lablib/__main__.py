@@ -1,0 +1,157 @@
+"""Command line: ``python -m lablib <subcommand> ...``.
+
+Each subcommand has its own section below: a ``register_<name>(subparsers)`` function that
+declares its arguments, and a ``run_<name>(args) -> int`` function that does the work.  To add
+a subcommand, add a section and list its register function in :data:`SUBCOMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+
+# ============================================================================================
+# capture: record a TCP conversation to a pcap file, through a relay or by sniffing
+# ============================================================================================
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def register_capture(subparsers) -> None:
+    p = subparsers.add_parser(
+        "capture", help="record TCP traffic to a pcap file (relay, or sniffing as root)",
+        description="Record TCP conversations into a pcap file. By default run a recording "
+                    "relay: clients connect to the relay's port and it forwards to --target. "
+                    "With --sniff PORT, capture the real packets to/from PORT on the loopback "
+                    "interface instead (needs root or CAP_NET_RAW). Stops after --duration "
+                    "seconds or on Ctrl-C / SIGTERM, then writes the file.")
+    p.add_argument("--target", type=_host_port, metavar="HOST:PORT",
+                   help="the server the relay forwards to")
+    p.add_argument("--listen-port", type=int, default=0, metavar="N",
+                   help="the relay's port (default: any free port, printed at start)")
+    p.add_argument("--listen-host", default="127.0.0.1", metavar="HOST")
+    p.add_argument("--sniff", type=int, metavar="PORT",
+                   help="sniff the traffic of this TCP port instead of relaying")
+    p.add_argument("--iface", default="lo", help="interface to sniff on (default: lo)")
+    p.add_argument("-w", "--write", required=True, metavar="FILE", help="the pcap file to write")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.set_defaults(run=run_capture)
+
+
+@contextlib.contextmanager
+def _stop_on_signal():
+    """An event set by SIGINT (Ctrl-C) or SIGTERM while the block runs.
+
+    Installed *before* announcing readiness, so a signal sent right after the announcement
+    cannot hit asyncio's default handler (which would cancel everything mid-capture).
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield stop
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _until(stop: asyncio.Event, duration: float | None) -> None:
+    """Wait until ``stop`` is set, or ``duration`` seconds have passed."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(duration):
+            await stop.wait()
+
+
+def _summary(capture) -> str:
+    lines = [f"{len(capture)} conversation(s)"]
+    for conv in capture:
+        lines.append(f"  #{conv.id} {conv.client[0]}:{conv.client[1]} -> "
+                     f"{conv.server[0]}:{conv.server[1]}  c2s {conv.bytes_c2s} B, "
+                     f"s2c {conv.bytes_s2c} B, {len(conv.chunks)} chunks"
+                     + (" (reset)" if conv.reset else ""))
+    return "\n".join(lines)
+
+
+async def _capture(args) -> int:
+    from lablib.capture.records import CaptureError
+    with _stop_on_signal() as stop:
+        if args.sniff is not None:
+            from lablib.capture.sniff import Sniffer
+            sniffer = Sniffer(args.sniff, args.iface)
+            try:
+                sniffer.open()
+            except CaptureError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            print(f"sniffing TCP port {args.sniff} on {args.iface}; Ctrl-C to stop", flush=True)
+            try:
+                await _until(stop, args.duration)
+                await asyncio.to_thread(sniffer.drain)
+            finally:
+                sniffer.close()
+            sniffer.write_pcap(args.write)
+            capture = sniffer.capture
+        else:
+            from lablib.capture.relay import Relay
+            if args.target is None:
+                print("error: give --target HOST:PORT (relay) or --sniff PORT", file=sys.stderr)
+                return 2
+            relay = Relay(*args.target, listen_host=args.listen_host, listen_port=args.listen_port)
+            try:
+                await relay.start()
+            except OSError as exc:
+                print(f"error: cannot listen on {args.listen_host}:{args.listen_port}: {exc}",
+                      file=sys.stderr)
+                return 2
+            try:
+                print(f"relaying {relay.host}:{relay.port} -> {args.target[0]}:{args.target[1]}; "
+                      "Ctrl-C to stop", flush=True)
+                await _until(stop, args.duration)
+            finally:
+                await relay.close()
+            relay.write_pcap(args.write)
+            capture = relay.capture
+    print(_summary(capture))
+    print(f"wrote {args.write}", flush=True)
+    return 0
+
+
+def run_capture(args) -> int:
+    return asyncio.run(_capture(args))
+
+
+# ============================================================================================
+# main
+# ============================================================================================
+
+from .capture import cli_dissect  # noqa: E402  (the dissect subcommand lives with the dissector)
+
+SUBCOMMANDS = [register_capture, cli_dissect.add_parser]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lablib",
+                                     description="lablib: see WebSocket, Engine.IO and "
+                                                 "Socket.IO on the wire")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in SUBCOMMANDS:
+        register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
