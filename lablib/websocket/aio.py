@@ -89,12 +89,12 @@ class WebSocket:
         while not self._messages:
             if self._closed.done():
                 raise self._closed_error()
-            self._message_waiter = asyncio.get_running_loop().create_future()
-            try:
-                await asyncio.wait([self._message_waiter, self._closed],
-                                   return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                self._message_waiter = None
+            # One waiter shared by every recv() waiting now: a message wakes them all and one
+            # of them takes it; the others wait again on a fresh waiter.
+            if self._message_waiter is None or self._message_waiter.done():
+                self._message_waiter = asyncio.get_running_loop().create_future()
+            await asyncio.wait([self._message_waiter, self._closed],
+                               return_when=asyncio.FIRST_COMPLETED)
         message = self._messages.popleft()
         if self._space_waiter is not None and not self._space_waiter.done():
             self._space_waiter.set_result(None)
@@ -142,16 +142,22 @@ class WebSocket:
 
     async def ping(self, data: bytes | None = None) -> asyncio.Future[float]:
         """Send a ping; return a future that resolves to the round-trip time when the pong comes."""
-        if data is None:
-            data = self._rng.randbytes(4)
-            while data in self._pong_waiters:
-                data = self._rng.randbytes(4)
-        if data in self._pong_waiters:
-            raise LocalProtocolError("a ping with this payload is already waiting for its pong")
         waiter = asyncio.get_running_loop().create_future()
         async with self._send_lock:
-            await self._write(lambda: self.connection.send_ping(data))
-        self._pong_waiters[data] = (waiter, time.monotonic())
+            if data is None:
+                data = self._rng.randbytes(4)
+                while data in self._pong_waiters:
+                    data = self._rng.randbytes(4)
+            if data in self._pong_waiters:
+                raise LocalProtocolError("a ping with this payload is already waiting for its pong")
+            # Wait for the pong *before* the ping leaves: while drain() waits, the pong may
+            # already be back, and must not be mistaken for an unsolicited one.
+            self._pong_waiters[data] = (waiter, time.monotonic())
+            try:
+                await self._write(lambda: self.connection.send_ping(data))
+            except BaseException:
+                self._pong_waiters.pop(data, None)
+                raise
         return waiter
 
     async def pong(self, data: bytes = b"") -> None:
@@ -171,6 +177,9 @@ class WebSocket:
                     await self._write(lambda: self.connection.send_close(code, reason))
             except ConnectionClosedError:
                 pass
+            # A reader blocked on a full queue must go on, to see the peer's close frame.
+            if self._space_waiter is not None and not self._space_waiter.done():
+                self._space_waiter.set_result(None)
         elif self.connection.state is State.CONNECTING:
             self._abort()
         try:
@@ -249,7 +258,7 @@ class WebSocket:
 
     async def _enqueue(self, data: Data) -> None:
         while len(self._messages) >= self.max_queue:
-            if self.connection.state is not State.OPEN:
+            if self.connection.state is not State.OPEN or self._writer.is_closing():
                 return  # we are closing: the application has said it wants nothing more
             self._space_waiter = asyncio.get_running_loop().create_future()
             await self._space_waiter
@@ -289,6 +298,9 @@ class WebSocket:
 
     def _abort(self) -> None:
         self._writer.transport.abort()
+        # A reader blocked on a full queue would never see the end of the stream: wake it.
+        if self._space_waiter is not None and not self._space_waiter.done():
+            self._space_waiter.set_result(None)
 
     def _set_closed(self) -> None:
         if self.close_code is None:

@@ -81,8 +81,8 @@ class connect:
 
     async def _handshake(self) -> ClientConnection:
         reader, writer = await asyncio.open_connection(self.host, self.port)
-        default_port = self.port == 80
-        handshake = ClientHandshake(host=self.host if default_port else f"{self.host}:{self.port}",
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal (RFC 3986)
+        handshake = ClientHandshake(host=host if self.port == 80 else f"{host}:{self.port}",
                                     path=self.target, subprotocols=self.subprotocols,
                                     origin=self.origin, extra_headers=self.additional_headers,
                                     rng=self.rng)

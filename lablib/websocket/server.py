@@ -13,10 +13,10 @@ import logging
 import random
 from typing import Awaitable, Callable, Sequence
 
-from ..errors import HandshakeError
+from ..errors import ConnectionClosed
 from ..http import Request
 from .aio import WebSocket
-from .connection import Connection, Rejected, RequestReceived, Role
+from .connection import Connection, Rejected, RequestReceived, Role, State
 from .frames import CloseCode
 from .handshake import ServerHandshake
 
@@ -62,9 +62,12 @@ class Server:
         self.connections: set[ServerConnection] = set()
         self._tasks: set[asyncio.Task] = set()
         self._server: asyncio.base_events.Server | None = None
+        self._port: int | None = None
+        self._closing = False  # close() was called: no new sessions start
 
     async def start(self) -> "Server":
         self._server = await asyncio.start_server(self._accept, self.host, self.requested_port)
+        self._port = self._server.sockets[0].getsockname()[1]
         return self
 
     @property
@@ -73,7 +76,10 @@ class Server:
 
     @property
     def port(self) -> int:
-        return self.sockets[0].getsockname()[1]
+        """The listening port (still readable after close(), e.g. for a log line)."""
+        if self._port is None:
+            raise RuntimeError("the server is not started: await serve(...) first")
+        return self._port
 
     async def __aenter__(self) -> "Server":
         return self
@@ -83,7 +89,11 @@ class Server:
         await self.wait_closed()
 
     def close(self, close_connections: bool = True) -> None:
-        """Stop listening; close open connections with 1001 unless told not to."""
+        """Stop listening; close open connections with 1001 unless told not to.
+
+        A handshake still in flight is refused with 503: no session starts after close().
+        """
+        self._closing = True
         if self._server is not None:
             self._server.close()
         if close_connections:
@@ -122,12 +132,22 @@ class Server:
             writer.write(conn.data_to_send())
             writer.close()
             return
+        if self._closing:  # the server was shut down while this handshake was in flight
+            writer.write(conn.reject(503, "server shutting down"))
+            writer.close()
+            return
         writer.write(conn.accept())
         ws = ServerConnection(conn, reader, writer, rng=self.rng, **self.options)
         ws.request = request
         self.connections.add(ws)
         try:
             await self.handler(ws)
+        except ConnectionClosed as exc:
+            if ws.state is State.OPEN:  # not this connection's close (another one's): a bug
+                logger.error("connection handler failed", exc_info=exc)
+                await ws.close(CloseCode.INTERNAL_ERROR, "internal error")
+            else:  # the peer went away while the handler was talking to it: not an error
+                await ws.close()  # a no-op but for waiting until TCP is closed
         except Exception:
             logger.exception("connection handler failed")
             await ws.close(CloseCode.INTERNAL_ERROR, "internal error")

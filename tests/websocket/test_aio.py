@@ -1,0 +1,628 @@
+"""The asyncio drivers (lablib.websocket.aio, client, server): timers, closing, limits.
+
+Most scenarios put a hand-made client or server on the other end of the socket, so the test
+can assert the exact bytes on the wire and the order in which each side closes TCP.
+
+The project does not depend on pytest-asyncio: each scenario is an ``async def`` wrapped by
+:func:`asyncio_test`, which runs it in a fresh event loop.  Timeouts are guards against hangs,
+never measurements; the only short intervals are the keepalive and open timers under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import logging
+import random
+
+import pytest
+
+from lablib.errors import ConnectionClosed, HandshakeError, LocalProtocolError
+from lablib.websocket import FrameParser, Opcode
+from lablib.websocket.client import connect
+from lablib.websocket.connection import State
+from lablib.websocket.server import serve
+
+GUARD_TIMEOUT = 10.0  #: a scenario that hangs fails after this long
+
+
+def run_guarded(coro, timeout: float = GUARD_TIMEOUT):
+    """``asyncio.run(coro)`` with a hard guard: a scenario that hangs fails the test.
+
+    Unlike ``asyncio.wait_for``, this also gives up on a scenario that hangs while being
+    cancelled (e.g. in an ``async with`` exit), instead of hanging the whole test run.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        task = loop.create_task(coro)
+        loop.run_until_complete(asyncio.wait({task}, timeout=timeout))
+        if not task.done():
+            task.cancel()
+            loop.run_until_complete(asyncio.wait({task}, timeout=1))
+            raise TimeoutError(f"the scenario did not finish within {timeout} s")
+        leftovers = asyncio.all_tasks(loop)
+        for leftover in leftovers:
+            leftover.cancel()
+        if leftovers:
+            loop.run_until_complete(asyncio.wait(leftovers, timeout=1))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        return task.result()
+    finally:
+        loop.close()
+
+
+def asyncio_test(scenario):
+    """Run ``async def test_x(...)`` in a fresh event loop, as a plain (sync) pytest test."""
+
+    @functools.wraps(scenario)
+    def test(*args, **kwargs):
+        return run_guarded(scenario(*args, **kwargs))
+
+    return test
+
+
+async def until(condition, interval: float = 0.005) -> None:
+    """Wait until ``condition()`` holds (the caller's guard timeout bounds the wait)."""
+    while not condition():
+        await asyncio.sleep(interval)
+
+
+# --- a hand-made client -------------------------------------------------------------------------
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 §1.3
+
+#: Client frames must be masked; with the key 00 00 00 00 the payload reads as is on the wire.
+CLOSE_1000 = b"\x88\x82\x00\x00\x00\x00\x03\xe8"
+
+
+def masked(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """A client frame with the all-zero masking key (payload < 126 bytes)."""
+    assert len(payload) < 126
+    return bytes([(0x80 if fin else 0) | opcode, 0x80 | len(payload)]) + b"\x00" * 4 + payload
+
+
+async def raw_client(port: int):
+    """Open TCP, send the upgrade request, check the 101; return (reader, writer)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\n"
+                 f"Sec-WebSocket-Version: 13\r\n\r\n".encode("ascii"))
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    return reader, writer
+
+
+def close_frame(code: int, reason: bytes = b"") -> bytes:
+    """An unmasked (server) close frame."""
+    payload = code.to_bytes(2, "big") + reason
+    return bytes([0x88, len(payload)]) + payload
+
+
+# --- keepalive (§5.5.2 used as a heartbeat) ---------------------------------------------------
+
+@asyncio_test
+async def test_keepalive_timeout_closes_with_1011():
+    observed = asyncio.get_running_loop().create_future()
+
+    async def handler(ws):
+        await ws.wait_closed()
+        observed.set_result((ws.close_code, ws.close_reason))
+
+    async with serve(handler, "127.0.0.1", 0, ping_interval=0.05, ping_timeout=0.05,
+                     rng=random.Random(7)) as server:
+        reader, writer = await raw_client(server.port)
+        # We read but never answer: the server pings once, waits, gives up.
+        received = await reader.read()  # up to EOF: the server closed TCP
+        writer.close()
+        assert await observed == (1011, "keepalive ping timeout")
+    ping_payload = random.Random(7).randbytes(4)
+    assert received == (b"\x89\x04" + ping_payload
+                        + b"\x88\x18\x03\xf3" + b"keepalive ping timeout")
+
+
+@asyncio_test
+async def test_keepalive_with_an_answering_peer_sets_latency_and_stays_open():
+    server_side = asyncio.get_running_loop().create_future()
+
+    async def handler(ws):
+        server_side.set_result(ws)
+        async for message in ws:
+            await ws.send(message)
+
+    async with serve(handler, "127.0.0.1", 0, ping_interval=0.02, ping_timeout=2) as server:
+        async with connect(f"ws://127.0.0.1:{server.port}/", ping_interval=0.02,
+                           ping_timeout=2) as ws:
+            peer = await server_side
+            # Both sides ping every 20 ms; wait for a round trip in each direction.
+            await until(lambda: peer.latency > 0 and ws.latency > 0)
+            assert ws.state is State.OPEN and peer.state is State.OPEN
+            await ws.send("still here")
+            assert await ws.recv() == "still here"
+        assert ws.close_code == 1000
+
+
+@asyncio_test
+async def test_explicit_ping_resolves_to_the_round_trip_time():
+    async def handler(ws):
+        await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        async with connect(f"ws://127.0.0.1:{server.port}/") as ws:
+            first = await ws.ping(b"one")
+            second = await ws.ping(b"two")
+            assert await second >= 0
+            assert first.done()  # a pong acknowledges earlier pings too
+            pending = await ws.ping(b"dup")
+            with pytest.raises(LocalProtocolError):
+                await ws.ping(b"dup")  # the same payload while its pong is still awaited
+            await pending
+
+
+# --- the closing handshake on the wire (§7.1.1: the server closes TCP first) -------------------
+
+@asyncio_test
+async def test_client_initiated_close_server_echoes_then_closes_tcp():
+    observed = asyncio.get_running_loop().create_future()
+
+    async def handler(ws):
+        await ws.wait_closed()
+        observed.set_result((ws.close_code, ws.close_reason))
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        reader, writer = await raw_client(server.port)
+        writer.write(masked(Opcode.CLOSE, b"\x03\xe8bye"))
+        received = await reader.read()  # the echo, then EOF: the server closed TCP
+        writer.close()
+        assert received == b"\x88\x02\x03\xe8"  # the code echoed (§5.5.1)
+        assert await observed == (1000, "bye")
+
+
+@asyncio_test
+async def test_server_initiated_close_waits_for_the_clients_close_frame():
+    close_returned = asyncio.get_running_loop().create_future()
+
+    async def handler(ws):
+        await ws.close(1000, "done")
+        close_returned.set_result(ws.close_code)
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        reader, writer = await raw_client(server.port)
+        assert await reader.readexactly(8) == b"\x88\x06\x03\xe8done"
+        # The server sent its close frame; it must wait for ours before closing TCP.
+        assert not close_returned.done()
+        writer.write(CLOSE_1000)
+        assert await reader.read() == b""  # nothing more, then EOF
+        writer.close()
+        assert await close_returned == 1000
+
+
+@asyncio_test
+async def test_lablib_client_waits_for_the_server_to_close_tcp():
+    """A hand-made server: the client must not close TCP before the server does."""
+    loop = asyncio.get_running_loop()
+    release = loop.create_future()
+    server_saw = loop.create_future()
+
+    async def raw_server(reader, writer):
+        request = await reader.readuntil(b"\r\n\r\n")
+        key = next(line.split(b": ", 1)[1] for line in request.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key:"))
+        from lablib.websocket import accept_key
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                     + accept_key(key.decode()).encode() + b"\r\n\r\n")
+        [frame] = FrameParser(mask_required=True).receive_data(await reader.readexactly(2 + 4 + 5))
+        writer.write(b"\x88\x05" + frame.payload)  # echo code and reason
+        await writer.drain()
+        await release
+        eof_before_our_close = reader.at_eof()
+        writer.close()  # the server closes TCP first
+        server_saw.set_result((frame.payload, eof_before_our_close, await reader.read()))
+
+    tcp_server = await asyncio.start_server(raw_server, "127.0.0.1", 0)
+    port = tcp_server.sockets[0].getsockname()[1]
+    async with tcp_server:
+        ws = await connect(f"ws://127.0.0.1:{port}/", rng=random.Random(1))
+        closing = asyncio.create_task(ws.close(1000, "bye"))
+        await until(lambda: ws.state is State.CLOSED)  # the echo arrived
+        assert not closing.done()  # ... but close() still waits for the server's FIN
+        release.set_result(None)
+        await closing
+        payload, eof_before_our_close, rest = await server_saw
+    assert payload == b"\x03\xe8bye"
+    assert eof_before_our_close is False
+    assert rest == b""
+    assert (ws.close_code, ws.close_reason) == (1000, "bye")
+
+
+@asyncio_test
+async def test_close_timeout_when_the_peer_never_answers():
+    """A server that never echoes our close: close() gives up after close_timeout (1006)."""
+    async def raw_server(reader, writer):
+        request = await reader.readuntil(b"\r\n\r\n")
+        key = next(line.split(b": ", 1)[1] for line in request.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key:"))
+        from lablib.websocket import accept_key
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                     + accept_key(key.decode()).encode() + b"\r\n\r\n")
+        await reader.read()  # swallow everything, answer nothing
+
+    tcp_server = await asyncio.start_server(raw_server, "127.0.0.1", 0)
+    port = tcp_server.sockets[0].getsockname()[1]
+    async with tcp_server:
+        ws = await connect(f"ws://127.0.0.1:{port}/", close_timeout=0.05)
+        await ws.close()
+        assert ws.close_code == 1006
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.recv()
+        assert info.value.code == 1006
+
+
+# --- the server's life cycle ------------------------------------------------------------------
+
+@asyncio_test
+async def test_server_shutdown_closes_clients_with_1001():
+    async def handler(ws):
+        await ws.wait_closed()
+
+    server = await serve(handler, "127.0.0.1", 0)
+    clients = [await connect(f"ws://127.0.0.1:{server.port}/") for _ in range(2)]
+    await until(lambda: len(server.connections) == 2)
+    server.close()
+    await server.wait_closed()
+    for ws in clients:
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.recv()
+        assert info.value.code == 1001 and info.value.ok
+        await ws.wait_closed()
+        assert ws.close_code == 1001
+    assert server.connections == set()
+    with pytest.raises(OSError):
+        await connect(f"ws://127.0.0.1:{server.port}/")  # no longer listening
+
+
+@asyncio_test
+async def test_handler_exception_closes_with_1011_and_no_traceback(caplog):
+    async def handler(ws):
+        raise RuntimeError("secret detail of the server")
+
+    with caplog.at_level(logging.ERROR, logger="lablib.websocket.server"):
+        async with serve(handler, "127.0.0.1", 0) as server:
+            reader, writer = await raw_client(server.port)
+            expected = close_frame(1011, b"internal error")
+            assert await reader.readexactly(len(expected)) == expected
+            writer.write(CLOSE_1000)
+            rest = await reader.read()
+            writer.close()
+    assert rest == b""
+    assert "connection handler failed" in caplog.text
+    assert "secret detail of the server" in caplog.text  # in the log, not on the wire
+
+
+@asyncio_test
+async def test_handler_return_closes_with_1000():
+    async def handler(ws):
+        await ws.send("bye")
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        reader, writer = await raw_client(server.port)
+        assert await reader.readexactly(5 + 4) == b"\x81\x03bye" + b"\x88\x02\x03\xe8"
+        writer.write(CLOSE_1000)
+        assert await reader.read() == b""
+        writer.close()
+
+
+@asyncio_test
+async def test_handshake_timeout_closes_a_silent_connection():
+    async def handler(ws):
+        raise AssertionError("no handshake, no handler")
+
+    async with serve(handler, "127.0.0.1", 0, open_timeout=0.05) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # ... and never the rest
+        assert await reader.read() == b""  # the server gave up and closed TCP
+        writer.close()
+        assert server.connections == set()
+
+
+@asyncio_test
+async def test_garbage_request_gets_400_and_the_server_stays_up():
+    async def handler(ws):
+        async for message in ws:
+            await ws.send(message)
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"HELLO\x00WORLD\r\n\r\n")
+        answer = await reader.read()  # the error answer, then EOF
+        writer.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 ")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        assert length == len(body) > 0
+        # The next client is served as if nothing happened.
+        async with connect(f"ws://127.0.0.1:{server.port}/") as ws:
+            await ws.send("after the garbage")
+            assert await ws.recv() == "after the garbage"
+
+
+@asyncio_test
+async def test_client_sees_handshake_error_status():
+    async with serve(lambda ws: None, "127.0.0.1", 0, origins=["http://ok.example"]) as server:
+        with pytest.raises(HandshakeError) as info:
+            await connect(f"ws://127.0.0.1:{server.port}/", origin="http://evil.example")
+    assert info.value.status == 403
+
+
+# --- bounded buffers (a slow reader cannot make memory grow) ---------------------------------
+
+class RecordingDeque(collections.deque):
+    """A deque that remembers the longest it has ever been."""
+
+    high_water = 0
+
+    def append(self, item):
+        super().append(item)
+        self.high_water = max(self.high_water, len(self))
+
+
+@asyncio_test
+async def test_slow_reader_bounds_the_queue_and_blocks_the_sender():
+    loop = asyncio.get_running_loop()
+    gate = loop.create_future()
+    server_side = loop.create_future()
+    counted = loop.create_future()
+    max_queue = 4
+
+    async def handler(ws):
+        ws._messages = RecordingDeque(ws._messages)  # before the reader task first runs
+        server_side.set_result(ws)
+        await gate  # never recv() until the test says so
+        count = 0
+        while await ws.recv() != "done":
+            count += 1
+        counted.set_result(count)
+
+    message = bytes(64 * 1024)
+    sent = 0
+    stop = False
+
+    async def sender(ws):
+        nonlocal sent
+        while not stop:
+            await ws.send(message)
+            sent += 1
+        await ws.send("done")
+
+    async with serve(handler, "127.0.0.1", 0, max_queue=max_queue) as server:
+        async with connect(f"ws://127.0.0.1:{server.port}/", rng=random.Random(3)) as ws:
+            peer = await server_side
+            sending = asyncio.create_task(sender(ws))
+            client_transport = ws._writer.transport
+            high = client_transport.get_write_buffer_limits()[1]
+            # Backpressure all the way: the server's queue is full, it stopped reading the
+            # socket, the kernel buffers filled up, and our own write buffer passed its
+            # high-water mark, so send() waits in drain().
+            await until(lambda: len(peer._messages) == max_queue
+                        and not peer._writer.transport.is_reading()
+                        and client_transport.get_write_buffer_size() > high)
+            stalled_at = sent
+            for _ in range(10):
+                await asyncio.sleep(0)
+            assert sent == stalled_at and not sending.done()
+            assert len(peer._messages) == max_queue
+            stop = True
+            gate.set_result(None)  # the handler starts reading: everything flows again
+            await sending
+            assert await counted == sent
+            assert peer._messages.high_water <= max_queue
+            assert sent > max_queue
+
+
+# --- recv() and async for after the close -----------------------------------------------------
+
+@asyncio_test
+async def test_messages_before_the_close_are_delivered_then_recv_raises():
+    async def handler(ws):
+        await ws.send("a")
+        await ws.send(b"b")
+        await ws.close(4001, "that's all")
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        ws = await connect(f"ws://127.0.0.1:{server.port}/")
+        assert await ws.recv() == "a"
+        assert await ws.recv() == b"b"
+        for _ in range(2):  # and again: a closed connection stays closed
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.recv()
+            assert (info.value.code, info.value.reason) == (4001, "that's all")
+            assert not info.value.ok
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.send("too late")
+        assert info.value.code == 4001
+        await ws.close()  # closing a closed connection is a no-op
+
+
+@asyncio_test
+async def test_async_for_ends_quietly_on_1000():
+    async def handler(ws):
+        for message in ["one", "two", b"three"]:
+            await ws.send(message)
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        async with connect(f"ws://127.0.0.1:{server.port}/") as ws:
+            received = [message async for message in ws]
+        assert received == ["one", "two", b"three"]
+        assert ws.close_code == 1000
+
+
+@asyncio_test
+async def test_async_for_raises_on_an_error_close():
+    async def handler(ws):
+        await ws.send("one")
+        raise RuntimeError("boom")
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        async with connect(f"ws://127.0.0.1:{server.port}/") as ws:
+            received = []
+            with pytest.raises(ConnectionClosed) as info:
+                async for message in ws:
+                    received.append(message)
+        assert received == ["one"]
+        assert (info.value.code, info.value.reason) == (1011, "internal error")
+
+
+# --- regressions found while writing these tests ------------------------------------------------
+
+@asyncio_test
+async def test_pong_that_arrives_before_ping_returns_still_resolves_it():
+    """The waiter must exist before the ping leaves, or a fast pong is taken as unsolicited."""
+    async def handler(ws):
+        await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        async with connect(f"ws://127.0.0.1:{server.port}/") as ws:
+            pong_seen = asyncio.get_running_loop().create_future()
+            original_pong_received, original_drain = ws._pong_received, ws._writer.drain
+
+            def spy(payload):
+                original_pong_received(payload)
+                if not pong_seen.done():
+                    pong_seen.set_result(payload)
+
+            async def slow_drain():  # as if the write buffer were full: drain() yields
+                await original_drain()
+                await pong_seen
+
+            ws._pong_received, ws._writer.drain = spy, slow_drain
+            waiter = await ws.ping(b"fast pong")
+            ws._writer.drain = original_drain
+            assert await pong_seen == b"fast pong"
+            assert waiter.done() and waiter.result() >= 0
+
+
+@asyncio_test
+async def test_concurrent_recv_calls_each_get_a_message():
+    async def handler(ws):
+        async for message in ws:
+            await ws.send(message)
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        async with connect(f"ws://127.0.0.1:{server.port}/") as ws:
+            first = asyncio.create_task(ws.recv())
+            second = asyncio.create_task(ws.recv())
+            await asyncio.sleep(0)  # both are waiting now
+            await ws.send("one")
+            await ws.send("two")
+            assert sorted(await asyncio.gather(first, second)) == ["one", "two"]
+
+
+@asyncio_test
+async def test_close_while_the_queue_is_full_completes_the_handshake():
+    """The reader waits for queue space; close() must wake it so it can read the close echo."""
+    server_side = asyncio.get_running_loop().create_future()
+
+    async def handler(ws):
+        server_side.set_result(ws)
+        await until(lambda: len(ws._messages) == ws.max_queue and ws._space_waiter is not None)
+        await ws.close(1000, "enough")  # without ever calling recv()
+
+    async with serve(handler, "127.0.0.1", 0, max_queue=1, close_timeout=5) as server:
+        async with connect(f"ws://127.0.0.1:{server.port}/") as ws:
+            for i in range(3):
+                await ws.send(f"message {i}")
+            with pytest.raises(ConnectionClosed) as info:
+                while True:
+                    await ws.recv()
+            assert (info.value.code, info.value.reason) == (1000, "enough")
+            peer = await server_side
+            await peer.wait_closed()
+            assert peer.close_code == 1000  # the echo was read: a clean close, not 1006
+
+
+@asyncio_test
+async def test_handler_stopped_by_the_peers_close_is_not_an_error(caplog):
+    done = asyncio.get_running_loop().create_future()
+
+    async def handler(ws):
+        try:
+            await ws.recv()  # raises ConnectionClosed: the client closes
+        finally:
+            done.set_result(None)
+
+    with caplog.at_level(logging.INFO, logger="lablib.websocket.server"):
+        async with serve(handler, "127.0.0.1", 0) as server:
+            async with connect(f"ws://127.0.0.1:{server.port}/"):
+                pass
+            await done
+    assert "connection handler failed" not in caplog.text
+
+
+@asyncio_test
+async def test_handler_raising_another_connections_close_still_closes_this_one(caplog):
+    async def handler(ws):
+        raise ConnectionClosed(1001, "some other connection")  # this one is still open
+
+    with caplog.at_level(logging.ERROR, logger="lablib.websocket.server"):
+        async with serve(handler, "127.0.0.1", 0) as server:
+            async with connect(f"ws://127.0.0.1:{server.port}/") as ws:
+                with pytest.raises(ConnectionClosed) as info:
+                    await ws.recv()
+    assert (info.value.code, info.value.reason) == (1011, "internal error")
+    assert "connection handler failed" in caplog.text
+
+
+@asyncio_test
+async def test_handshake_in_flight_during_shutdown_is_refused_with_503():
+    async def handler(ws):
+        raise AssertionError("no session may start after close()")
+
+    server = await serve(handler, "127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n")
+    await until(lambda: len(server._tasks) == 1)  # the server is reading our request
+    server.close()
+    writer.write(b"Connection: Upgrade\r\nSec-WebSocket-Key: " + KEY.encode()
+                 + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    answer = await reader.read()
+    writer.close()
+    await server.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert answer.endswith(b"\r\n\r\nserver shutting down\n")
+
+
+@asyncio_test
+async def test_client_open_timeout_when_the_server_never_answers():
+    async def silent(reader, writer):
+        await reader.read()
+
+    tcp_server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = tcp_server.sockets[0].getsockname()[1]
+    async with tcp_server:
+        with pytest.raises(asyncio.TimeoutError):
+            await connect(f"ws://127.0.0.1:{port}/", open_timeout=0.05)
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
+@asyncio_test
+async def test_ipv6_literal_is_bracketed_in_the_host_header():
+    async def handler(ws):
+        await ws.send(ws.request.headers.get("Host"))
+
+    async with serve(handler, "::1", 0) as server:
+        async with connect(f"ws://[::1]:{server.port}/") as ws:
+            assert await ws.recv() == f"[::1]:{server.port}"
