@@ -119,13 +119,15 @@ class Relay:
     async def start(self) -> None:
         self._t0 = self.clock()
         self._server = await asyncio.start_server(self._accept, *self.listen)
+        # Kept, so that .port still answers after close() (the sockets are gone by then).
+        self._port = self._server.sockets[0].getsockname()[1]
 
     @property
     def port(self) -> int:
         """The port clients connect to (chosen by the OS if ``listen_port`` was 0)."""
         if self._server is None:
             raise RuntimeError("the relay is not started")
-        return self._server.sockets[0].getsockname()[1]
+        return self._port
 
     @property
     def host(self) -> str:
