@@ -1,0 +1,321 @@
+"""The Engine.IO server's request router, sans-I/O: one parsed HTTP request in, one decision out.
+
+:class:`EngineServerCore` owns the sessions (sid -> :class:`~lablib.engineio.session.ServerSession`)
+and answers each request the way the spec and the reference server do.  It never touches a socket:
+the asyncio driver parses the request (:class:`lablib.http.Request`), calls
+:meth:`EngineServerCore.handle_request`, and acts on the :class:`RequestResult`::
+
+    result.reply    HTTPReply        -> write it (format_response(...) via reply.to_bytes())
+                    HoldPoll         -> keep this GET open; answer it on the session's AnswerPoll
+                    AcceptWebSocket  -> do the RFC 6455 handshake, then feed result.session
+    result.outputs                   -> the session's other outputs (events for the application,
+                                        an AnswerPoll for a GET held earlier, WebSocket actions)
+
+Checks, in the reference server's order (engine.io ``lib/server.ts``: the CORS middleware, then
+``verify()``, then ``handshake()``).  A refused HTTP request gets ``{"code":N,"message":"..."}``
+as ``application/json``, 403 for code 4 and 400 for the others (``abortRequest``); a refused
+WebSocket request (``Upgrade: websocket``) gets what ``abortUpgrade`` writes: 400 whatever the
+code, ``Content-Type: text/html``, the bare message, ``Connection: close``::
+
+    path outside the prefix                        404 (not ours; the reference passes it on)
+    Origin refused by cors_allowed_origins         403 code 4 "Forbidden"
+    OPTIONS with CORS enabled                      204 preflight
+    transport not polling/websocket (or disabled)  400 code 0 "Transport unknown"
+    sid given but unknown                          400 code 1 "Session ID unknown"
+    sid given, other transport, not an upgrade     400 code 3 "Bad request" (e.g. polling after the upgrade)
+    no sid, method is not GET                      400 code 2 "Bad handshake method"
+    no sid, transport=websocket without Upgrade    400 code 3 "Bad request"
+    no sid, allow_request refuses                  403 code 4, the hook's message or "Forbidden"
+    no sid, EIO is not "4"                         400 code 5 "Unsupported protocol version"
+    POST body longer than maxPayload               413, empty body (polling.ts); the session lives on
+    POST body that does not parse                  400 code 3, the session closes ("parse error")
+    method other than GET/POST on a session        500, empty body (polling.ts onRequest)
+    second GET while one is held                   500, empty body; the session closes
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import urllib.parse
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+from ..errors import EngineIOError
+from ..http import Request, format_response
+from .packets import Packet, encode_payload
+from .session import (AnswerPoll, HoldPoll, Output, RefuseRequest, ServerSession, State,
+                      Transport)
+
+__all__ = ["EngineServerCore", "HTTPReply", "AcceptWebSocket", "RequestResult", "generate_sid"]
+
+TEXT_PLAIN = "text/plain; charset=UTF-8"  # polling bodies (polling.ts doWrite)
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPReply:
+    """A complete HTTP answer: status, header fields (Content-Length included), body."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes = b""
+
+    def to_bytes(self) -> bytes:
+        return format_response(self.status, self.headers, self.body)
+
+    def json(self) -> object:
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptWebSocket:
+    """Complete the WebSocket handshake (RFC 6455 §4.2); the session then runs over it."""
+
+    headers: tuple[tuple[str, str], ...] = ()  #: extra header fields for the 101 answer
+
+
+@dataclass(frozen=True, slots=True)
+class RequestResult:
+    reply: HTTPReply | HoldPoll | AcceptWebSocket
+    session: ServerSession | None = None
+    outputs: tuple[Output, ...] = ()
+
+
+def generate_sid(rng: random.Random) -> str:
+    """20 characters of URL-safe base64 from 15 random bytes, like the reference's base64id."""
+    return base64.urlsafe_b64encode(rng.randbytes(15)).decode("ascii")
+
+
+AllowRequest = Callable[[Request], "bool | str | None"]
+
+
+class EngineServerCore:
+    """The sans-I/O Engine.IO server: sessions plus the HTTP request router.
+
+    ``ping_interval``/``ping_timeout``/``upgrade_timeout`` are milliseconds (the wire's unit);
+    ``max_payload`` bytes.  ``cors_allowed_origins``: None leaves CORS alone (the reference's
+    default), ``"*"`` allows every origin, a list allows those.  ``allow_request(request)``
+    vets handshakes: ``False`` or a string (the message) refuses with 403.  ``rng`` draws the
+    sids: pass ``random.Random(seed)`` for reproducible sessions.
+    """
+
+    def __init__(self, *, path: str = "/engine.io/", ping_interval: int = 25000,
+                 ping_timeout: int = 20000, max_payload: int = 1_000_000,
+                 upgrade_timeout: int = 10000, transports: Sequence[str] = ("polling", "websocket"),
+                 allow_upgrades: bool = True, cors_allowed_origins: str | Sequence[str] | None = None,
+                 cors_credentials: bool = True, allow_request: AllowRequest | None = None,
+                 max_buffered_packets: int = 10_000, rng: random.Random | None = None) -> None:
+        self.path = "/" + path.strip("/") + "/"
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.max_payload = max_payload
+        self.upgrade_timeout = upgrade_timeout
+        self.transports = tuple(Transport(t).value for t in transports)
+        self.allow_upgrades = allow_upgrades
+        self.cors_allowed_origins = cors_allowed_origins
+        self.cors_credentials = cors_credentials
+        self.allow_request = allow_request
+        self.max_buffered_packets = max_buffered_packets
+        self.rng = rng if rng is not None else random.SystemRandom()
+        self.sessions: dict[str, ServerSession] = {}
+
+    # --- the router ------------------------------------------------------------------------
+
+    def handles(self, request: Request) -> bool:
+        """True if the request's path is under our prefix (``/engine.io/`` by default)."""
+        return request.path == self.path.rstrip("/") or request.path.startswith(self.path)
+
+    def handle_request(self, request: Request, now: float) -> RequestResult:
+        if not self.handles(request):
+            return RequestResult(_plain(404, "Not Found"))
+        is_upgrade = "websocket" in request.headers.tokens("upgrade")
+        refuse = self._upgrade_error_reply if is_upgrade else self.error_reply
+        cors = self._cors_headers(request)
+        if cors is None:
+            return RequestResult(refuse(EngineIOError(4)))
+        if request.method == "OPTIONS" and self.cors_allowed_origins is not None:
+            return RequestResult(self._preflight(request, cors))
+        query = _parse_query(request.query)
+        transport = query.get("transport")
+        if transport not in self.transports:
+            return RequestResult(refuse(EngineIOError(0), cors))
+        sid = query.get("sid")
+        if sid is not None:
+            return self._existing_session(request, sid, transport, is_upgrade, cors, now)
+        if request.method != "GET":
+            return RequestResult(refuse(EngineIOError(2), cors))
+        if transport == "websocket" and not is_upgrade:
+            return RequestResult(refuse(EngineIOError(3), cors))
+        if self.allow_request is not None:
+            verdict = self.allow_request(request)
+            if verdict is False or isinstance(verdict, str):
+                message = verdict if isinstance(verdict, str) else None
+                return RequestResult(refuse(EngineIOError(4, message), cors))
+        if query.get("EIO") != "4":
+            return RequestResult(refuse(EngineIOError(5), cors))
+        return self._handshake(Transport(transport), cors, now)
+
+    def _handshake(self, transport: Transport, cors: list[tuple[str, str]], now: float) -> RequestResult:
+        sid = generate_sid(self.rng)
+        while sid in self.sessions:
+            sid = generate_sid(self.rng)
+        upgrades = ("websocket",) if (transport is Transport.POLLING and self.allow_upgrades
+                                      and "websocket" in self.transports) else ()
+        session = ServerSession(sid, now, transport=transport, ping_interval=self.ping_interval,
+                                ping_timeout=self.ping_timeout, max_payload=self.max_payload,
+                                upgrades=upgrades, upgrade_timeout=self.upgrade_timeout,
+                                max_buffered_packets=self.max_buffered_packets)
+        self.sessions[sid] = session
+        if transport is Transport.WEBSOCKET:
+            return RequestResult(AcceptWebSocket(), session, tuple(session.flush()))
+        return self._poll(session, cors, now)
+
+    def _existing_session(self, request: Request, sid: str, transport: str, is_upgrade: bool,
+                          cors: list[tuple[str, str]], now: float) -> RequestResult:
+        refuse = self._upgrade_error_reply if is_upgrade else self.error_reply
+        session = self.sessions.get(sid)
+        if session is None or session.state is State.CLOSED:
+            self.sessions.pop(sid, None)
+            return RequestResult(refuse(EngineIOError(1), cors))
+        if transport == "websocket" and is_upgrade and request.method == "GET":
+            if session.transport is not Transport.POLLING or session.state is not State.OPEN:
+                # already upgraded, or an upgrade in progress: the reference accepts the
+                # WebSocket and closes it at once; refusing before the 101 says the same, earlier.
+                return RequestResult(refuse(EngineIOError(3), cors), session)
+            return RequestResult(AcceptWebSocket(), session, tuple(session.attach_websocket(now)))
+        if transport != session.transport.value:
+            return RequestResult(refuse(EngineIOError(3), cors), session)
+        if request.method == "GET":
+            return self._poll(session, cors, now)
+        if request.method == "POST":
+            return self._post(request, session, cors, now)
+        return RequestResult(HTTPReply(500, (("Content-Length", "0"),)), session)
+
+    def _poll(self, session: ServerSession, cors: list[tuple[str, str]], now: float) -> RequestResult:
+        outputs = session.receive_poll(now)
+        refusal = next((o for o in outputs if isinstance(o, RefuseRequest)), None)
+        rest = [o for o in outputs if o is not refusal]
+        self._forget_if_closed(session)
+        if refusal is not None:
+            return RequestResult(self._refusal_reply(refusal, cors), session, tuple(rest))
+        # "hold this GET" immediately followed by "answer the held GET": answer it now
+        if len(rest) >= 2 and isinstance(rest[0], HoldPoll) and isinstance(rest[1], AnswerPoll):
+            return RequestResult(self.poll_reply(rest[1].packets, cors), session, tuple(rest[2:]))
+        return RequestResult(HoldPoll(), session, tuple(rest[1:]))
+
+    def _post(self, request: Request, session: ServerSession, cors: list[tuple[str, str]],
+              now: float) -> RequestResult:
+        if len(request.body) > self.max_payload:
+            # polling.ts onDataRequest: 413 and an empty body; the session is not closed.
+            # python-engineio answers 400 and closes the session.
+            return RequestResult(HTTPReply(413, (("Content-Length", "0"),) + tuple(cors)), session)
+        content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        try:
+            if content_type == "application/octet-stream":
+                raise UnicodeDecodeError("utf-8", b"", 0, 1, "v4 payloads are text")
+            text = request.body.decode("utf-8")
+        except UnicodeDecodeError:
+            outputs = session.fail("parse error")
+            self._forget_if_closed(session)
+            return RequestResult(self.error_reply(EngineIOError(3), cors), session, tuple(outputs))
+        outputs = session.receive_payload(text, now)
+        self._forget_if_closed(session)
+        if session.close_reason == "parse error":
+            # the reference destroys the POST's connection; a 400 says the same, politely
+            return RequestResult(self.error_reply(EngineIOError(3), cors), session, tuple(outputs))
+        # polling.ts onDataRequest: "ok" as text/html (python-engineio: "OK" as text/plain)
+        reply = HTTPReply(200, (("Content-Type", "text/html"), ("Content-Length", "2")) + tuple(cors), b"ok")
+        return RequestResult(reply, session, tuple(outputs))
+
+    # --- timers ----------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        times = [t for s in self.sessions.values() if (t := s.next_deadline()) is not None]
+        return min(times) if times else None
+
+    def tick(self, now: float) -> dict[str, list[Output]]:
+        """Run every session's due timers; closed sessions are forgotten."""
+        results = {}
+        for sid, session in list(self.sessions.items()):
+            outputs = session.tick(now)
+            if outputs:
+                results[sid] = outputs
+            self._forget_if_closed(session)
+        return results
+
+    def _forget_if_closed(self, session: ServerSession) -> None:
+        if session.state is State.CLOSED:
+            self.sessions.pop(session.sid, None)
+
+    # --- replies ---------------------------------------------------------------------------
+
+    def poll_reply(self, packets: Iterable[Packet], cors: Sequence[tuple[str, str]] = ()) -> HTTPReply:
+        """The 200 answer to a GET: the payload as ``text/plain; charset=UTF-8``."""
+        body = encode_payload(packets).encode("utf-8")
+        headers = (("Content-Type", TEXT_PLAIN), ("Content-Length", str(len(body)))) + tuple(cors)
+        return HTTPReply(200, headers, body)
+
+    def answer_held_poll(self, request: Request, packets: Iterable[Packet]) -> HTTPReply:
+        """The reply for a GET held earlier (CORS headers computed from that request)."""
+        return self.poll_reply(packets, self._cors_headers(request) or [])
+
+    def error_reply(self, error: EngineIOError, cors: Sequence[tuple[str, str]] = ()) -> HTTPReply:
+        """``{"code":N,"message":"..."}`` as application/json, 400 (403 for Forbidden)."""
+        body = json.dumps(error.to_json(), separators=(",", ":")).encode("utf-8")
+        headers = (("Content-Type", "application/json"), ("Content-Length", str(len(body)))) + tuple(cors)
+        return HTTPReply(error.status, headers, body)
+
+    def _upgrade_error_reply(self, error: EngineIOError, cors: Sequence[tuple[str, str]] = ()) -> HTTPReply:
+        """A refused WebSocket request: the reference (server.ts ``abortUpgrade``) writes 400
+        whatever the code, ``text/html``, the bare message, and closes the connection."""
+        body = error.message.encode("utf-8")
+        return HTTPReply(400, (("Connection", "close"), ("Content-Type", "text/html"),
+                               ("Content-Length", str(len(body)))), body)
+
+    def _refusal_reply(self, refusal: RefuseRequest, cors: Sequence[tuple[str, str]]) -> HTTPReply:
+        if refusal.error is not None:
+            return self.error_reply(refusal.error, cors)
+        return HTTPReply(refusal.status, (("Content-Length", "0"),) + tuple(cors))
+
+    # --- CORS --------------------------------------------------------------------------------
+
+    def _origin_allowed(self, origin: str) -> bool:
+        allowed = self.cors_allowed_origins
+        if allowed == "*":
+            return True
+        if isinstance(allowed, str):
+            return origin == allowed
+        return origin in (allowed or ())
+
+    def _cors_headers(self, request: Request) -> list[tuple[str, str]] | None:
+        """The CORS fields for a reply; None if the request's Origin is refused."""
+        origin = request.headers.get("origin")
+        if self.cors_allowed_origins is None or origin is None:
+            return []
+        if not self._origin_allowed(origin):
+            return None
+        headers = [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
+        if self.cors_credentials:
+            headers.append(("Access-Control-Allow-Credentials", "true"))
+        return headers
+
+    def _preflight(self, request: Request, cors: list[tuple[str, str]]) -> HTTPReply:
+        headers = list(cors) + [("Access-Control-Allow-Methods", "GET, POST, OPTIONS")]
+        asked = request.headers.get("access-control-request-headers")
+        if asked:
+            headers.append(("Access-Control-Allow-Headers", asked))
+        return HTTPReply(204, tuple(headers))
+
+
+def _parse_query(query: str) -> dict[str, str]:
+    """The first value of each query parameter (``?EIO=4&transport=polling&t=N8hyd6w``)."""
+    values: dict[str, str] = {}
+    for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+        values.setdefault(key, value)
+    return values
+
+
+def _plain(status: int, text: str) -> HTTPReply:
+    body = text.encode("utf-8")
+    return HTTPReply(status, (("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))), body)

@@ -1,0 +1,297 @@
+"""The sans-I/O request router: every answer with its status, headers and exact body."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from lablib.engineio.packets import Packet, PacketType
+from lablib.engineio.server_core import AcceptWebSocket, EngineServerCore, HTTPReply, generate_sid
+from lablib.engineio.session import (AnswerPoll, HoldPoll, MessageReceived, SendWebSocket,
+                                     SessionClosed, State, Upgraded)
+from lablib.http import Headers, Request
+
+WS_HEADERS = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13"),
+              ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")]
+
+
+def get(target: str, headers=(), method: str = "GET", body: bytes = b"") -> Request:
+    return Request(method, target, Headers([("Host", "localhost"), *headers]), body=body)
+
+
+def core(**kwargs) -> EngineServerCore:
+    kwargs.setdefault("rng", random.Random(7))
+    return EngineServerCore(**kwargs)
+
+
+def handshake(server: EngineServerCore, now: float = 0.0) -> str:
+    result = server.handle_request(get("/engine.io/?EIO=4&transport=polling&t=N8hyd6w"), now)
+    assert result.reply.status == 200
+    return result.session.sid
+
+
+def q(sid: str, transport: str = "polling") -> str:
+    return f"/engine.io/?EIO=4&transport={transport}&sid={sid}"
+
+
+# --- the handshake, byte for byte -------------------------------------------------------------------
+
+def test_handshake_response_bytes():
+    server = core()
+    result = server.handle_request(get("/engine.io/?EIO=4&transport=polling"), 0.0)
+    sid = result.session.sid
+    assert sid == generate_sid(random.Random(7)) and len(sid) == 20
+    body = ('0{"sid":"%s","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,'
+            '"maxPayload":1000000}' % sid).encode()
+    assert result.reply == HTTPReply(200, (("Content-Type", "text/plain; charset=UTF-8"),
+                                           ("Content-Length", str(len(body)))), body)
+    assert result.reply.to_bytes() == (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=UTF-8\r\n"
+                                       b"Content-Length: 118\r\n\r\n" + body)
+
+
+def test_sids_are_deterministic_with_a_seed_and_unique():
+    a, b = core(rng=random.Random(1)), core(rng=random.Random(1))
+    sids_a = [handshake(a) for _ in range(5)]
+    assert sids_a == [handshake(b) for _ in range(5)]
+    assert len(set(sids_a)) == 5
+    assert all(len(s) == 20 and set(s) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+               for s in sids_a)
+
+
+def test_configured_values_in_the_open_packet():
+    server = core(ping_interval=300, ping_timeout=200, max_payload=500, allow_upgrades=False)
+    result = server.handle_request(get("/engine.io/?EIO=4&transport=polling"), 0.0)
+    assert result.reply.body.endswith(b'"upgrades":[],"pingInterval":300,"pingTimeout":200,"maxPayload":500}')
+
+
+def test_socketio_path_prefix():
+    server = core(path="/socket.io")
+    assert server.handle_request(get("/socket.io/?EIO=4&transport=polling"), 0.0).reply.status == 200
+    assert server.handle_request(get("/engine.io/?EIO=4&transport=polling"), 0.0).reply.status == 404
+
+
+# --- a polling session through the router -----------------------------------------------------------
+
+def test_polling_session_through_the_router():
+    server = core()
+    sid = handshake(server)
+    # POST: "ok" as text/html, like the reference
+    post = server.handle_request(get(q(sid), method="POST", body=b"4hello\x1e4world"), 1.0)
+    assert post.reply == HTTPReply(200, (("Content-Type", "text/html"), ("Content-Length", "2")), b"ok")
+    assert post.outputs == (MessageReceived("hello"), MessageReceived("world"))
+    # GET with nothing to send: held
+    held = server.handle_request(get(q(sid)), 2.0)
+    assert held.reply == HoldPoll()
+    # the application answers: the held GET's reply
+    [answer] = held.session.send("hey")
+    assert answer == AnswerPoll((Packet(PacketType.MESSAGE, "hey"),))
+    assert server.poll_reply(answer.packets).body == b"4hey"
+    # heartbeat over the router's tick
+    assert server.next_deadline() == 25.0
+    assert server.tick(25.0) == {}
+    again = server.handle_request(get(q(sid)), 26.0)
+    assert again.reply.body == b"2"
+    # the client closes
+    closing = server.handle_request(get(q(sid), method="POST", body=b"1"), 27.0)
+    assert closing.reply.body == b"ok" and closing.outputs == (SessionClosed("transport close"),)
+    assert sid not in server.sessions
+    assert server.handle_request(get(q(sid)), 28.0).reply.json() == {"code": 1, "message": "Session ID unknown"}
+
+
+def test_binary_messages_over_polling():
+    server = core()
+    sid = handshake(server)
+    post = server.handle_request(get(q(sid), method="POST", body=b"bAQIDBA=="), 1.0)
+    assert post.outputs == (MessageReceived(b"\x01\x02\x03\x04"),)
+    server.sessions[sid].send(b"\xff")
+    assert server.handle_request(get(q(sid)), 2.0).reply.body == b"b/w=="
+
+
+def test_concurrent_get():
+    server = core()
+    sid = handshake(server)
+    assert server.handle_request(get(q(sid)), 1.0).reply == HoldPoll()
+    second = server.handle_request(get(q(sid) + "&t=burst"), 1.1)
+    assert second.reply == HTTPReply(500, (("Content-Length", "0"),))
+    assert second.outputs == (AnswerPoll((Packet(PacketType.CLOSE),)), SessionClosed("transport error"))
+    assert server.handle_request(get(q(sid)), 2.0).reply.status == 400
+
+
+def test_ping_timeout_drops_the_session():
+    server = core(ping_interval=300, ping_timeout=200)
+    sid = handshake(server)
+    server.tick(0.3)
+    assert server.tick(0.5) == {sid: [SessionClosed("ping timeout")]}
+    post = server.handle_request(get(q(sid), method="POST", body=b"3"), 0.6)
+    assert (post.reply.status, post.reply.json()) == (400, {"code": 1, "message": "Session ID unknown"})
+
+
+# --- the upgrade through the router ------------------------------------------------------------------
+
+def test_upgrade_through_the_router():
+    server = core()
+    sid = handshake(server)
+    assert server.handle_request(get(q(sid)), 1.0).reply == HoldPoll()
+    upgrade = server.handle_request(get(q(sid, "websocket"), WS_HEADERS), 1.1)
+    assert upgrade.reply == AcceptWebSocket() and upgrade.session.state is State.PROBING
+    session = upgrade.session
+    assert session.receive_websocket_message("2probe", 1.2) == [
+        SendWebSocket((Packet(PacketType.PONG, "probe"),)), AnswerPoll((Packet(PacketType.NOOP),))]
+    # a GET during the upgrade gets a noop at once
+    assert server.handle_request(get(q(sid)), 1.3).reply.body == b"6"
+    # a second WebSocket for the same session is refused
+    assert server.handle_request(get(q(sid, "websocket"), WS_HEADERS), 1.3).reply.body == b"Bad request"
+    assert session.receive_websocket_message("5", 1.4) == [Upgraded()]
+    # polling refused after the upgrade: 400 "Bad request" (reference: TRANSPORT_MISMATCH)
+    for method in ("GET", "POST"):
+        refused = server.handle_request(get(q(sid), method=method, body=b"4x"), 1.5)
+        assert (refused.reply.status, refused.reply.json()) == (400, {"code": 3, "message": "Bad request"})
+    assert session.state is State.UPGRADED
+
+
+def test_websocket_only_session():
+    server = core()
+    result = server.handle_request(get("/engine.io/?EIO=4&transport=websocket", WS_HEADERS), 0.0)
+    assert result.reply == AcceptWebSocket()
+    [send] = result.outputs
+    assert send.packets[0].data == '{"sid":"%s","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}' % result.session.sid
+
+
+# --- every error code --------------------------------------------------------------------------------
+
+def error(server: EngineServerCore, request: Request) -> tuple[int, str, dict]:
+    reply = server.handle_request(request, 0.0).reply
+    assert isinstance(reply, HTTPReply)
+    headers = dict(reply.headers)
+    assert headers["Content-Length"] == str(len(reply.body))
+    return reply.status, headers["Content-Type"], reply.json()
+
+
+@pytest.mark.parametrize("target, method, headers, status, code, message", [
+    ("/engine.io/?EIO=4", "GET", [], 400, 0, "Transport unknown"),
+    ("/engine.io/?EIO=4&transport=flashsocket", "GET", [], 400, 0, "Transport unknown"),
+    ("/engine.io/?EIO=4&transport=polling&sid=nope", "GET", [], 400, 1, "Session ID unknown"),
+    ("/engine.io/?EIO=4&transport=polling&sid=nope", "POST", [], 400, 1, "Session ID unknown"),
+    ("/engine.io/?EIO=4&transport=polling", "POST", [], 400, 2, "Bad handshake method"),
+    ("/engine.io/?EIO=4&transport=polling", "PUT", [], 400, 2, "Bad handshake method"),
+    ("/engine.io/?EIO=4&transport=websocket", "GET", [], 400, 3, "Bad request"),
+    ("/engine.io/?transport=polling", "GET", [], 400, 5, "Unsupported protocol version"),
+    ("/engine.io/?EIO=3&transport=polling", "GET", [], 400, 5, "Unsupported protocol version"),
+])
+def test_error_codes(target, method, headers, status, code, message):
+    assert error(core(), get(target, headers, method)) == (status, "application/json", {"code": code, "message": message})
+
+
+def test_error_body_bytes():
+    reply = core().handle_request(get("/engine.io/?EIO=4&transport=polling&sid=x"), 0.0).reply
+    assert reply.to_bytes() == (b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                                b"Content-Length: 41\r\n\r\n" b'{"code":1,"message":"Session ID unknown"}')
+
+
+@pytest.mark.parametrize("target, message", [
+    ("/engine.io/?EIO=abc&transport=websocket", b"Unsupported protocol version"),
+    ("/engine.io/?EIO=4&transport=websocket&sid=nope", b"Session ID unknown"),
+    ("/engine.io/?EIO=4&transport=webtransport", b"Transport unknown"),
+])
+def test_refused_websocket_requests_get_the_upgrade_form(target, message):
+    reply = core().handle_request(get(target, WS_HEADERS), 0.0).reply
+    assert reply == HTTPReply(400, (("Connection", "close"), ("Content-Type", "text/html"),
+                                    ("Content-Length", str(len(message)))), message)
+    forbidden = core(allow_request=lambda r: False).handle_request(
+        get("/engine.io/?EIO=4&transport=websocket", WS_HEADERS), 0.0).reply
+    assert (forbidden.status, forbidden.body) == (400, b"Forbidden")  # 400 even for code 4
+
+
+def test_forbidden_by_allow_request():
+    refuse = core(allow_request=lambda request: False)
+    assert error(refuse, get("/engine.io/?EIO=4&transport=polling")) == (
+        403, "application/json", {"code": 4, "message": "Forbidden"})
+    explain = core(allow_request=lambda request: "no thanks")
+    assert error(explain, get("/engine.io/?EIO=4&transport=polling"))[2] == {"code": 4, "message": "no thanks"}
+    accept = core(allow_request=lambda request: True)
+    assert accept.handle_request(get("/engine.io/?EIO=4&transport=polling"), 0.0).reply.status == 200
+
+
+def test_transport_switch_without_upgrade_is_a_bad_request():
+    server = core()
+    sid = handshake(server)
+    # websocket transport with the sid but no Upgrade header
+    assert error(server, get(q(sid, "websocket")))[2] == {"code": 3, "message": "Bad request"}
+
+
+def test_disabled_transport_is_unknown():
+    server = core(transports=["polling"])
+    assert server.handle_request(get("/engine.io/?EIO=4&transport=websocket", WS_HEADERS), 0).reply.body == b"Transport unknown"
+    assert b'"upgrades":[]' in server.handle_request(get("/engine.io/?EIO=4&transport=polling"), 0).reply.body
+
+
+def test_other_methods_on_a_session_get_500():
+    server = core()
+    sid = handshake(server)
+    assert server.handle_request(get(q(sid), method="PUT"), 1.0).reply == HTTPReply(500, (("Content-Length", "0"),))
+
+
+# --- maxPayload ----------------------------------------------------------------------------------------
+
+def test_max_payload_on_post():
+    server = core(max_payload=10)
+    sid = handshake(server)
+    too_big = server.handle_request(get(q(sid), method="POST", body=b"4" + b"a" * 10), 1.0)
+    assert too_big.reply == HTTPReply(413, (("Content-Length", "0"),))
+    assert server.sessions[sid].state is State.OPEN  # the reference keeps the session
+    fits = server.handle_request(get(q(sid), method="POST", body=b"4" + b"a" * 9), 1.0)
+    assert fits.outputs == (MessageReceived("a" * 9),)
+
+
+@pytest.mark.parametrize("body, headers", [(b"4a\x1ex", []), (b"\xff", []),
+                                           (b"4a", [("Content-Type", "application/octet-stream")])])
+def test_unparsable_post_closes_the_session(body, headers):
+    server = core()
+    sid = handshake(server)
+    result = server.handle_request(get(q(sid), headers, method="POST", body=body), 1.0)
+    assert (result.reply.status, result.reply.json()) == (400, {"code": 3, "message": "Bad request"})
+    assert result.outputs == (SessionClosed("parse error"),)
+    assert sid not in server.sessions
+
+
+# --- CORS ----------------------------------------------------------------------------------------------
+
+def test_cors_preflight():
+    server = core(cors_allowed_origins=["https://app.example"])
+    reply = server.handle_request(get("/engine.io/?EIO=4&transport=polling", [
+        ("Origin", "https://app.example"), ("Access-Control-Request-Method", "POST"),
+        ("Access-Control-Request-Headers", "content-type")], method="OPTIONS"), 0.0).reply
+    assert reply == HTTPReply(204, (("Access-Control-Allow-Origin", "https://app.example"), ("Vary", "Origin"),
+                                    ("Access-Control-Allow-Credentials", "true"),
+                                    ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
+                                    ("Access-Control-Allow-Headers", "content-type")))
+
+
+def test_cors_headers_on_answers_and_refused_origin():
+    server = core(cors_allowed_origins=["https://app.example"], cors_credentials=False)
+    ok = server.handle_request(get("/engine.io/?EIO=4&transport=polling", [("Origin", "https://app.example")]), 0.0)
+    assert ok.reply.headers[2:] == (("Access-Control-Allow-Origin", "https://app.example"), ("Vary", "Origin"))
+    assert error(server, get("/engine.io/?EIO=4&transport=polling", [("Origin", "https://evil.example")])) == (
+        403, "application/json", {"code": 4, "message": "Forbidden"})
+    # no Origin (not a browser): no CORS at all
+    assert core(cors_allowed_origins=["https://app.example"]).handle_request(
+        get("/engine.io/?EIO=4&transport=polling"), 0.0).reply.status == 200
+
+
+def test_cors_star_and_disabled():
+    star = core(cors_allowed_origins="*")
+    reply = star.handle_request(get("/engine.io/?EIO=4&transport=polling", [("Origin", "https://any.example")]), 0.0).reply
+    assert ("Access-Control-Allow-Origin", "https://any.example") in reply.headers
+    # CORS not configured: no headers, and OPTIONS is just another method (the reference's default)
+    plain = core()
+    reply = plain.handle_request(get("/engine.io/?EIO=4&transport=polling", [("Origin", "https://any.example")]), 0.0).reply
+    assert not any(k.startswith("Access-Control") for k, _ in reply.headers)
+    assert error(plain, get("/engine.io/?EIO=4&transport=polling", method="OPTIONS"))[2]["code"] == 2
+
+
+def test_answer_for_a_held_poll_keeps_the_cors_headers():
+    server = core(cors_allowed_origins="*")
+    request = get("/engine.io/?EIO=4&transport=polling", [("Origin", "https://a.example")])
+    reply = server.answer_held_poll(request, [Packet(PacketType.MESSAGE, "x")])
+    assert reply.body == b"4x" and ("Access-Control-Allow-Origin", "https://a.example") in reply.headers
