@@ -1,0 +1,655 @@
+"""The asyncio Engine.IO v4 server: sockets and timers around the sans-I/O core.
+
+Every protocol decision is taken by :class:`~lablib.engineio.server_core.EngineServerCore` (which
+request gets which answer) and :class:`~lablib.engineio.session.ServerSession` (what a session
+does next).  This driver only moves bytes and time: it parses HTTP requests with h11
+(:class:`lablib.http.RequestParser`), hands each request to the core, writes what the core
+answers, runs the sessions' timers, drives a sans-I/O WebSocket
+(:class:`lablib.websocket.connection.Connection`) when a request asks for one, and tells the
+application what happened (``connect``, ``message``, ``disconnect``)::
+
+    server = Server(ping_interval=25000, ping_timeout=20000)
+
+    @server.on("message")
+    async def echo(sid, data):
+        await server.send(sid, data)
+
+    async with serve(server, "127.0.0.1", 0) as srv:
+        print(srv.port)
+
+The flow of one long-polling request
+------------------------------------
+1. A TCP connection is accepted; :meth:`Server._serve_connection` reads bytes and feeds the
+   :class:`~lablib.http.RequestParser` until a whole request (head and body) is there.
+   One request at a time per connection (HTTP/1.1 keep-alive, no pipelining in parallel).
+2. ``core.handle_request(request, now)`` returns a :class:`RequestResult`: a ``reply`` and
+   the session's ``outputs``.  The driver *applies* the outputs (:meth:`Server._apply`):
+   actions first (answer a GET held elsewhere, write WebSocket frames), then the events
+   for the application (``message`` handlers run here, in order).
+3. ``reply`` is an :class:`HTTPReply` (a POST's ``ok``, a handshake's open packet, an error
+   JSON) - written at once - or :class:`HoldPoll`: the GET waits.  The driver parks an
+   ``asyncio.Future`` on the session's link and keeps reading the socket, so it notices a
+   client that goes away (then ``session.poll_aborted(now)``).
+4. Later, anything that gives the session packets - ``server.send()``, the heartbeat timer's
+   ping, a close - makes the session output ``AnswerPoll(packets)``; applying it resolves the
+   future with the 200 answer, and the waiting connection writes it.
+5. The parser is reset for the next request on the same connection (keep-alive).
+
+The flow of one upgrade
+-----------------------
+1. The client, already polling with sid ``S``, opens a second TCP connection and sends
+   ``GET /engine.io/?EIO=4&transport=websocket&sid=S`` with ``Upgrade: websocket``.
+2. The core answers :class:`AcceptWebSocket` (the session is now PROBING).  The driver runs
+   lablib's RFC 6455 :class:`~lablib.websocket.handshake.ServerHandshake` on the request,
+   writes the ``101 Switching Protocols`` and from then on feeds the connection's bytes to a
+   sans-I/O ``Connection(Role.SERVER)`` in :meth:`Server._websocket_loop`.
+3. Each WebSocket message goes to ``session.receive_websocket_message``: ``2probe`` makes the
+   session output ``SendWebSocket(3probe)`` and ``AnswerPoll(noop)`` (the held GET returns
+   ``6``, the client pauses polling); ``5`` makes it output ``Upgraded`` and the buffered
+   packets as ``SendWebSocket``: the session now lives on the WebSocket, and a GET with its
+   sid is refused (400, code 3).
+
+Timers: one task sleeps until ``core.next_deadline()`` and calls ``core.tick(loop.time())``
+(pings, ping timeouts, upgrade and close timeouts); anything that may move a deadline wakes it.
+
+Limits: request heads (``max_request_size``), bodies and WebSocket messages (``max_payload``),
+a request must arrive within ``request_timeout`` seconds, packets waiting for a client that
+does not poll (``max_buffered_packets``, in the core), the WebSocket closing handshake
+(``close_timeout``).  A failure never reaches the peer as a traceback: it is logged, and the
+peer gets the core's answer or a bare 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from ..errors import EngineIOError, HandshakeError, LocalProtocolError
+from ..http import NEED_DATA, Request, RequestParser, error_response, format_request, format_response
+from ..websocket.connection import (BinaryMessage, Connection, ConnectionClosed, Role, TextMessage)
+from ..websocket.connection import State as WebSocketState
+from ..websocket.frames import CloseCode
+from ..websocket.handshake import ServerHandshake
+from .packets import Packet, encode_packet
+from .server_core import AcceptWebSocket, EngineServerCore, HTTPReply, RequestResult
+from .session import (Action, AnswerPoll, CloseWebSocket, HoldPoll, MessageReceived, Output,
+                      SendWebSocket, ServerSession, SessionClosed)
+
+__all__ = ["Server", "serve"]
+
+logger = logging.getLogger(__name__)
+
+READ_SIZE = 64 * 1024
+EVENTS = ("connect", "message", "disconnect")
+
+
+# --- what the driver keeps per session and per WebSocket ---------------------------------------
+
+class _WebSocket:
+    """A sans-I/O WebSocket connection and the stream it writes to.
+
+    Frames produced before the ``101`` is written (the open packet of a direct WebSocket
+    session, a message sent by the ``connect`` handler) wait in ``_early`` until :meth:`opened`.
+    """
+
+    def __init__(self, writer: asyncio.StreamWriter, max_message_size: int) -> None:
+        self.conn = Connection(Role.SERVER, max_message_size=max_message_size)
+        self.writer = writer
+        self._early: list[bytes] | None = []
+        self._close_timer: asyncio.TimerHandle | None = None
+
+    def opened(self) -> None:
+        early, self._early = self._early or [], None
+        for data in early:
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        if not data:
+            return
+        if self._early is not None:
+            self._early.append(data)
+        elif not self.writer.is_closing():
+            self.writer.write(data)
+
+    def send_packets(self, packets: Sequence[Packet]) -> None:
+        """One packet per message: text packets in text frames, binary messages in binary frames."""
+        for packet in packets:
+            data = encode_packet(packet, for_polling=False)
+            try:
+                frame = self.conn.send_text(data) if isinstance(data, str) else self.conn.send_binary(data)
+            except LocalProtocolError:
+                return  # closing: the session is over, what is left is dropped
+            self._write(frame)
+
+    def flush(self) -> None:
+        """Write what the connection decided on its own (pongs, the close echo, a 1002/1009)."""
+        self._write(self.conn.data_to_send())
+
+    def close(self, code: int, timeout: float) -> None:
+        """Start the closing handshake; abort the TCP connection if the peer does not answer."""
+        if self.conn.state is WebSocketState.OPEN:
+            self._write(self.conn.send_close(code))
+        if self._early is not None:  # never opened: nothing to wait for
+            self.writer.close()
+            return
+        if self._close_timer is None:
+            loop = asyncio.get_running_loop()
+            self._close_timer = loop.call_later(timeout, self.writer.transport.abort)
+
+    def finished(self) -> None:
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        # RFC 6455 §7.1.1: the server closes the TCP connection first.
+        self.writer.close()
+
+
+@dataclass(eq=False)
+class _Link:
+    """What ties one session to the I/O currently carrying it."""
+
+    session: ServerSession
+    held_request: Request | None = None          #: the GET waiting for packets, if any
+    held_reply: asyncio.Future | None = None     #: resolved with its HTTPReply
+    websocket: _WebSocket | None = None          #: the session's WebSocket (probing or upgraded)
+    connected: bool = False                      #: the connect handler accepted the session
+
+
+@dataclass(eq=False)
+class _TCPConnection:
+    writer: asyncio.StreamWriter
+    idle: bool = True   #: waiting for the next request (safe to close at shutdown)
+    task: asyncio.Task | None = field(default=None, repr=False)
+
+
+# --- the server ---------------------------------------------------------------------------------
+
+class Server:
+    """An Engine.IO v4 server for asyncio.
+
+    Protocol settings are the core's (milliseconds, as on the wire): ``path``,
+    ``ping_interval``, ``ping_timeout``, ``max_payload``, ``upgrade_timeout``, ``transports``,
+    ``allow_upgrades``, ``cors_allowed_origins``, ``cors_credentials``, ``allow_request``,
+    ``max_buffered_packets``, ``rng`` (seed it for reproducible sids).  Driver limits are
+    seconds or bytes: ``max_request_size`` (request line and header fields),
+    ``request_timeout`` (a connection must deliver a whole request within it, idle
+    keep-alive connections included), ``close_timeout`` (WebSocket closing handshake, and how
+    long shutdown waits for clients to collect their close packet).
+
+    Handlers (plain functions or coroutines), like python-engineio's ``AsyncServer``:
+    ``connect(sid, request)`` - return ``False`` (or raise) to refuse the handshake with
+    403 code 4; ``message(sid, data)`` - ``str`` or ``bytes``; ``disconnect(sid, reason)``.
+    Handlers of one session run in order, awaited by the task that received the packets.
+    """
+
+    def __init__(self, *, path: str = "/engine.io/", ping_interval: int = 25000,
+                 ping_timeout: int = 20000, max_payload: int = 1_000_000,
+                 upgrade_timeout: int = 10000, transports: Sequence[str] = ("polling", "websocket"),
+                 allow_upgrades: bool = True, cors_allowed_origins: str | Sequence[str] | None = None,
+                 cors_credentials: bool = True,
+                 allow_request: Callable[[Request], bool | str | None] | None = None,
+                 max_buffered_packets: int = 10_000, rng: random.Random | None = None,
+                 max_request_size: int = 16 * 1024, request_timeout: float = 60.0,
+                 close_timeout: float = 5.0) -> None:
+        self.core = EngineServerCore(
+            path=path, ping_interval=ping_interval, ping_timeout=ping_timeout,
+            max_payload=max_payload, upgrade_timeout=upgrade_timeout, transports=transports,
+            allow_upgrades=allow_upgrades, cors_allowed_origins=cors_allowed_origins,
+            cors_credentials=cors_credentials, allow_request=allow_request,
+            max_buffered_packets=max_buffered_packets, rng=rng)
+        self.max_request_size = max_request_size
+        self.request_timeout = request_timeout
+        self.close_timeout = close_timeout
+        self.handlers: dict[str, Callable[..., Any]] = {}
+        self._links: dict[str, _Link] = {}
+        self._connections: set[_TCPConnection] = set()
+        self._tcp_server: asyncio.Server | None = None
+        self._timer_task: asyncio.Task | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._closing = False
+        self._closed: asyncio.Event | None = None
+
+    # --- the application's API -------------------------------------------------------------
+
+    def on(self, event: str, handler: Callable[..., Any] | None = None):
+        """Register a handler: ``server.on("message", f)`` or ``@server.on("message")``."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown event {event!r}; expected one of {EVENTS}")
+
+        def register(function: Callable[..., Any]) -> Callable[..., Any]:
+            self.handlers[event] = function
+            return function
+
+        return register(handler) if handler is not None else register
+
+    @property
+    def sessions(self) -> dict[str, ServerSession]:
+        """The live sessions, sid -> :class:`ServerSession` (state, transport, ...)."""
+        return self.core.sessions
+
+    @property
+    def port(self) -> int:
+        assert self._tcp_server is not None, "the server is not started"
+        return self._tcp_server.sockets[0].getsockname()[1]
+
+    async def send(self, sid: str, data: str | bytes) -> None:
+        """Send a message; like python-engineio, an unknown or closed sid is ignored (logged)."""
+        link = self._links.get(sid)
+        if link is None:
+            logger.warning("send to an unknown session %s: dropped", sid)
+            return
+        await self._apply(link, link.session.send(data))
+        if link.websocket is not None and not link.websocket.writer.is_closing():
+            try:  # backpressure: a WebSocket client that does not read slows its sender down
+                await link.websocket.writer.drain()
+            except ConnectionError:
+                pass
+
+    async def disconnect(self, sid: str | None = None) -> None:
+        """Close one session (or all of them with ``sid=None``) from the server."""
+        sids = [sid] if sid is not None else list(self._links)
+        now = asyncio.get_running_loop().time()
+        for one in sids:
+            link = self._links.get(one)
+            if link is not None:
+                await self._apply(link, link.session.close(now))
+
+    # --- starting and stopping ---------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> "Server":
+        self._wakeup = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._tcp_server = await asyncio.start_server(self._accept, host, port, limit=READ_SIZE)
+        self._timer_task = asyncio.create_task(self._run_timers())
+        return self
+
+    async def close(self) -> None:
+        """Stop listening, close every session, let the connections finish, then end them.
+
+        Held polls are answered (with the close packet), WebSockets get close 1001 ("going
+        away"); polling sessions with no GET held keep their close packet for up to
+        ``close_timeout`` seconds, then are forgotten.
+        """
+        if self._closing:
+            assert self._closed is not None
+            await self._closed.wait()
+            return
+        self._closing = True
+        loop = asyncio.get_running_loop()
+        if self._tcp_server is not None:
+            self._tcp_server.close()
+        await self.disconnect()
+        deadline = loop.time() + self.close_timeout
+        while self._links and loop.time() < deadline:  # polling clients fetch their close packet
+            await asyncio.sleep(0.01)
+        for link in list(self._links.values()):
+            await self._apply(link, link.session.fail("forced close"))
+        for connection in list(self._connections):
+            if connection.idle:
+                connection.writer.close()
+        await self._wait_for_connections(self.close_timeout)
+        for connection in list(self._connections):  # the stubborn ones
+            connection.writer.transport.abort()
+        await self._wait_for_connections(1.0)
+        for connection in list(self._connections):  # stuck in a handler: last resort
+            if connection.task is not None:
+                connection.task.cancel()
+        if self._timer_task is not None:
+            self._timer_task.cancel()
+            await asyncio.gather(self._timer_task, return_exceptions=True)
+        if self._tcp_server is not None:
+            await self._tcp_server.wait_closed()
+        assert self._closed is not None
+        self._closed.set()
+
+    async def _wait_for_connections(self, timeout: float) -> None:
+        tasks = [c.task for c in self._connections if c.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    async def wait_closed(self) -> None:
+        assert self._closed is not None
+        await self._closed.wait()
+
+    # --- applying the session's outputs -------------------------------------------------------
+
+    async def _apply(self, link: _Link, outputs: Sequence[Output]) -> None:
+        """Do the actions on the wire (no waiting), then tell the application, in order."""
+        for output in outputs:
+            if isinstance(output, Action):
+                self._act(link, output)
+        for output in outputs:
+            if isinstance(output, MessageReceived):
+                await self._trigger("message", link.session.sid, output.data)
+            elif isinstance(output, SessionClosed):
+                await self._session_closed(link, output.reason)
+            elif not isinstance(output, Action):
+                logger.debug("session %s: %s", link.session.sid, output)
+        if self._wakeup is not None:
+            self._wakeup.set()  # a deadline may have moved
+
+    def _act(self, link: _Link, action: Action) -> None:
+        if isinstance(action, AnswerPoll):
+            self._answer_held_poll(link, self.core.answer_held_poll(link.held_request, action.packets)
+                                   if link.held_request is not None else None)
+        elif isinstance(action, SendWebSocket):
+            if link.websocket is not None:
+                link.websocket.send_packets(action.packets)
+        elif isinstance(action, CloseWebSocket):
+            if link.websocket is not None:
+                code = CloseCode.GOING_AWAY if self._closing else CloseCode.NORMAL_CLOSURE
+                link.websocket.close(code, self.close_timeout)
+                link.websocket = None
+
+    @staticmethod
+    def _answer_held_poll(link: _Link, reply: HTTPReply | None) -> None:
+        future = link.held_reply
+        link.held_reply = link.held_request = None
+        if future is not None and not future.done() and reply is not None:
+            future.set_result(reply)
+
+    async def _session_closed(self, link: _Link, reason: str) -> None:
+        sid = link.session.sid
+        self.core.sessions.pop(sid, None)
+        if self._links.get(sid) is link:
+            del self._links[sid]
+        if link.held_reply is not None:  # the core always answers a held poll; never hang anyway
+            self._answer_held_poll(link, self.core.error_reply(EngineIOError(1)))
+        if link.connected:
+            link.connected = False
+            await self._trigger("disconnect", sid, reason)
+
+    async def _trigger(self, event: str, *args: Any) -> Any:
+        handler = self.handlers.get(event)
+        if handler is None:
+            return None
+        try:
+            result = handler(*args)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        except Exception:
+            logger.exception("the %r handler failed", event)
+            return False if event == "connect" else None
+
+    async def _connect(self, link: _Link, request: Request) -> bool:
+        """A new session: ask the connect handler; a refusal forgets the session."""
+        self._links[link.session.sid] = link
+        if await self._trigger("connect", link.session.sid, request) is False:
+            link.session.fail("forced close")
+            await self._session_closed(link, "forced close")
+            return False
+        link.connected = True
+        return True
+
+    # --- timers --------------------------------------------------------------------------------
+
+    async def _run_timers(self) -> None:
+        """Sleep until the earliest session deadline (or a wake-up), then tick the core."""
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            deadline = self.core.next_deadline()
+            self._wakeup.clear()
+            delay = None if deadline is None else deadline - loop.time()
+            if delay is None or delay > 0:
+                try:
+                    async with asyncio.timeout(delay):
+                        await self._wakeup.wait()
+                except TimeoutError:
+                    pass
+            try:
+                for sid, outputs in self.core.tick(loop.time()).items():
+                    link = self._links.get(sid)
+                    if link is not None:
+                        await self._apply(link, outputs)
+            except Exception:
+                logger.exception("heartbeat timers failed")
+
+    # --- HTTP ------------------------------------------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = _TCPConnection(writer, task=asyncio.current_task())
+        self._connections.add(connection)
+        try:
+            await self._serve_connection(connection, reader)
+        except (ConnectionError, TimeoutError):
+            pass
+        except Exception:
+            logger.exception("connection failed")
+            if not writer.is_closing():
+                writer.write(format_response(500, (("Content-Length", "0"), ("Connection", "close"))))
+        finally:
+            self._connections.discard(connection)
+            writer.close()
+
+    async def _serve_connection(self, connection: _TCPConnection, reader: asyncio.StreamReader) -> None:
+        """HTTP/1.1 keep-alive: one request, its answer, the next request, ..."""
+        writer = connection.writer
+        leftover = b""
+        while not self._closing:
+            # a fresh parser per request, fed the bytes already read beyond the last one
+            # (RequestParser.start_next_cycle keeps them inside h11, where a request that is
+            # already complete can only be reached by feeding more data; b"" would mean EOF)
+            parser = RequestParser(max_header_size=self.max_request_size,
+                                   max_body_size=self.core.max_payload)
+            connection.idle = True
+            try:
+                async with asyncio.timeout(self.request_timeout):
+                    request = await self._read_request(parser, reader, leftover)
+            except HandshakeError as exc:  # malformed HTTP, or a body over maxPayload
+                if exc.status == 413:  # the core's answer to a POST over maxPayload; the rest
+                    # of the body is unread, so this connection cannot carry another request
+                    writer.write(format_response(413, (("Content-Length", "0"), ("Connection", "close"))))
+                else:
+                    writer.write(error_response(exc.status or 400, exc.reason))
+                return
+            if request is None:
+                return
+            connection.idle = False
+            leftover = parser.trailing_data
+            keep_alive, leftover = await self._handle(request, reader, writer, leftover)
+            await writer.drain()
+            if not keep_alive:
+                return
+
+    async def _read_request(self, parser: RequestParser, reader: asyncio.StreamReader,
+                            data: bytes) -> Request | None:
+        """Feed the parser until a whole request; None if the client closed between requests."""
+        received_any = bool(data)
+        while True:
+            if data:
+                result = parser.receive_data(data)
+                if result is not NEED_DATA:
+                    return result
+            data = await reader.read(READ_SIZE)
+            if not data:
+                if not received_any:
+                    return None
+                parser.receive_eof()  # raises HandshakeError for a cut request
+                return None
+            received_any = True
+
+    async def _handle(self, request: Request, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter, leftover: bytes) -> tuple[bool, bytes]:
+        """Answer one request; return (keep the connection?, bytes already read beyond it)."""
+        loop = asyncio.get_running_loop()
+        result = self.core.handle_request(request, loop.time())
+        reply, session = result.reply, result.session
+        link = self._links.get(session.sid) if session is not None else None
+        is_new = session is not None and link is None
+        if session is not None and link is None:
+            link = _Link(session)
+
+        if isinstance(reply, AcceptWebSocket):
+            assert link is not None
+            await self._websocket(request, result, link, is_new, reader, writer, leftover)
+            return False, b""
+        if is_new:
+            assert link is not None
+            if not await self._connect(link, request):
+                reply = self.core.error_reply(EngineIOError(4), _cors_fields(reply))
+        if isinstance(reply, HoldPoll):
+            assert link is not None
+            future = loop.create_future()
+            link.held_request, link.held_reply = request, future
+            await self._apply(link, result.outputs)
+            answer, leftover = await self._wait_for_answer(link, future, reader, leftover)
+            if answer is None:
+                return False, b""  # the client went away
+            reply = answer
+        elif link is not None:
+            await self._apply(link, result.outputs)
+        assert isinstance(reply, HTTPReply)
+        close = _wants_close(request, reply)
+        writer.write(_with_close(reply) if close else reply.to_bytes())
+        return not close, leftover
+
+    async def _wait_for_answer(self, link: _Link, future: asyncio.Future, reader: asyncio.StreamReader,
+                               leftover: bytes) -> tuple[HTTPReply | None, bytes]:
+        """Hold a GET until the session answers it; notice a client that disconnects meanwhile.
+
+        Bytes that arrive while we wait (a pipelined request) are kept for later, and reading
+        stops there: TCP flow control bounds what a client can push at us.
+        """
+        if leftover:  # already something after this GET: just wait for the answer
+            return await future, leftover
+        read = asyncio.ensure_future(reader.read(READ_SIZE))
+        try:
+            await asyncio.wait({future, read}, return_when=asyncio.FIRST_COMPLETED)
+            if not future.done():
+                try:
+                    data = read.result()
+                except ConnectionError:
+                    data = b""
+                if data:
+                    return await future, data
+                if link.held_reply is future:  # the client dropped the held GET
+                    now = asyncio.get_running_loop().time()
+                    await self._apply(link, link.session.poll_aborted(now))
+                return None, b""
+            if read.done() and not read.cancelled() and read.exception() is None:
+                leftover = read.result()
+                if not leftover:
+                    return None, b""  # answered, but nobody is left to read it
+            return future.result(), leftover
+        finally:
+            if not read.done():
+                read.cancel()
+                await asyncio.wait({read})  # the reader is free again only once it has stopped
+
+    # --- WebSocket -------------------------------------------------------------------------------
+
+    async def _websocket(self, request: Request, result: RequestResult, link: _Link, is_new: bool,
+                         reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         leftover: bytes) -> None:
+        """RFC 6455 handshake on the request the core accepted, then the session's read loop."""
+        loop = asyncio.get_running_loop()
+        session = link.session
+        handshake = ServerHandshake(max_request_size=self.max_request_size)
+        try:
+            # the handshake object parses its request from bytes (it was written for a socket
+            # of its own): give it the request we parsed, re-serialized
+            handshake.receive_data(format_request(request.method, request.target, request.headers.items()))
+        except HandshakeError as exc:
+            writer.write(ServerHandshake.reject(exc))
+            await self._apply(link, session.websocket_closed(loop.time()))
+            return
+        websocket = _WebSocket(writer, self.core.max_payload)
+        link.websocket = websocket
+        # a direct WebSocket session's open packet: queued until the 101 is written
+        await self._apply(link, result.outputs)
+        if is_new and not await self._connect(link, request):
+            # the reference refuses a WebSocket request with 400 text/html (abortUpgrade)
+            body = EngineIOError(4).message.encode()
+            writer.write(format_response(400, (("Connection", "close"), ("Content-Type", "text/html"),
+                                               ("Content-Length", str(len(body)))), body))
+            return
+        assert isinstance(result.reply, AcceptWebSocket)
+        writer.write(handshake.accept(result.reply.headers))
+        websocket.opened()
+        await self._websocket_loop(link, websocket, reader, leftover)
+
+    async def _websocket_loop(self, link: _Link, websocket: _WebSocket, reader: asyncio.StreamReader,
+                              data: bytes) -> None:
+        """Bytes -> WebSocket events -> Engine.IO packets, until the WebSocket is closed."""
+        loop = asyncio.get_running_loop()
+        session = link.session
+        try:
+            while True:
+                events = websocket.conn.receive_data(data) if data else []
+                websocket.flush()
+                for event in events:
+                    if isinstance(event, (TextMessage, BinaryMessage)):
+                        outputs = session.receive_websocket_message(event.data, loop.time())
+                        await self._apply(link, outputs)
+                    elif isinstance(event, ConnectionClosed):
+                        logger.debug("session %s: WebSocket closed %s", session.sid, event.code)
+                if websocket.conn.state is WebSocketState.CLOSED:
+                    break
+                try:
+                    data = await reader.read(READ_SIZE)
+                except ConnectionError:
+                    data = b""
+                if not data:
+                    websocket.conn.receive_eof()
+                    break
+        finally:
+            websocket.finished()
+            if link.websocket is websocket:  # the session did not close it itself: tell it
+                link.websocket = None
+                await self._apply(link, session.websocket_closed(loop.time()))
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+def _cors_fields(reply: object) -> list[tuple[str, str]]:
+    """The CORS fields of a reply the core built (to reuse them on a refusal)."""
+    if not isinstance(reply, HTTPReply):
+        return []
+    return [(k, v) for k, v in reply.headers if k.lower().startswith("access-control-") or k.lower() == "vary"]
+
+
+def _wants_close(request: Request, reply: HTTPReply) -> bool:
+    if request.http_version == "1.0" or "close" in request.headers.tokens("connection"):
+        return True
+    return any(k.lower() == "connection" and "close" in v.lower() for k, v in reply.headers)
+
+
+def _with_close(reply: HTTPReply) -> bytes:
+    headers = list(reply.headers)
+    if not any(k.lower() == "connection" for k, _ in headers):
+        headers.append(("Connection", "close"))
+    return format_response(reply.status, headers, reply.body)
+
+
+class serve:
+    """``async with serve(server_or_handlers, host, port) as srv`` (or ``srv = await serve(...)``).
+
+    ``server_or_handlers`` is a :class:`Server`, or a mapping ``{"message": f, ...}`` for a
+    new Server built with ``**settings``.
+    """
+
+    def __init__(self, server_or_handlers: Server | Mapping[str, Callable[..., Any]],
+                 host: str = "127.0.0.1", port: int = 0, **settings: Any) -> None:
+        if isinstance(server_or_handlers, Server):
+            if settings:
+                raise TypeError("settings go to Server(...) when a Server is given")
+            self.server = server_or_handlers
+        else:
+            self.server = Server(**settings)
+            for event, handler in server_or_handlers.items():
+                self.server.on(event, handler)
+        self.host, self.port = host, port
+
+    def __await__(self):
+        return self.server.start(self.host, self.port).__await__()
+
+    async def __aenter__(self) -> Server:
+        return await self.server.start(self.host, self.port)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.server.close()

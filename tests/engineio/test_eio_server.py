@@ -1,0 +1,626 @@
+"""The asyncio Engine.IO server over real sockets on 127.0.0.1.
+
+The client side is made by hand - raw HTTP/1.1 requests, a sans-I/O WebSocket client - so each
+test can assert the exact status line, header fields and body, or the exact frame bytes.
+Each scenario is an ``async def`` run in a fresh event loop under a guard timeout (the project
+does not use pytest-asyncio); heartbeats use 100-300 ms intervals, and no assertion is about
+how long something took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import random
+
+from lablib.engineio.server import Server, serve
+from lablib.engineio.server_core import generate_sid
+from lablib.engineio.session import State, Transport
+from lablib.websocket.connection import (Accepted, BinaryMessage, Connection, ConnectionClosed, Role,
+                                         TextMessage)
+from lablib.websocket.handshake import ClientHandshake
+
+GUARD_TIMEOUT = 10.0
+
+
+def run_guarded(coro, timeout: float = GUARD_TIMEOUT):
+    """``asyncio.run(coro)`` that fails (instead of hanging) after ``timeout`` seconds."""
+    loop = asyncio.new_event_loop()
+    try:
+        task = loop.create_task(coro)
+        loop.run_until_complete(asyncio.wait({task}, timeout=timeout))
+        if not task.done():
+            task.cancel()
+            loop.run_until_complete(asyncio.wait({task}, timeout=1))
+            raise TimeoutError(f"the scenario did not finish within {timeout} s")
+        leftovers = asyncio.all_tasks(loop)
+        for leftover in leftovers:
+            leftover.cancel()
+        if leftovers:
+            loop.run_until_complete(asyncio.wait(leftovers, timeout=1))
+        return task.result()
+    finally:
+        loop.close()
+
+
+def asyncio_test(scenario):
+    @functools.wraps(scenario)
+    def test(*args, **kwargs):
+        return run_guarded(scenario(*args, **kwargs))
+    return test
+
+
+async def until(condition, interval: float = 0.005) -> None:
+    """Wait until ``condition()`` holds (the guard timeout bounds the wait)."""
+    while not condition():
+        await asyncio.sleep(interval)
+
+
+SEED = 7
+SID = generate_sid(random.Random(SEED))  #: the first sid of a server built with rng=Random(7)
+
+
+class Recorder:
+    """A server whose handlers record ``(event, sid, value)`` in order."""
+
+    def __init__(self, **settings) -> None:
+        settings.setdefault("rng", random.Random(SEED))
+        settings.setdefault("close_timeout", 0.3)
+        self.server = Server(**settings)
+        self.events: list[tuple] = []
+        self.server.on("connect", lambda sid, request: self.events.append(("connect", sid, request.path)))
+        self.server.on("message", lambda sid, data: self.events.append(("message", sid, data)))
+        self.server.on("disconnect", lambda sid, reason: self.events.append(("disconnect", sid, reason)))
+
+
+# --- a raw HTTP/1.1 client ----------------------------------------------------------------------
+
+class HTTP:
+    """One keep-alive TCP connection; each answer is read exactly (head, then Content-Length)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> "HTTP":
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    def send(self, method: str, target: str, body: bytes = b"", headers=()) -> None:
+        fields = [("Host", "127.0.0.1")] + list(headers)
+        if method == "POST":
+            fields.append(("Content-Length", str(len(body))))
+        head = "".join(f"{k}: {v}\r\n" for k, v in fields)
+        self.writer.write(f"{method} {target} HTTP/1.1\r\n{head}\r\n".encode("latin-1") + body)
+
+    async def answer(self) -> tuple[bytes, bytes]:
+        """(head, body) of the next response; head is everything up to the empty line."""
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        return head, await self.reader.readexactly(length)
+
+    async def request(self, method: str, target: str, body: bytes = b"", headers=()) -> tuple[bytes, bytes]:
+        self.send(method, target, body, headers)
+        return await self.answer()
+
+    async def closed_by_server(self) -> bool:
+        return await self.reader.read() == b""
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def q(sid: str | None = None, transport: str = "polling", eio: str = "4", prefix: str = "/engine.io/") -> str:
+    target = f"{prefix}?EIO={eio}&transport={transport}"
+    return target + (f"&sid={sid}" if sid else "")
+
+
+def status(head: bytes) -> bytes:
+    return head.split(b"\r\n", 1)[0]
+
+
+def open_json(sid: str, ping_interval=25000, ping_timeout=20000, max_payload=1000000,
+              upgrades='["websocket"]') -> bytes:
+    return (f'0{{"sid":"{sid}","upgrades":{upgrades},"pingInterval":{ping_interval},'
+            f'"pingTimeout":{ping_timeout},"maxPayload":{max_payload}}}').encode()
+
+
+async def handshake(http: HTTP) -> str:
+    head, body = await http.request("GET", q())
+    assert status(head) == b"HTTP/1.1 200 OK"
+    return json.loads(body[1:])["sid"]
+
+
+# --- a hand-made WebSocket client -------------------------------------------------------------
+
+class RawWebSocket:
+    """lablib's ClientHandshake + sans-I/O Connection over a stream; raw bytes readable too."""
+
+    def __init__(self, reader, writer, conn: Connection) -> None:
+        self.reader, self.writer, self.conn = reader, writer, conn
+
+    @classmethod
+    async def open(cls, port: int, target: str, seed: int = 1) -> "RawWebSocket":
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        handshake = ClientHandshake(f"127.0.0.1:{port}", target, rng=random.Random(seed))
+        conn = Connection(Role.CLIENT, handshake=handshake, rng=random.Random(seed))
+        writer.write(handshake.request_bytes())
+        while True:
+            events = conn.receive_data(await reader.read(4096))
+            if any(isinstance(e, Accepted) for e in events):
+                break
+        ws = cls(reader, writer, conn)
+        ws._pending = conn.receive_data(b"")  # frames that came with the 101 (direct: the open packet)
+        return ws
+
+    async def raw(self, n: int) -> bytes:
+        """Exactly the next ``n`` bytes from the server (fed to the connection, events dropped)."""
+        data = await self.reader.readexactly(n)
+        self.conn.receive_data(data)
+        return data
+
+    async def message(self):
+        """The next text or binary message, or the ConnectionClosed event."""
+        pending = getattr(self, "_pending", [])
+        while True:
+            while pending:
+                event = pending.pop(0)
+                if isinstance(event, (TextMessage, BinaryMessage, ConnectionClosed)):
+                    self._pending = pending
+                    return event.data if not isinstance(event, ConnectionClosed) else event
+            data = await self.reader.read(4096)
+            pending = self.conn.receive_eof() if not data else self.conn.receive_data(data)
+            self.writer.write(self.conn.data_to_send())
+
+    def send_text(self, text: str) -> None:
+        self.writer.write(self.conn.send_text(text))
+
+    def send_binary(self, data: bytes) -> None:
+        self.writer.write(self.conn.send_binary(data))
+
+
+# === (a) polling, request by request =============================================================
+
+@asyncio_test
+async def test_handshake_answers_the_open_packet():
+    rec = Recorder()
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        http = await HTTP.open(srv.port)
+        head, body = await http.request("GET", q() + "&t=N8hyd6w")
+        assert head == (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=UTF-8\r\n"
+                        b"Content-Length: 118\r\n\r\n")
+        assert body == open_json(SID)
+        assert rec.events == [("connect", SID, "/engine.io/")]
+        assert srv.sessions[SID].state is State.OPEN
+        http.close()
+
+
+@asyncio_test
+async def test_a_held_get_is_released_by_send():
+    rec = Recorder()
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        http = await HTTP.open(srv.port)
+        sid = await handshake(http)
+        http.send("GET", q(sid))  # same keep-alive connection
+        await until(lambda: srv.sessions[sid].poll_held)
+        await srv.send(sid, "hello")
+        head, body = await http.answer()
+        assert head == b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Length: 6\r\n\r\n"
+        assert body == b"4hello"
+        http.close()
+
+
+@asyncio_test
+async def test_packets_sent_between_polls_wait_for_the_next_get():
+    async with serve(Recorder().server, "127.0.0.1", 0) as srv:
+        http = await HTTP.open(srv.port)
+        sid = await handshake(http)
+        await srv.send(sid, "one")
+        await srv.send(sid, b"\x01\x02\x03\x04")  # binary: "b" + base64 in a polling payload
+        await srv.send(sid, "three")
+        _, body = await http.request("GET", q(sid))
+        assert body == b"4one\x1ebAQIDBA==\x1e4three"
+        http.close()
+
+
+@asyncio_test
+async def test_post_of_a_batched_payload_gives_message_events_in_order():
+    rec = Recorder()
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        http = await HTTP.open(srv.port)
+        sid = await handshake(http)
+        head, body = await http.request("POST", q(sid), b"4hello\x1ebAQIDBA==\x1e4\xc3\xa9t\xc3\xa9",
+                                        [("Content-Type", "text/plain;charset=UTF-8")])
+        assert head == b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2\r\n\r\n"
+        assert body == b"ok"
+        # the handlers ran before the answer was written
+        assert rec.events[1:] == [("message", sid, "hello"), ("message", sid, b"\x01\x02\x03\x04"),
+                                  ("message", sid, "été")]
+        http.close()
+
+
+@asyncio_test
+async def test_unknown_sid_bad_eio_bad_transport():
+    async with serve(Recorder().server, "127.0.0.1", 0) as srv:
+        http = await HTTP.open(srv.port)
+        cases = [(q("nope"), b'{"code":1,"message":"Session ID unknown"}'),
+                 (q(eio="3"), b'{"code":5,"message":"Unsupported protocol version"}'),
+                 (q(transport="carrier-pigeon"), b'{"code":0,"message":"Transport unknown"}')]
+        for target, expected in cases:
+            head, body = await http.request("GET", target)
+            assert head == (b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: %d\r\n\r\n" % len(expected))
+            assert body == expected
+        head, body = await http.request("POST", q(), b"4x")  # a handshake must be a GET
+        assert body == b'{"code":2,"message":"Bad handshake method"}'
+        head, body = await http.request("GET", "/elsewhere/")
+        assert status(head) == b"HTTP/1.1 404 Not Found"
+        # every refusal kept the connection: one more handshake on it works
+        assert await handshake(http)
+        http.close()
+
+
+@asyncio_test
+async def test_post_over_max_payload_is_413_and_the_session_lives_on():
+    rec = Recorder(max_payload=100)
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        http = await HTTP.open(srv.port)
+        sid = await handshake(http)
+        head, body = await http.request("POST", q(sid), b"4" + b"x" * 200)
+        assert head == b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        assert body == b"" and await http.closed_by_server()
+        assert srv.sessions[sid].state is State.OPEN
+        other = await HTTP.open(srv.port)
+        head, body = await other.request("POST", q(sid), b"4" + b"x" * 99)  # exactly maxPayload
+        assert body == b"ok" and rec.events[-1] == ("message", sid, "x" * 99)
+        other.close()
+
+
+@asyncio_test
+async def test_bad_payload_closes_the_session_with_400_code_3():
+    rec = Recorder()
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        http = await HTTP.open(srv.port)
+        sid = await handshake(http)
+        head, body = await http.request("POST", q(sid), b"9what")
+        assert status(head) == b"HTTP/1.1 400 Bad Request"
+        assert body == b'{"code":3,"message":"Bad request"}'
+        assert rec.events[-1] == ("disconnect", sid, "parse error")
+        assert sid not in srv.sessions
+        http.close()
+
+
+@asyncio_test
+async def test_a_second_concurrent_get_is_500_and_ends_the_session():
+    rec = Recorder()
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        first, second = await HTTP.open(srv.port), await HTTP.open(srv.port)
+        sid = await handshake(first)
+        first.send("GET", q(sid))
+        await until(lambda: srv.sessions[sid].poll_held)
+        head, body = await second.request("GET", q(sid))
+        assert head == b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
+        _, body = await first.answer()
+        assert body == b"1"  # the held GET gets the close packet
+        assert rec.events[-1] == ("disconnect", sid, "transport error")
+        first.close(), second.close()
+
+
+@asyncio_test
+async def test_cors_preflight_and_a_refused_origin():
+    rec = Recorder(cors_allowed_origins=["https://lab.example"])
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        http = await HTTP.open(srv.port)
+        head, body = await http.request("OPTIONS", q(), headers=[
+            ("Origin", "https://lab.example"), ("Access-Control-Request-Method", "POST"),
+            ("Access-Control-Request-Headers", "content-type")])
+        assert head == (b"HTTP/1.1 204 No Content\r\nAccess-Control-Allow-Origin: https://lab.example\r\n"
+                        b"Vary: Origin\r\nAccess-Control-Allow-Credentials: true\r\n"
+                        b"Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n"
+                        b"Access-Control-Allow-Headers: content-type\r\n\r\n")
+        head, body = await http.request("GET", q(), headers=[("Origin", "https://lab.example")])
+        assert b"\r\nAccess-Control-Allow-Origin: https://lab.example\r\n" in head
+        assert body.startswith(b'0{"sid":')
+        head, body = await http.request("GET", q(), headers=[("Origin", "https://evil.example")])
+        assert status(head) == b"HTTP/1.1 403 Forbidden"
+        assert body == b'{"code":4,"message":"Forbidden"}'
+        http.close()
+
+
+@asyncio_test
+async def test_connect_handler_can_refuse():
+    server = Server(rng=random.Random(SEED), close_timeout=0.3)
+    disconnects = []
+    server.on("connect", lambda sid, request: "token=ok" in request.query)
+    server.on("disconnect", lambda sid, reason: disconnects.append(sid))
+    async with serve(server, "127.0.0.1", 0) as srv:
+        http = await HTTP.open(srv.port)
+        head, body = await http.request("GET", q())
+        assert status(head) == b"HTTP/1.1 403 Forbidden"
+        assert body == b'{"code":4,"message":"Forbidden"}'
+        assert srv.sessions == {}
+        head, body = await http.request("GET", q() + "&token=ok")
+        assert status(head) == b"HTTP/1.1 200 OK"
+        assert disconnects == []  # a refused session never connected, so it never disconnects
+        http.close()
+
+
+@asyncio_test
+async def test_a_client_that_drops_its_held_get_ends_the_session():
+    rec = Recorder()
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        http = await HTTP.open(srv.port)
+        sid = await handshake(http)
+        http.send("GET", q(sid))
+        await until(lambda: srv.sessions[sid].poll_held)
+        http.close()
+        await until(lambda: sid not in srv.sessions)
+        assert rec.events[-1] == ("disconnect", sid, "transport error")
+
+
+@asyncio_test
+async def test_client_close_packet_releases_the_held_get_with_a_noop():
+    rec = Recorder()
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        poll, post = await HTTP.open(srv.port), await HTTP.open(srv.port)
+        sid = await handshake(poll)
+        poll.send("GET", q(sid))
+        await until(lambda: srv.sessions[sid].poll_held)
+        assert (await post.request("POST", q(sid), b"1"))[1] == b"ok"
+        assert (await poll.answer())[1] == b"6"
+        assert rec.events[-1] == ("disconnect", sid, "transport close")
+        poll.close(), post.close()
+
+
+@asyncio_test
+async def test_server_disconnect_over_polling():
+    rec = Recorder()
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        http = await HTTP.open(srv.port)
+        sid = await handshake(http)
+        await srv.send(sid, "bye")
+        await srv.disconnect(sid)  # no GET held: the close packet waits for one
+        assert srv.sessions[sid].state is State.CLOSING
+        _, body = await http.request("GET", q(sid))
+        assert body == b"4bye\x1e1"
+        assert rec.events[-1] == ("disconnect", sid, "forced close")
+        assert (await http.request("GET", q(sid)))[1] == b'{"code":1,"message":"Session ID unknown"}'
+        http.close()
+
+
+@asyncio_test
+async def test_socketio_style_path_prefix():
+    rec = Recorder(path="/socket.io/")
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        http = await HTTP.open(srv.port)
+        head, body = await http.request("GET", q(prefix="/socket.io/"))
+        assert body == open_json(SID)
+        head, _ = await http.request("GET", q())
+        assert status(head) == b"HTTP/1.1 404 Not Found"
+        http.close()
+
+
+@asyncio_test
+async def test_malformed_http_gets_400_and_no_traceback():
+    async with serve(Recorder().server, "127.0.0.1", 0) as srv:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        writer.write(b"GET /engine.io/ HTTP/1.1\r\nHost x\r\n\r\n")
+        answer = await reader.read()
+        assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+        assert b"Traceback" not in answer and b"bytearray" not in answer
+        writer.close()
+        # and a request head over the limit
+        server2 = Server(max_request_size=1024, close_timeout=0.3)
+        async with serve(server2, "127.0.0.1", 0) as srv2:
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv2.port)
+            writer.write(b"GET /engine.io/?EIO=4&transport=polling HTTP/1.1\r\nX: " + b"a" * 4000)
+            assert (await reader.read()).startswith(b"HTTP/1.1 431 ")
+            writer.close()
+
+
+@asyncio_test
+async def test_a_failing_handler_is_logged_and_the_server_goes_on(caplog):
+    server = Server(rng=random.Random(SEED), close_timeout=0.3)
+    server.on("message", lambda sid, data: 1 / 0)
+    with caplog.at_level(logging.ERROR, logger="lablib.engineio.server"):
+        async with serve(server, "127.0.0.1", 0) as srv:
+            http = await HTTP.open(srv.port)
+            sid = await handshake(http)
+            assert (await http.request("POST", q(sid), b"4boom"))[1] == b"ok"
+            assert (await http.request("POST", q(sid), b"4again"))[1] == b"ok"
+            http.close()
+    assert [r.message for r in caplog.records] == ["the 'message' handler failed"] * 2
+
+
+@asyncio_test
+async def test_send_to_an_unknown_sid_is_ignored():
+    async with serve(Recorder().server, "127.0.0.1", 0) as srv:
+        await srv.send("nobody", "hello")  # logged, not raised (as python-engineio)
+
+
+# === (b) WebSocket: direct, and the upgrade by hand ==============================================
+
+@asyncio_test
+async def test_upgrade_by_hand():
+    rec = Recorder()
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        poll = await HTTP.open(srv.port)
+        sid = await handshake(poll)
+        poll.send("GET", q(sid))
+        await until(lambda: srv.sessions[sid].poll_held)
+
+        ws = await RawWebSocket.open(srv.port, q(sid, "websocket"))
+        assert srv.sessions[sid].state is State.PROBING
+        ws.send_text("2probe")
+        assert await ws.raw(8) == b"\x81\x063probe"
+        assert (await poll.answer())[1] == b"6"  # the held GET is released with a noop
+        assert srv.sessions[sid].state is State.UPGRADING
+        await srv.send(sid, "buffered")  # during the upgrade: kept for the WebSocket
+        _, body = await poll.request("GET", q(sid))
+        assert body == b"6"  # polling is paused: a GET gets a noop at once
+
+        ws.send_text("5")
+        assert await ws.raw(11) == b"\x81\x094buffered"
+        assert srv.sessions[sid].transport is Transport.WEBSOCKET
+        await srv.send(sid, "hi")
+        await srv.send(sid, b"\x00\xff")
+        assert await ws.raw(5) == b"\x81\x034hi"
+        assert await ws.raw(4) == b"\x82\x02\x00\xff"  # binary message: raw bytes, no "b"
+
+        ws.send_text("4up")
+        ws.send_binary(b"\x01\x02")
+        await until(lambda: len(rec.events) >= 3)
+        assert rec.events[1:] == [("message", sid, "up"), ("message", sid, b"\x01\x02")]
+
+        head, body = await poll.request("GET", q(sid))  # polling refused after the upgrade
+        assert status(head) == b"HTTP/1.1 400 Bad Request"
+        assert body == b'{"code":3,"message":"Bad request"}'
+
+        ws.writer.write(ws.conn.send_close(1000))
+        closed = await ws.message()
+        assert isinstance(closed, ConnectionClosed) and closed.code == 1000
+        await until(lambda: rec.events[-1][0] == "disconnect")
+        assert rec.events[-1] == ("disconnect", sid, "transport close")
+        poll.close()
+
+
+@asyncio_test
+async def test_a_failed_probe_leaves_the_session_on_polling():
+    rec = Recorder()
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        poll = await HTTP.open(srv.port)
+        sid = await handshake(poll)
+        ws = await RawWebSocket.open(srv.port, q(sid, "websocket"))
+        ws.send_text("5")  # no probe first
+        closed = await ws.message()
+        assert isinstance(closed, ConnectionClosed) and closed.code == 1000
+        assert srv.sessions[sid].state is State.OPEN
+        await srv.send(sid, "still polling")
+        assert (await poll.request("GET", q(sid)))[1] == b"4still polling"
+        poll.close()
+
+
+@asyncio_test
+async def test_direct_websocket_session():
+    rec = Recorder(ping_interval=100, ping_timeout=2000)
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        ws = await RawWebSocket.open(srv.port, q(transport="websocket"))
+        assert await ws.message() == open_json(SID, 100, 2000, upgrades="[]").decode()
+        assert rec.events == [("connect", SID, "/engine.io/")]
+        for _ in range(3):  # the heartbeat, answered: the session stays
+            assert await ws.message() == "2"
+            ws.send_text("3")
+        ws.send_text("4text")
+        ws.send_binary(b"\xfe")
+        await srv.send(SID, "x" * 200)  # a 16-bit payload length
+        assert await ws.raw(4) == b"\x81\x7e\x00\xc9"
+        assert await ws.raw(201) == b"4" + b"x" * 200
+        await until(lambda: len(rec.events) == 3)
+        assert rec.events[1:] == [("message", SID, "text"), ("message", SID, b"\xfe")]
+        # polling with a WebSocket session's sid: refused
+        http = await HTTP.open(srv.port)
+        assert (await http.request("GET", q(SID)))[1] == b'{"code":3,"message":"Bad request"}'
+        await srv.disconnect(SID)  # no close packet over a WebSocket (reference), close 1000
+        closed = await ws.message()
+        assert isinstance(closed, ConnectionClosed) and closed.code == 1000
+        assert rec.events[-1] == ("disconnect", SID, "forced close")
+        http.close()
+
+
+@asyncio_test
+async def test_a_bad_websocket_handshake_is_refused_and_forgotten():
+    rec = Recorder()
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        http = await HTTP.open(srv.port)
+        head, body = await http.request("GET", q(transport="websocket"), headers=[
+            ("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13")])
+        assert status(head) == b"HTTP/1.1 400 Bad Request"
+        assert body == b"Sec-WebSocket-Key must be the base64 encoding of 16 bytes\n"
+        assert srv.sessions == {} and rec.events == []
+        http.close()
+
+
+@asyncio_test
+async def test_oversized_websocket_message_closes_with_1009():
+    rec = Recorder(max_payload=100)
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        ws = await RawWebSocket.open(srv.port, q(transport="websocket"))
+        await ws.message()  # open packet
+        ws.send_text("4" + "x" * 200)
+        closed = await ws.message()
+        assert isinstance(closed, ConnectionClosed) and closed.code == 1009
+        await until(lambda: rec.events[-1][0] == "disconnect")
+        assert rec.events[-1] == ("disconnect", SID, "transport close")
+
+
+# === (c) the heartbeat ==============================================================================
+
+@asyncio_test
+async def test_a_polling_client_that_never_pongs_is_dropped():
+    rec = Recorder(ping_interval=100, ping_timeout=100)
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        http = await HTTP.open(srv.port)
+        sid = await handshake(http)
+        loop = asyncio.get_running_loop()
+        assert (await http.request("GET", q(sid)))[1] == b"2"
+        pinged = loop.time()
+        http.send("GET", q(sid))  # poll again, never POST the pong
+        assert (await http.answer())[1] == b"1"  # the held GET gets the close packet
+        assert loop.time() - pinged >= 0.1  # not before pingTimeout
+        assert rec.events[-1] == ("disconnect", sid, "ping timeout")
+        http.close()
+
+
+@asyncio_test
+async def test_a_polling_client_that_pongs_stays():
+    rec = Recorder(ping_interval=100, ping_timeout=100)
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        poll, post = await HTTP.open(srv.port), await HTTP.open(srv.port)
+        sid = await handshake(poll)
+        for _ in range(4):
+            assert (await poll.request("GET", q(sid)))[1] == b"2"
+            assert (await post.request("POST", q(sid), b"3"))[1] == b"ok"
+        assert [e[0] for e in rec.events] == ["connect"]
+        poll.close(), post.close()
+
+
+@asyncio_test
+async def test_a_websocket_client_that_never_pongs_is_dropped():
+    rec = Recorder(ping_interval=100, ping_timeout=100)
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        ws = await RawWebSocket.open(srv.port, q(transport="websocket"))
+        await ws.message()
+        assert await ws.message() == "2"
+        closed = await ws.message()
+        assert isinstance(closed, ConnectionClosed) and closed.code == 1000
+        assert rec.events[-1] == ("disconnect", SID, "ping timeout")
+
+
+# === shutdown =========================================================================================
+
+@asyncio_test
+async def test_shutdown_answers_held_polls_and_closes_websockets_with_1001():
+    rec = Recorder()
+    srv = await serve(rec.server, "127.0.0.1", 0)
+    poll = await HTTP.open(srv.port)
+    sid = await handshake(poll)
+    poll.send("GET", q(sid))
+    await until(lambda: srv.sessions[sid].poll_held)
+    idle = await HTTP.open(srv.port)  # a keep-alive connection with no request
+    ws = await RawWebSocket.open(srv.port, q(transport="websocket"))
+    await ws.message()
+    ws_sid = next(s for s in srv.sessions if s != sid)
+
+    closing = asyncio.create_task(srv.close())
+    assert (await poll.answer())[1] == b"1"
+    closed = await ws.message()
+    assert isinstance(closed, ConnectionClosed) and closed.code == 1001
+    await closing
+    assert await idle.closed_by_server() and await poll.closed_by_server()
+    assert sorted(e[1:] for e in rec.events if e[0] == "disconnect") == sorted(
+        [(sid, "forced close"), (ws_sid, "forced close")])
+    assert srv.sessions == {}
