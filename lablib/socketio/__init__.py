@@ -1,0 +1,23 @@
+"""Socket.IO v5: packets and binary attachments, rooms, the sans-I/O server and client cores.
+
+Everything here is sans-I/O (no sockets, no clock of its own); asyncio drivers run it over
+:mod:`lablib.engineio`.  See :mod:`lablib.socketio.packets` for the wire grammar,
+:mod:`lablib.socketio.adapter` for rooms, :mod:`lablib.socketio.server_core` and
+:mod:`lablib.socketio.client_core` for the two sides of the exchange (their outputs are in
+:mod:`lablib.socketio.protocol`), and
+:mod:`lablib.socketio.backoff` for the client's reconnection delays.
+"""
+
+from .packets import (DEFAULT_MAX_ATTACHMENTS, MAX_ACK_ID, RESERVED_EVENTS, Decoder, Packet,
+                      PacketType, decode, deconstruct, encode, has_binary, reconstruct)
+from .adapter import Adapter, InMemoryAdapter
+from .backoff import Backoff, backoff_delay
+from .server_core import ServerCore
+from .client_core import ClientCore, EngineState, NamespaceState
+
+__all__ = [
+    "DEFAULT_MAX_ATTACHMENTS", "MAX_ACK_ID", "RESERVED_EVENTS", "Decoder", "Packet", "PacketType",
+    "decode", "deconstruct", "encode", "has_binary", "reconstruct",
+    "Adapter", "InMemoryAdapter", "Backoff", "backoff_delay",
+    "ServerCore", "ClientCore", "EngineState", "NamespaceState",
+]

@@ -1,0 +1,421 @@
+"""The Socket.IO client, sans-I/O: one Engine.IO connection, several namespaces, reconnection.
+
+:class:`ClientCore` plays the parts of socket.io-client's ``Manager`` (the Engine.IO connection
+and its reconnection) and ``Socket`` (one per namespace).  The driver opens and closes the
+Engine.IO connection when told to and reports what happens to it::
+
+    connect(namespace, auth)        join a namespace (opens the connection if needed)
+    engine_opened(now)              the Engine.IO connection is open
+    engine_failed(error, now)       opening it failed
+    engine_closed(reason, now)      it closed ("transport close", "ping timeout", ...)
+    receive(message, now)           one Engine.IO message (str or bytes) arrived
+    tick(now)                       timers: ack timeouts, the reconnection delay
+
+    -> Send(messages)               write these messages, in order
+       OpenEngine()                 open a (new) Engine.IO connection
+       CloseEngine(reason)          close it; the core already counts it as closed
+       Connected / ConnectError / EventReceived / AckReceived / AckTimedOut / AckCancelled /
+       Disconnected / ReconnectScheduled / ReconnectAttempt / Reconnected / ReconnectError /
+       ReconnectFailed
+
+Engine states, as a table a reader can check against socket.io-client's ``Manager``::
+
+    CLOSED          connect()                -> OpenEngine, OPENING
+    OPENING         engine_opened            -> CONNECT each namespace, OPEN (+ Reconnected)
+    OPENING         engine_failed            -> ConnectError per namespace, reconnection below
+    OPEN            engine_closed / bad data -> Disconnected per namespace, reconnection below
+    RECONNECT_WAIT  tick at the deadline     -> ReconnectAttempt + OpenEngine, OPENING
+    (any)           last namespace left      -> CloseEngine, CLOSED (no reconnection)
+
+    reconnection: attempts left -> ReconnectScheduled(attempt, delay), RECONNECT_WAIT
+                  none left     -> ReconnectFailed, CLOSED
+
+The delay is :class:`~lablib.socketio.backoff.Backoff`'s (1000 ms doubling to 5000, +-50 %),
+reset when a connection opens and when a new outage starts.  A namespace refused by the server
+(CONNECT_ERROR) or disconnected by either side is not reconnected, as in the reference; those
+cut by the connection are, with their ``auth``.
+
+Emits while a namespace is not connected wait in its *send buffer* and go out, in order, right
+after it connects again (``volatile=True`` emits are dropped instead).  Emits handed to a
+connection that then dies are lost: Socket.IO delivers at most once.  Acks of such emits are
+cancelled (AckCancelled); acks of buffered emits survive, as in the reference (``_clearAcks``).
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from ..errors import LocalProtocolError, PacketError
+from .backoff import Backoff
+from .packets import (DEFAULT_MAX_ATTACHMENTS, MAX_ACK_ID, RESERVED_EVENTS, Decoder, Packet,
+                      PacketType, encode)
+from .protocol import (AckCancelled, AckReceived, AckTimedOut, CloseEngine, ConnectError,
+                       Connected, Disconnected, EventReceived, OpenEngine, Output,
+                       ReconnectAttempt, Reconnected, ReconnectError, ReconnectFailed,
+                       ReconnectScheduled, Send)
+
+__all__ = ["ClientCore", "EngineState", "NamespaceState"]
+
+
+class EngineState(enum.Enum):
+    CLOSED = "CLOSED"
+    OPENING = "OPENING"
+    OPEN = "OPEN"
+    RECONNECT_WAIT = "RECONNECT_WAIT"
+
+
+class NamespaceState(enum.Enum):
+    IDLE = "IDLE"              #: not connected, and not trying (never asked, refused, or left)
+    CONNECTING = "CONNECTING"  #: wants to be connected: CONNECT sent, or waiting for the engine
+    CONNECTED = "CONNECTED"
+
+
+@dataclass(slots=True)
+class _Socket:
+    namespace: str
+    auth: dict | None
+    state: NamespaceState = NamespaceState.IDLE
+    sid: str | None = None
+    next_ack_id: int = 0
+    acks: dict[int, float | None] = field(default_factory=dict)   # ack id -> deadline
+    send_buffer: deque[Packet] = field(default_factory=deque)
+
+
+class ClientCore:
+    """The sans-I/O Socket.IO client.
+
+    Reconnection options are socket.io-client's, in its units (milliseconds):
+    ``reconnection`` (True), ``reconnection_attempts`` (None: unlimited),
+    ``reconnection_delay`` (1000), ``reconnection_delay_max`` (5000),
+    ``randomization_factor`` (0.5).  ``rng`` draws the jitter: pass ``random.Random(seed)`` for
+    reproducible delays.  ``max_send_buffer`` bounds the emits kept per namespace while
+    disconnected (the reference keeps all); past it ``emit`` raises LocalProtocolError.
+    """
+
+    def __init__(self, *, reconnection: bool = True, reconnection_attempts: int | None = None,
+                 reconnection_delay: int = 1000, reconnection_delay_max: int = 5000,
+                 randomization_factor: float = 0.5, rng: random.Random | None = None,
+                 max_send_buffer: int = 1000,
+                 max_attachments: int = DEFAULT_MAX_ATTACHMENTS) -> None:
+        self.reconnection = reconnection
+        self.reconnection_attempts = reconnection_attempts
+        self.backoff = Backoff(min_ms=reconnection_delay, max_ms=reconnection_delay_max,
+                               jitter=randomization_factor, rng=rng)
+        self.max_send_buffer = max_send_buffer
+        self.max_attachments = max_attachments
+        self.state = EngineState.CLOSED
+        self._decoder = Decoder(max_attachments=max_attachments)
+        self._sockets: dict[str, _Socket] = {}
+        self._reconnecting = False
+        self._reconnect_at: float | None = None
+        self._ack_heap: list[tuple[float, str, int]] = []
+
+    # --- namespaces ------------------------------------------------------------------------
+
+    def namespace_state(self, namespace: str = "/") -> NamespaceState:
+        socket = self._sockets.get(namespace)
+        return socket.state if socket else NamespaceState.IDLE
+
+    def sid(self, namespace: str = "/") -> str | None:
+        """Our sid in ``namespace`` while connected."""
+        socket = self._sockets.get(namespace)
+        return socket.sid if socket else None
+
+    def buffered(self, namespace: str = "/") -> int:
+        """How many emits wait in ``namespace``'s send buffer."""
+        socket = self._sockets.get(namespace)
+        return len(socket.send_buffer) if socket else 0
+
+    def connect(self, namespace: str = "/", auth: dict | None = None) -> list[Output]:
+        """Join ``namespace`` with ``auth`` (sent in the CONNECT packet, and again on each
+        reconnection).  Opens the Engine.IO connection first if there is none."""
+        if not namespace.startswith("/"):
+            raise LocalProtocolError(f"a namespace starts with '/': {namespace!r}")
+        if auth is not None and not isinstance(auth, dict):
+            raise LocalProtocolError("auth must be a dict (a JSON object)")
+        socket = self._sockets.setdefault(namespace, _Socket(namespace, auth))
+        if socket.state is NamespaceState.IDLE:
+            socket.auth = auth
+            socket.state = NamespaceState.CONNECTING
+            if self.state is EngineState.OPEN:
+                return self._send(Packet(PacketType.CONNECT, namespace, auth))
+        if self.state is EngineState.CLOSED:   # first time, or after giving up reconnecting
+            self.state = EngineState.OPENING
+            self._reconnect_at = None
+            return [OpenEngine()]
+        return []   # OPENING or RECONNECT_WAIT: the CONNECT goes out when the engine opens
+
+    def _send(self, packet: Packet) -> list[Output]:
+        return [Send(tuple(encode(packet)))]
+
+    # --- the Engine.IO connection -----------------------------------------------------------
+
+    def engine_opened(self, now: float) -> list[Output]:
+        """The Engine.IO connection is open: send CONNECT for every namespace that wants one.
+
+        (If every namespace was left while it was opening, the answer is CloseEngine.)"""
+        if self.state is EngineState.CLOSED:
+            return [CloseEngine("io client disconnect")]
+        if self.state is not EngineState.OPENING:
+            raise LocalProtocolError(f"engine_opened in state {self.state.name}")
+        self.state = EngineState.OPEN
+        self._decoder.reset()
+        out: list[Output] = []
+        if self._reconnecting:
+            out.append(Reconnected(self.backoff.attempts))
+            self._reconnecting = False
+        self.backoff.reset()
+        for socket in self._sockets.values():
+            if socket.state is NamespaceState.CONNECTING:
+                out += self._send(Packet(PacketType.CONNECT, socket.namespace, socket.auth))
+        return out
+
+    def engine_failed(self, error: str, now: float) -> list[Output]:
+        """Opening the Engine.IO connection failed (``error`` describes why)."""
+        if self.state is not EngineState.OPENING:
+            return []   # we gave up on it meanwhile
+        self.state = EngineState.CLOSED
+        out: list[Output] = [ConnectError(s.namespace, error) for s in self._sockets.values()
+                             if s.state is NamespaceState.CONNECTING]
+        if self._reconnecting:
+            out.append(ReconnectError(self.backoff.attempts, error))
+            self._reconnecting = False
+        return out + self._maybe_reconnect(now)
+
+    def engine_closed(self, reason: str, now: float) -> list[Output]:
+        """The Engine.IO connection closed (``reason`` from Engine.IO)."""
+        if self.state is not EngineState.OPEN:
+            return []   # we closed it ourselves (CloseEngine), or it was never open
+        return self._connection_lost(reason, now)
+
+    def _connection_lost(self, reason: str, now: float) -> list[Output]:
+        self.state = EngineState.CLOSED
+        self._decoder.reset()
+        out: list[Output] = []
+        for socket in self._sockets.values():
+            if socket.state is NamespaceState.CONNECTED:
+                socket.state = NamespaceState.CONNECTING   # comes back with the connection
+                out += self._socket_closed(socket, reason)
+        self.backoff.reset()
+        return out + self._maybe_reconnect(now)
+
+    def _maybe_reconnect(self, now: float) -> list[Output]:
+        if not self.reconnection or not self._wanted():
+            return []
+        if self.reconnection_attempts is not None and self.backoff.attempts >= self.reconnection_attempts:
+            self.backoff.reset()
+            return [ReconnectFailed()]
+        delay = self.backoff.duration()
+        self.state = EngineState.RECONNECT_WAIT
+        self._reconnect_at = now + delay / 1000
+        return [ReconnectScheduled(self.backoff.attempts, delay)]
+
+    def _wanted(self) -> bool:
+        return any(s.state is not NamespaceState.IDLE for s in self._sockets.values())
+
+    def _close_if_unwanted(self, reason: str) -> list[Output]:
+        """The last namespace left: close the connection and stop reconnecting."""
+        if self._wanted() or self.state is EngineState.CLOSED:
+            return []
+        was_open = self.state in (EngineState.OPEN, EngineState.OPENING)
+        self.state = EngineState.CLOSED
+        self._reconnect_at = None
+        self._reconnecting = False
+        self.backoff.reset()
+        return [CloseEngine(reason)] if was_open else []
+
+    # --- receiving -------------------------------------------------------------------------
+
+    def receive(self, message: str | bytes, now: float) -> list[Output]:
+        """One Engine.IO message from the server."""
+        if self.state is not EngineState.OPEN:
+            return []
+        try:
+            packet = self._decoder.receive(message)
+        except PacketError:
+            return [CloseEngine("parse error")] + self._connection_lost("parse error", now)
+        if packet is None:
+            return []
+        socket = self._sockets.get(packet.namespace)
+        if socket is None:
+            return []
+        kind = packet.type
+        if kind is PacketType.CONNECT:
+            return self._on_connect(socket, packet)
+        if kind is PacketType.CONNECT_ERROR:
+            return self._on_connect_error(socket, packet)
+        if socket.state is not NamespaceState.CONNECTED:
+            return []   # only a connected namespace hears events, acks and disconnects
+        if kind is PacketType.DISCONNECT:
+            socket.state = NamespaceState.IDLE
+            out = self._socket_closed(socket, "io server disconnect")
+            return out + self._close_if_unwanted("io server disconnect")
+        assert socket.sid is not None
+        args = tuple(packet.data)
+        if kind in (PacketType.EVENT, PacketType.BINARY_EVENT):
+            return [EventReceived(socket.namespace, socket.sid, args[0], args[1:], packet.id)]
+        assert packet.id is not None
+        if socket.acks.pop(packet.id, _MISSING) is _MISSING:
+            return []   # unknown or timed out: ignored
+        return [AckReceived(socket.namespace, socket.sid, packet.id, args)]
+
+    def _on_connect(self, socket: _Socket, packet: Packet) -> list[Output]:
+        if socket.state is not NamespaceState.CONNECTING:
+            return []
+        sid = packet.data.get("sid") if packet.data else None
+        if not isinstance(sid, str):
+            return [ConnectError(socket.namespace, "CONNECT answer without a sid")]
+        socket.state = NamespaceState.CONNECTED
+        socket.sid = sid
+        out: list[Output] = [Connected(socket.namespace, sid)]
+        while socket.send_buffer:   # flush what was emitted while disconnected, in order
+            out += self._send(socket.send_buffer.popleft())
+        return out
+
+    def _on_connect_error(self, socket: _Socket, packet: Packet) -> list[Output]:
+        if socket.state is not NamespaceState.CONNECTING:
+            return []
+        socket.state = NamespaceState.IDLE   # refused: not retried on reconnection
+        data = packet.data
+        if isinstance(data, dict):
+            error = ConnectError(socket.namespace, str(data.get("message", "")), data.get("data"))
+        else:
+            error = ConnectError(socket.namespace, str(data))
+        return [error] + self._close_if_unwanted("io client disconnect")
+
+    def _socket_closed(self, socket: _Socket, reason: str) -> list[Output]:
+        """``socket`` stops being connected: cancel the acks of emits already sent."""
+        sid = socket.sid or ""
+        socket.sid = None
+        buffered = {p.id for p in socket.send_buffer}
+        out: list[Output] = []
+        for ack_id in [a for a in socket.acks if a not in buffered]:
+            del socket.acks[ack_id]
+            out.append(AckCancelled(socket.namespace, sid, ack_id, reason))
+        out.append(Disconnected(socket.namespace, sid, reason))
+        return out
+
+    # --- sending ---------------------------------------------------------------------------
+
+    def _socket(self, namespace: str) -> _Socket:
+        socket = self._sockets.get(namespace)
+        if socket is None:
+            raise LocalProtocolError(f"namespace {namespace!r} was never connected")
+        return socket
+
+    @staticmethod
+    def _event_data(event: str, args: Sequence[Any]) -> list[Any]:
+        if not isinstance(event, str):
+            raise LocalProtocolError(f"an event name is a string, not {type(event).__name__}")
+        if event in RESERVED_EVENTS:
+            raise LocalProtocolError(f"{event!r} is a reserved event name")
+        return [event, *args]
+
+    def _can_send(self, socket: _Socket) -> bool:
+        return socket.state is NamespaceState.CONNECTED and self.state is EngineState.OPEN
+
+    def _emit_packet(self, socket: _Socket, packet: Packet, volatile: bool) -> list[Output]:
+        if self._can_send(socket):
+            return self._send(packet)
+        if volatile:
+            return []
+        if len(socket.send_buffer) >= self.max_send_buffer:
+            raise LocalProtocolError(f"send buffer of {socket.namespace!r} is full "
+                                     f"({self.max_send_buffer} emits)")
+        socket.send_buffer.append(packet)
+        return []
+
+    def emit(self, event: str, args: Sequence[Any] = (), *, namespace: str = "/",
+             volatile: bool = False) -> list[Output]:
+        """Send an event (buffered while ``namespace`` is not connected, unless ``volatile``)."""
+        socket = self._socket(namespace)
+        packet = Packet(PacketType.EVENT, namespace, self._event_data(event, args))
+        return self._emit_packet(socket, packet, volatile)
+
+    def emit_with_ack(self, event: str, args: Sequence[Any] = (), *, namespace: str = "/",
+                      timeout: float | None = None, volatile: bool = False,
+                      now: float = 0.0) -> tuple[int, list[Output]]:
+        """Send an event asking for an acknowledgement; returns its ack id and the outputs.
+
+        Ack ids count from 0 per namespace, as socket.io-client's ``ids``.  The timeout
+        (seconds) runs from now, buffered or not; when it fires a still-buffered emit is
+        withdrawn from the send buffer (as in the reference).
+        """
+        socket = self._socket(namespace)
+        ack_id = socket.next_ack_id
+        socket.next_ack_id = 0 if ack_id == MAX_ACK_ID else ack_id + 1
+        packet = Packet(PacketType.EVENT, namespace, self._event_data(event, args), ack_id)
+        dropped = volatile and not self._can_send(socket)
+        out = self._emit_packet(socket, packet, volatile)
+        if not dropped:
+            deadline = None if timeout is None else now + timeout
+            socket.acks[ack_id] = deadline
+            if deadline is not None:
+                heapq.heappush(self._ack_heap, (deadline, namespace, ack_id))
+        return ack_id, out
+
+    def ack(self, ack_id: int, args: Sequence[Any] = (), *, namespace: str = "/") -> list[Output]:
+        """Acknowledge the server's event ``ack_id`` (dropped if no longer connected)."""
+        socket = self._socket(namespace)
+        if not self._can_send(socket):
+            return []
+        return self._send(Packet(PacketType.ACK, namespace, list(args), ack_id))
+
+    def disconnect(self, namespace: str | None = None) -> list[Output]:
+        """Leave ``namespace`` (every namespace if None): DISCONNECT if connected, then
+        Disconnected "io client disconnect"; the connection closes with the last one."""
+        names = list(self._sockets) if namespace is None else [namespace]
+        out: list[Output] = []
+        for name in names:
+            socket = self._socket(name)
+            if socket.state is NamespaceState.CONNECTED:
+                out += self._send(Packet(PacketType.DISCONNECT, name))
+                out += self._socket_closed(socket, "io client disconnect")
+            socket.state = NamespaceState.IDLE
+        return out + self._close_if_unwanted("io client disconnect")
+
+    # --- timers ----------------------------------------------------------------------------
+
+    def _drop_stale_heap_entries(self) -> None:
+        heap = self._ack_heap
+        while heap:
+            deadline, namespace, ack_id = heap[0]
+            socket = self._sockets.get(namespace)
+            if socket is not None and socket.acks.get(ack_id) == deadline:
+                return
+            heapq.heappop(heap)
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` next has something to do (None: nothing scheduled)."""
+        self._drop_stale_heap_entries()
+        deadlines = [self._ack_heap[0][0]] if self._ack_heap else []
+        if self.state is EngineState.RECONNECT_WAIT and self._reconnect_at is not None:
+            deadlines.append(self._reconnect_at)
+        return min(deadlines, default=None)
+
+    def tick(self, now: float) -> list[Output]:
+        """Fire what is due: ack timeouts, then the reconnection attempt."""
+        out: list[Output] = []
+        self._drop_stale_heap_entries()
+        while self._ack_heap and self._ack_heap[0][0] <= now:
+            _, namespace, ack_id = heapq.heappop(self._ack_heap)
+            socket = self._sockets[namespace]
+            del socket.acks[ack_id]
+            socket.send_buffer = deque(p for p in socket.send_buffer if p.id != ack_id)
+            out.append(AckTimedOut(namespace, socket.sid or "", ack_id))
+            self._drop_stale_heap_entries()
+        if (self.state is EngineState.RECONNECT_WAIT and self._reconnect_at is not None
+                and self._reconnect_at <= now):
+            self.state = EngineState.OPENING
+            self._reconnect_at = None
+            self._reconnecting = True
+            out += [ReconnectAttempt(self.backoff.attempts), OpenEngine()]
+        return out
+
+
+_MISSING: Any = object()

@@ -1,0 +1,206 @@
+"""What the sans-I/O Socket.IO cores return: events for the application, actions for the driver.
+
+Every method of :class:`~lablib.socketio.server_core.ServerCore` and
+:class:`~lablib.socketio.client_core.ClientCore` returns a ``list[Output]``.  An
+:class:`Event` is something the application should hear about (an event arrived, an ack came
+back, a socket disconnected); an :class:`Action` is something the driver must do on the
+Engine.IO connection (send these messages, close it, open a new one).
+
+The cores speak to Engine.IO in *messages*: ``str`` (an Engine.IO text message) and ``bytes``
+(a binary message).  A Socket.IO packet is one text message followed by its binary attachments
+(:func:`lablib.socketio.packets.encode`), and the driver must send them in order, without
+interleaving another packet's messages on the same connection.
+
+Disconnect reasons are the reference's strings::
+
+    server side                            client side
+    "client namespace disconnect"          "io client disconnect"   (we left)
+    "server namespace disconnect"          "io server disconnect"   (the server sent DISCONNECT)
+    "forced server close"                  "parse error"            (the server sent garbage)
+    "parse error" / "protocol error"       Engine.IO's: "transport close", "ping timeout", ...
+    Engine.IO's: "transport close", "ping timeout", "transport error", ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "Output", "Event", "Action",
+    "ConnectRequested", "Connected", "ConnectError", "EventReceived", "AckReceived",
+    "AckTimedOut", "AckCancelled", "Disconnected",
+    "ReconnectScheduled", "ReconnectAttempt", "Reconnected", "ReconnectError", "ReconnectFailed",
+    "SendTo", "CloseConnection", "Send", "OpenEngine", "CloseEngine",
+]
+
+
+class Output:
+    """Base class of everything a core method returns."""
+
+
+class Event(Output):
+    """Something the application should hear about."""
+
+
+class Action(Output):
+    """Something the driver must do on the Engine.IO connection(s)."""
+
+
+# --- events, both sides -----------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ConnectRequested(Event):
+    """Server: a client asks to join ``namespace``.  Answer with ``accept``/``refuse``.
+
+    ``sid`` is the Socket.IO sid the socket will have if accepted (drawn from the core's rng).
+    """
+
+    eio_sid: str       #: the Engine.IO connection it came over
+    namespace: str
+    sid: str
+    auth: dict | None  #: the CONNECT packet's data (None if it had none)
+
+
+@dataclass(frozen=True, slots=True)
+class Connected(Event):
+    """Client: the server accepted us in ``namespace`` and gave us ``sid``."""
+
+    namespace: str
+    sid: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectError(Event):
+    """Client: the server refused ``namespace`` (a CONNECT_ERROR packet)."""
+
+    namespace: str
+    message: str
+    data: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventReceived(Event):
+    """An EVENT arrived.  If ``ack_id`` is not None the sender waits for an ``ack(...)``.
+
+    On the server ``sid`` is the sender's; on the client it is our own sid in that namespace.
+    """
+
+    namespace: str
+    sid: str
+    event: str
+    args: tuple
+    ack_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AckReceived(Event):
+    """The peer acknowledged our event ``ack_id`` with ``args``."""
+
+    namespace: str
+    sid: str
+    ack_id: int
+    args: tuple
+
+
+@dataclass(frozen=True, slots=True)
+class AckTimedOut(Event):
+    """No ACK for our event ``ack_id`` within its timeout; a late ACK will be ignored."""
+
+    namespace: str
+    sid: str
+    ack_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class AckCancelled(Event):
+    """Our event ``ack_id`` will never be acknowledged: the socket disconnected (``reason``)."""
+
+    namespace: str
+    sid: str
+    ack_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected(Event):
+    """The socket ``sid`` left ``namespace`` (see the module docstring for the reasons)."""
+
+    namespace: str
+    sid: str
+    reason: str
+
+
+# --- events, client only: reconnection ---------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ReconnectScheduled(Event):
+    """The connection is down; attempt number ``attempt`` will start in ``delay_ms``."""
+
+    attempt: int
+    delay_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectAttempt(Event):
+    """Attempt number ``attempt`` starts now (comes with an :class:`OpenEngine`)."""
+
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnected(Event):
+    """A new Engine.IO connection is open after ``attempt`` attempts."""
+
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectError(Event):
+    """Attempt number ``attempt`` failed (``error`` is the driver's description)."""
+
+    attempt: int
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectFailed(Event):
+    """``reconnection_attempts`` attempts failed; the client gives up."""
+
+
+# --- actions ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class SendTo(Action):
+    """Server: send ``messages`` (one text message, then any attachments) on ``eio_sid``."""
+
+    eio_sid: str
+    messages: tuple[str | bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CloseConnection(Action):
+    """Server: close the Engine.IO connection ``eio_sid`` (after sending what precedes this)."""
+
+    eio_sid: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Send(Action):
+    """Client: send ``messages`` on the Engine.IO connection."""
+
+    messages: tuple[str | bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OpenEngine(Action):
+    """Client: open a new Engine.IO connection, then call ``engine_opened`` or ``engine_failed``."""
+
+
+@dataclass(frozen=True, slots=True)
+class CloseEngine(Action):
+    """Client: close the Engine.IO connection.  The core already counts it as closed (a later
+    ``engine_closed`` is ignored); if a reconnection follows, the core schedules it itself."""
+
+    reason: str = field(default="io client disconnect")

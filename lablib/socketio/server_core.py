@@ -1,0 +1,407 @@
+"""The Socket.IO server, sans-I/O: Engine.IO messages in, events and messages to send out.
+
+:class:`ServerCore` sits on top of any number of Engine.IO connections, each named by its
+Engine.IO sid.  The driver reports what happens to them and carries out what comes back::
+
+    connection_opened(eio_sid, now)          a new Engine.IO session is open
+    receive(eio_sid, message, now)           one Engine.IO message (str or bytes) arrived
+    connection_closed(eio_sid, reason, now)  the Engine.IO session ended
+    tick(now)                                timers: ack timeouts, the connect timeout
+
+    -> SendTo(eio_sid, messages)             write these messages, in order
+       CloseConnection(eio_sid, reason)      close that Engine.IO session
+       ConnectRequested / EventReceived / AckReceived / AckTimedOut / AckCancelled / Disconnected
+
+The exchange (Socket.IO protocol v5, "Exchange protocol")::
+
+    client CONNECT ns [auth]  -> ConnectRequested -> accept(): CONNECT ns {"sid": ...}
+                                                  -> refuse(): CONNECT_ERROR ns {"message", "data"}
+    client CONNECT unknown ns -> CONNECT_ERROR ns {"message": "Invalid namespace"}
+    client EVENT ns [id]      -> EventReceived (answer an id with ack())
+    client ACK ns id          -> AckReceived (if we were waiting for it; else ignored)
+    client DISCONNECT ns      -> Disconnected "client namespace disconnect"
+    emit()/emit_with_ack()    -> EVENT to each target's connection
+    disconnect(sid)           -> DISCONNECT ns, Disconnected "server namespace disconnect"
+
+Rules the reference server leaves to chance, decided here:
+
+* A connection's first packet must be a CONNECT (the spec's MUST; the reference ignores the
+  packet instead): anything else closes it ("protocol error").  So does a CONNECT_ERROR from a
+  client.  A packet that does not decode closes it ("parse error").
+* A CONNECT for a namespace the connection is already in (or is joining) is refused with
+  CONNECT_ERROR ``{"message": "Already connected"}`` (the reference creates a second socket).
+* Packets for a namespace the connection has not joined are ignored, as in the reference.
+* No namespace joined within ``connect_timeout`` ms of the connection opening: it is closed
+  (the reference's ``connectTimeout``, 45000 ms).
+* Ack ids of server-sent events count from 0 per namespace (the reference's ``nsp._ids``), so a
+  capture matches the reference server's bytes.  python-socketio counts from 1 per sid.
+
+Times: ``now`` is seconds from any fixed origin (the driver's ``loop.time()``); an ack
+``timeout`` is seconds, like python-socketio's ``call(timeout=...)``; ``connect_timeout`` is
+milliseconds, like the reference option.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+from ..engineio.server_core import generate_sid
+from ..errors import LocalProtocolError, PacketError
+from .adapter import Adapter, InMemoryAdapter
+from .packets import (DEFAULT_MAX_ATTACHMENTS, MAX_ACK_ID, RESERVED_EVENTS, Decoder, Packet,
+                      PacketType, encode)
+from .protocol import (AckCancelled, AckReceived, AckTimedOut, CloseConnection, ConnectRequested,
+                       Disconnected, EventReceived, Output, SendTo)
+
+__all__ = ["ServerCore", "INVALID_NAMESPACE", "DEFAULT_REFUSAL"]
+
+INVALID_NAMESPACE = "Invalid namespace"             #: the reference server's message
+DEFAULT_REFUSAL = "Connection rejected by server"   #: python-socketio's default message
+
+
+@dataclass(slots=True)
+class _Socket:
+    """One client's membership of one namespace."""
+
+    sid: str
+    namespace: str
+    eio_sid: str
+    auth: dict | None
+    acks: dict[int, float | None] = field(default_factory=dict)  # ack id -> deadline (or None)
+
+
+@dataclass(slots=True)
+class _Namespace:
+    name: str
+    adapter: Adapter
+    sockets: dict[str, _Socket] = field(default_factory=dict)   # sid -> socket
+    next_ack_id: int = 0
+
+
+@dataclass(slots=True)
+class _Connection:
+    """One Engine.IO connection and the namespaces it joined (or is joining)."""
+
+    eio_sid: str
+    decoder: Decoder
+    connect_deadline: float | None
+    sockets: dict[str, _Socket] = field(default_factory=dict)   # namespace -> socket
+    pending: dict[str, ConnectRequested] = field(default_factory=dict)  # namespace -> request
+    seen_connect: bool = False
+
+
+class ServerCore:
+    """The sans-I/O Socket.IO server.
+
+    ``namespaces``: the namespaces clients may join; ``"*"`` accepts any (each created when first
+    asked for, and kept: as with the reference's dynamic namespaces, a client can make the
+    server hold many).  ``adapter_factory(namespace)`` makes each namespace's room registry.  ``rng``
+    draws the Socket.IO sids (20 characters, like the reference's base64id): pass
+    ``random.Random(seed)`` for reproducible sessions.  ``max_attachments`` bounds each binary
+    packet a client sends.
+    """
+
+    def __init__(self, *, namespaces: Iterable[str] | str = ("/",),
+                 adapter_factory: Callable[[str], Adapter] = lambda namespace: InMemoryAdapter(),
+                 rng: random.Random | None = None, connect_timeout: int = 45000,
+                 max_attachments: int = DEFAULT_MAX_ATTACHMENTS) -> None:
+        self.rng = rng if rng is not None else random.Random()
+        self.connect_timeout = connect_timeout
+        self.max_attachments = max_attachments
+        self._adapter_factory = adapter_factory
+        self._any_namespace = namespaces == "*"
+        self._namespaces: dict[str, _Namespace] = {}
+        self._connections: dict[str, _Connection] = {}
+        # Deadlines of pending acks (each socket keeps its own: ack id -> deadline); entries of
+        # acks answered or cancelled meanwhile are skipped when they surface.
+        self._ack_heap: list[tuple[float, str, str, int]] = []
+        if not self._any_namespace:
+            for name in namespaces:
+                self.add_namespace(name)
+
+    # --- namespaces and rooms -------------------------------------------------------------
+
+    def add_namespace(self, name: str) -> None:
+        """Let clients join ``name`` (idempotent)."""
+        if not name.startswith("/"):
+            raise LocalProtocolError(f"a namespace starts with '/': {name!r}")
+        if name not in self._namespaces:
+            self._namespaces[name] = _Namespace(name, self._adapter_factory(name))
+
+    def adapter(self, namespace: str = "/") -> Adapter:
+        """The room registry of ``namespace``."""
+        return self._namespace(namespace).adapter
+
+    def enter_room(self, sid: str, room: str, namespace: str = "/") -> None:
+        self._socket(sid, namespace)
+        self.adapter(namespace).join(sid, room)
+
+    def leave_room(self, sid: str, room: str, namespace: str = "/") -> None:
+        self._socket(sid, namespace)
+        self.adapter(namespace).leave(sid, room)
+
+    def rooms(self, sid: str, namespace: str = "/") -> list[str]:
+        """The rooms ``sid`` is in (its own room first)."""
+        return self.adapter(namespace).rooms_of(sid)
+
+    def sids(self, namespace: str = "/") -> list[str]:
+        """The connected sids of ``namespace``, in connection order."""
+        return list(self._namespace(namespace).sockets)
+
+    def eio_sid_of(self, sid: str, namespace: str = "/") -> str:
+        return self._socket(sid, namespace).eio_sid
+
+    def auth_of(self, sid: str, namespace: str = "/") -> dict | None:
+        return self._socket(sid, namespace).auth
+
+    def _namespace(self, name: str) -> _Namespace:
+        try:
+            return self._namespaces[name]
+        except KeyError:
+            raise LocalProtocolError(f"unknown namespace {name!r}") from None
+
+    def _socket(self, sid: str, namespace: str) -> _Socket:
+        try:
+            return self._namespace(namespace).sockets[sid]
+        except KeyError:
+            raise LocalProtocolError(f"no socket {sid!r} in namespace {namespace!r}") from None
+
+    def is_connected(self, sid: str, namespace: str = "/") -> bool:
+        ns = self._namespaces.get(namespace)
+        return ns is not None and sid in ns.sockets
+
+    # --- the Engine.IO connections ---------------------------------------------------------
+
+    def connection_opened(self, eio_sid: str, now: float) -> list[Output]:
+        """A new Engine.IO session is open; it has ``connect_timeout`` ms to join a namespace."""
+        if eio_sid in self._connections:
+            raise LocalProtocolError(f"connection {eio_sid!r} is already open")
+        decoder = Decoder(max_attachments=self.max_attachments)
+        self._connections[eio_sid] = _Connection(eio_sid, decoder, now + self.connect_timeout / 1000)
+        return []
+
+    def connection_closed(self, eio_sid: str, reason: str, now: float) -> list[Output]:
+        """The Engine.IO session ended (``reason`` from Engine.IO: "transport close", ...)."""
+        conn = self._connections.pop(eio_sid, None)
+        if conn is None:
+            return []
+        out: list[Output] = []
+        for socket in list(conn.sockets.values()):
+            out += self._remove_socket(socket, reason)
+        return out
+
+    def receive(self, eio_sid: str, message: str | bytes, now: float) -> list[Output]:
+        """One Engine.IO message from the client on ``eio_sid``."""
+        conn = self._connections.get(eio_sid)
+        if conn is None:
+            return []
+        try:
+            packet = conn.decoder.receive(message)
+        except PacketError:
+            return self._close(conn, "parse error")
+        if packet is None:
+            return []
+        if packet.type is PacketType.CONNECT:
+            return self._on_connect(conn, packet)
+        if not conn.seen_connect or packet.type is PacketType.CONNECT_ERROR:
+            return self._close(conn, "protocol error")
+        socket = conn.sockets.get(packet.namespace)
+        if socket is None:
+            return []   # not (yet) joined: ignored, as the reference does
+        if packet.type is PacketType.DISCONNECT:
+            return self._remove_socket(socket, "client namespace disconnect")
+        args = tuple(packet.data)
+        if packet.type in (PacketType.EVENT, PacketType.BINARY_EVENT):
+            return [EventReceived(socket.namespace, socket.sid, args[0], args[1:], packet.id)]
+        assert packet.id is not None   # an ACK always has one
+        if socket.acks.pop(packet.id, _MISSING) is _MISSING:
+            return []   # not waiting for it (unknown, or timed out): ignored
+        return [AckReceived(socket.namespace, socket.sid, packet.id, args)]
+
+    # --- namespace connection ----------------------------------------------------------------
+
+    def _on_connect(self, conn: _Connection, packet: Packet) -> list[Output]:
+        conn.seen_connect = True
+        name = packet.namespace
+        if name not in self._namespaces and self._any_namespace:
+            self.add_namespace(name)
+        if name not in self._namespaces:
+            return self._send(conn.eio_sid, Packet(PacketType.CONNECT_ERROR, name,
+                                                   {"message": INVALID_NAMESPACE}))
+        if name in conn.sockets or name in conn.pending:
+            return self._send(conn.eio_sid, Packet(PacketType.CONNECT_ERROR, name,
+                                                   {"message": "Already connected"}))
+        request = ConnectRequested(conn.eio_sid, name, self._new_sid(), packet.data)
+        conn.pending[name] = request
+        return [request]
+
+    def _new_sid(self) -> str:
+        while True:
+            sid = generate_sid(self.rng)
+            if all(sid not in ns.sockets for ns in self._namespaces.values()):
+                return sid
+
+    def accept(self, eio_sid: str, namespace: str = "/") -> list[Output]:
+        """Accept the pending connection: the socket joins its own room, CONNECT {"sid"} goes out.
+
+        Returns [] if the request is gone (the client left or the connection closed meanwhile).
+        """
+        conn = self._connections.get(eio_sid)
+        request = conn.pending.pop(namespace, None) if conn else None
+        if conn is None or request is None:
+            return []
+        socket = _Socket(request.sid, namespace, eio_sid, request.auth)
+        conn.sockets[namespace] = socket
+        conn.connect_deadline = None
+        ns = self._namespaces[namespace]
+        ns.sockets[socket.sid] = socket
+        ns.adapter.join(socket.sid, socket.sid)
+        return self._send(eio_sid, Packet(PacketType.CONNECT, namespace, {"sid": socket.sid}))
+
+    def refuse(self, eio_sid: str, namespace: str = "/", message: str = DEFAULT_REFUSAL,
+               data: Any = None) -> list[Output]:
+        """Refuse the pending connection: CONNECT_ERROR {"message": ..., "data": ...}.
+
+        ``data`` is left out of the JSON when None (as JSON.stringify drops ``undefined``).
+        """
+        conn = self._connections.get(eio_sid)
+        if conn is None or conn.pending.pop(namespace, None) is None:
+            return []
+        error: dict[str, Any] = {"message": message}
+        if data is not None:
+            error["data"] = data
+        return self._send(eio_sid, Packet(PacketType.CONNECT_ERROR, namespace, error))
+
+    # --- sending ---------------------------------------------------------------------------
+
+    def _send(self, eio_sid: str, packet: Packet) -> list[Output]:
+        return [SendTo(eio_sid, tuple(encode(packet)))]
+
+    @staticmethod
+    def _event_data(event: str, args: Sequence[Any]) -> list[Any]:
+        if not isinstance(event, str):
+            raise LocalProtocolError(f"an event name is a string, not {type(event).__name__}")
+        if event in RESERVED_EVENTS:
+            raise LocalProtocolError(f"{event!r} is a reserved event name")
+        return [event, *args]
+
+    def emit(self, event: str, args: Sequence[Any] = (), *, namespace: str = "/",
+             to: str | Iterable[str] | None = None,
+             skip_sids: str | Iterable[str] = ()) -> list[Output]:
+        """Send an event to every socket of ``namespace``, or to the members of ``to`` (a room,
+        a sid - each sid is a room - or several), except ``skip_sids``.
+
+        The packet is encoded once; each target's connection gets the same messages.
+        """
+        ns = self._namespace(namespace)
+        messages = tuple(encode(Packet(PacketType.EVENT, namespace, self._event_data(event, args))))
+        return [SendTo(ns.sockets[sid].eio_sid, messages)
+                for sid in ns.adapter.broadcast_targets(to, skip_sids) if sid in ns.sockets]
+
+    def emit_with_ack(self, sid: str, event: str, args: Sequence[Any] = (), *,
+                      namespace: str = "/", timeout: float | None = None,
+                      now: float = 0.0) -> tuple[int, list[Output]]:
+        """Send an event to one socket asking for an acknowledgement.
+
+        Returns the ack id and the outputs.  Its ACK comes back as AckReceived; if ``timeout``
+        seconds pass first, :meth:`tick` reports AckTimedOut and a late ACK is ignored.
+        """
+        socket = self._socket(sid, namespace)
+        ns = self._namespaces[namespace]
+        ack_id = ns.next_ack_id
+        ns.next_ack_id = 0 if ack_id == MAX_ACK_ID else ack_id + 1
+        packet = Packet(PacketType.EVENT, namespace, self._event_data(event, args), ack_id)
+        deadline = None if timeout is None else now + timeout
+        socket.acks[ack_id] = deadline
+        if deadline is not None:
+            heapq.heappush(self._ack_heap, (deadline, namespace, sid, ack_id))
+        return ack_id, self._send(socket.eio_sid, packet)
+
+    def ack(self, sid: str, ack_id: int, args: Sequence[Any] = (), *,
+            namespace: str = "/") -> list[Output]:
+        """Acknowledge the client's event ``ack_id`` with ``args`` (at most once per id: the
+        core does not remember which ids it was asked for, the driver's callback must)."""
+        socket = self._socket(sid, namespace)
+        return self._send(socket.eio_sid, Packet(PacketType.ACK, namespace, list(args), ack_id))
+
+    # --- disconnection -----------------------------------------------------------------------
+
+    def disconnect(self, sid: str, namespace: str = "/", *, close: bool = False) -> list[Output]:
+        """Take ``sid`` out of ``namespace``: DISCONNECT to the client, then Disconnected.
+
+        ``close=True`` does it for every namespace of that client's connection, then closes
+        the Engine.IO connection ("forced server close"), like the reference's
+        ``socket.disconnect(true)``.
+        """
+        socket = self._socket(sid, namespace)
+        if not close:
+            return self._send(socket.eio_sid, Packet(PacketType.DISCONNECT, namespace)) + \
+                self._remove_socket(socket, "server namespace disconnect")
+        conn = self._connections[socket.eio_sid]
+        out: list[Output] = []
+        for each in list(conn.sockets.values()):
+            out += self._send(each.eio_sid, Packet(PacketType.DISCONNECT, each.namespace))
+            out += self._remove_socket(each, "server namespace disconnect")
+        return out + self._close(conn, "forced server close")
+
+    def _remove_socket(self, socket: _Socket, reason: str) -> list[Output]:
+        ns = self._namespaces[socket.namespace]
+        ns.sockets.pop(socket.sid, None)
+        ns.adapter.leave_all(socket.sid)
+        conn = self._connections.get(socket.eio_sid)
+        if conn is not None:
+            conn.sockets.pop(socket.namespace, None)
+        out: list[Output] = [AckCancelled(socket.namespace, socket.sid, ack_id, reason)
+                             for ack_id in socket.acks]
+        socket.acks.clear()
+        out.append(Disconnected(socket.namespace, socket.sid, reason))
+        return out
+
+    def _close(self, conn: _Connection, reason: str) -> list[Output]:
+        """Drop every socket of ``conn`` and ask the driver to close it."""
+        out: list[Output] = []
+        for socket in list(conn.sockets.values()):
+            out += self._remove_socket(socket, reason)
+        self._connections.pop(conn.eio_sid, None)
+        return out + [CloseConnection(conn.eio_sid, reason)]
+
+    # --- timers ----------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` next has something to do (None: nothing scheduled)."""
+        self._drop_stale_heap_entries()
+        deadlines = [c.connect_deadline for c in self._connections.values()
+                     if c.connect_deadline is not None]
+        if self._ack_heap:
+            deadlines.append(self._ack_heap[0][0])
+        return min(deadlines, default=None)
+
+    def _pending_ack(self, namespace: str, sid: str, ack_id: int) -> float | None:
+        ns = self._namespaces.get(namespace)
+        socket = ns.sockets.get(sid) if ns else None
+        return socket.acks.get(ack_id) if socket else None
+
+    def _drop_stale_heap_entries(self) -> None:
+        heap = self._ack_heap
+        while heap and self._pending_ack(*heap[0][1:]) != heap[0][0]:
+            heapq.heappop(heap)
+
+    def tick(self, now: float) -> list[Output]:
+        """Fire what is due: ack timeouts, then connections that joined no namespace in time."""
+        out: list[Output] = []
+        self._drop_stale_heap_entries()
+        while self._ack_heap and self._ack_heap[0][0] <= now:
+            _, namespace, sid, ack_id = heapq.heappop(self._ack_heap)
+            del self._namespaces[namespace].sockets[sid].acks[ack_id]
+            out.append(AckTimedOut(namespace, sid, ack_id))
+            self._drop_stale_heap_entries()
+        for conn in list(self._connections.values()):
+            if conn.connect_deadline is not None and conn.connect_deadline <= now and not conn.sockets:
+                out += self._close(conn, "connect timeout")
+        return out
+
+
+_MISSING: Any = object()
