@@ -224,6 +224,10 @@ class ServerSession:
         if self.state not in _ALIVE:
             return []
         outputs: list[Output] = []
+        if self.state is State.UPGRADING and not self.poll_held:
+            # The client has paused polling for the upgrade: no GET will come to carry a close
+            # packet.  Closing the new WebSocket is how it learns; the session ends now.
+            return self._drop_websocket() + self._closed("forced close")
         if self.state in (State.PROBING, State.UPGRADING):
             outputs += self._drop_websocket()
         if self.transport is Transport.WEBSOCKET:

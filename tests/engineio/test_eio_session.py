@@ -280,3 +280,14 @@ def test_buffer_bound_closes_the_session():
     assert session.send("1") == [] and session.send("2") == [] and session.send("3") == []
     assert session.send("4") == [SessionClosed("transport error")]
     assert len(session.buffer) == 0
+
+
+def test_server_close_while_upgrading_ends_at_once():
+    # The client paused polling after the probe: no GET will come for a close packet, so the
+    # session ends now and closing the WebSocket is what tells the client.
+    session = opened()
+    session.attach_websocket(1.0)
+    session.receive_websocket_message("2probe", 1.1)
+    assert session.state is State.UPGRADING
+    assert session.close(1.2) == [CloseWebSocket(), SessionClosed("forced close")]
+    assert session.state is State.CLOSED
