@@ -1,0 +1,645 @@
+"""The asyncio Socket.IO v5 server: lablib's Engine.IO server below, the sans-I/O core inside.
+
+This module holds no protocol logic.  :class:`~lablib.socketio.server_core.ServerCore` decides
+everything (which packet a CONNECT gets, who receives a broadcast, when an ack has timed out);
+:class:`~lablib.engineio.server.Server` carries the messages (long-polling, WebSocket, the
+upgrade, heartbeats).  The driver connects the two and runs the application's handlers::
+
+    sio = Server()
+
+    @sio.event
+    async def connect(sid, request, auth):
+        if auth != {"token": "secret"}:
+            raise ConnectionRefusedError("bad token", {"hint": "ask the teacher"})
+
+    @sio.on("echo")
+    async def echo(sid, text):
+        return text                      # the return value is the acknowledgement
+
+    async with serve(sio, "127.0.0.1", 0) as server:
+        print(server.port)
+
+The API follows python-socketio's ``AsyncServer`` (``emit``, ``call``, ``send``, rooms,
+sessions) so notebooks can put the two side by side; the differences are listed at the end.
+
+The flow of one event
+---------------------
+1. The Engine.IO server hands each message of a client to :meth:`Server._on_eio_message`
+   (``str`` or ``bytes``, with the Engine.IO sid).  Engine.IO awaits that handler before it
+   reads on, so anything slow here would stall the client's connection.
+2. ``core.receive(eio_sid, message, now)`` decodes the packet (a binary packet waits for its
+   attachments) and returns outputs, which :meth:`Server._apply` carries out in order:
+
+   * :class:`SendTo` - the messages go to ``eio.send()``, under the connection's write lock,
+     so a packet's text and its attachments are never interleaved with another packet's;
+   * :class:`CloseConnection` - ``eio.disconnect()``;
+   * :class:`AckReceived` / :class:`AckTimedOut` / :class:`AckCancelled` - settle the waiting
+     ``call()`` (or run the ``emit(callback=...)``) at once, on the receive path;
+   * :class:`ConnectRequested` / :class:`EventReceived` / :class:`Disconnected` - queued for
+     the application.
+
+3. Each Engine.IO connection has one *worker* task that takes the queued events in order and
+   awaits their handlers: the connect handler (then ``core.accept()`` or ``core.refuse()``),
+   the event handlers (a return value becomes ``core.ack()`` when the client asked for one),
+   the disconnect handler.  So the events of one client are handled one at a time, in the
+   order they were sent (over every namespace of its connection), while different clients
+   run concurrently, and the receive path only ever appends to a queue.
+
+   python-socketio starts one task per event instead (``async_handlers=True``): handlers of
+   one client may overlap and finish out of order.  Here a slow handler delays the next event
+   *of the same client*; a handler that must not wait can start a task of its own.
+
+   Acks do not go through the queue, which is why a handler can ``await sio.call(sid, ...)``
+   on its own client without waiting for itself.  The queue is bounded (``max_queue``): when
+   a client sends faster than its handlers run, its receive path waits, and Engine.IO stops
+   reading from it (for polling: the POST is answered later).
+
+Timers
+------
+One task sleeps until ``core.next_deadline()`` (a ``call()`` timeout, a connection that has
+not joined a namespace within ``connect_timeout`` ms) and then calls ``core.tick(now)``.
+Only the two things that add a deadline wake it early: a new connection and a ``call()``.
+Heartbeats are Engine.IO's business.
+
+Differences from python-socketio's AsyncServer
+----------------------------------------------
+* Times of the Engine.IO layer are milliseconds, as in :mod:`lablib.engineio` and on the
+  wire (``ping_interval=25000``); python-socketio takes seconds.  ``call(timeout=)`` is
+  seconds in both.
+* The connect handler gets the Engine.IO handshake's :class:`lablib.http.Request`, not a
+  WSGI/ASGI ``environ``, and ``auth`` exactly as sent: python-socketio's client sends ``{}``
+  when it has no auth, which python-socketio's server turns into None.
+* Disconnect reasons are the reference (Node) server's strings ("client namespace disconnect",
+  "server namespace disconnect", "transport close", "ping timeout", "server shutting down",
+  ...); python-socketio has its own ("client disconnect", "server disconnect", ...).
+* Handlers of one client run in order, one at a time (see above).
+* ``enter_room``/``leave_room``/``close_room`` act at once, and may also be awaited (their
+  result is awaitable), so ``await sio.enter_room(...)`` from python-socketio code works.
+* ``await sio.disconnect(sid)`` sends the DISCONNECT and queues the disconnect handler on the
+  client's worker; it does not wait for the handler to run.
+* ``call()`` to a sid that is not connected, or whose client disconnects while we wait,
+  raises :class:`DisconnectedError` at once (python-socketio waits for the timeout).
+* A namespace catch-all handler (``namespace="*"``) and class-based namespaces are not
+  offered; the event catch-all ``@sio.on("*")`` (``handler(event, sid, *args)``) is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import inspect
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+from ..engineio.server import Server as EngineServer
+from ..errors import LablibError, LocalProtocolError
+from ..http import Request
+from .adapter import Adapter, InMemoryAdapter
+from .packets import DEFAULT_MAX_ATTACHMENTS
+from .protocol import (AckCancelled, AckReceived, AckTimedOut, CloseConnection, ConnectRequested,
+                       Disconnected, EventReceived, Output, SendTo)
+from .server_core import DEFAULT_REFUSAL, ServerCore
+
+__all__ = ["Server", "serve", "ConnectionRefusedError", "DisconnectedError"]
+
+logger = logging.getLogger(__name__)
+
+_STOP = object()   #: in a worker's queue: the connection is gone, the worker ends here
+
+
+class ConnectionRefusedError(LablibError):
+    """Raise it in a connect handler to refuse the client: CONNECT_ERROR ``{message, data}``.
+
+    ``data`` is left out of the packet when None.  (Named like python-socketio's
+    ``socketio.exceptions.ConnectionRefusedError``; the builtin of the same name, raised in a
+    handler, is accepted too and its first argument becomes the message.)
+    """
+
+    def __init__(self, message: str = DEFAULT_REFUSAL, data: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+
+
+class DisconnectedError(LablibError):
+    """The client is not connected (or left while we waited): no acknowledgement will come."""
+
+
+class _Done:
+    """What the room methods return: they have already acted; ``await`` on it is harmless."""
+
+    __slots__ = ()
+
+    def __await__(self):
+        return iter(())
+
+    def __repr__(self) -> str:
+        return "<done>"
+
+
+_DONE = _Done()
+
+
+@dataclass(eq=False)
+class _Connection:
+    """One Engine.IO connection: its handshake request, its event queue and worker, its lock."""
+
+    eio_sid: str
+    request: Request
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    space: asyncio.Event = field(default_factory=asyncio.Event)   #: set when the queue shrinks
+    write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    worker: asyncio.Task | None = None
+
+
+def _as_args(data: Any) -> tuple:
+    """python-socketio's convention: None -> no argument, a tuple -> several, else one."""
+    if data is None:
+        return ()
+    if isinstance(data, tuple):
+        return data
+    return (data,)
+
+
+def _accepts(function: Callable[..., Any], count: int) -> bool:
+    """Can ``function`` be called with ``count`` positional arguments?"""
+    try:
+        inspect.signature(function).bind(*range(count))
+    except TypeError:
+        return False
+    except ValueError:   # no signature (some builtins): assume it can
+        return True
+    return True
+
+
+async def _run(function: Callable[..., Any], *args: Any) -> Any:
+    """Call a handler, plain function or coroutine function, and return its result."""
+    result = function(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+class Server:
+    """A Socket.IO v5 server for asyncio, on lablib's Engine.IO server (path ``/socket.io/``).
+
+    ``namespaces``: the namespaces clients may join besides those that have handlers
+    (``["/"]`` when None, like python-socketio), or ``"*"`` for any.  ``rng`` (e.g.
+    ``random.Random(1)``) draws the Engine.IO and the Socket.IO sids, so a seeded server gives
+    the same sids on every run.  ``connect_timeout`` (ms): a connection that joins no namespace
+    in that time is closed.  ``max_attachments`` bounds a client's binary packet.
+    ``max_queue``: events of one client waiting for its handlers before the server stops
+    reading from it.  ``adapter_factory(namespace)`` makes each namespace's room registry.
+
+    Engine.IO settings (milliseconds) go to :class:`lablib.engineio.server.Server`:
+    ``ping_interval``, ``ping_timeout``, ``cors_allowed_origins``, ``path`` and any other
+    keyword (``transports``, ``max_payload``, ``close_timeout``, ...).  ``sio.eio`` is that
+    server (its ``sessions`` are the Engine.IO connections), ``sio.core`` the
+    :class:`ServerCore`.
+    """
+
+    def __init__(self, namespaces: Iterable[str] | str | None = None, *,
+                 rng: random.Random | None = None, path: str = "/socket.io/",
+                 ping_interval: int = 25000, ping_timeout: int = 20000,
+                 cors_allowed_origins: str | Iterable[str] | None = None,
+                 connect_timeout: int = 45000, max_attachments: int = DEFAULT_MAX_ATTACHMENTS,
+                 max_queue: int = 256,
+                 adapter_factory: Callable[[str], Adapter] | None = None,
+                 **engineio_options: Any) -> None:
+        rng = rng if rng is not None else random.Random()
+        self.eio = EngineServer(path=path, ping_interval=ping_interval, ping_timeout=ping_timeout,
+                                cors_allowed_origins=cors_allowed_origins, rng=rng,
+                                **engineio_options)
+        self.core = ServerCore(
+            namespaces="*" if namespaces == "*" else list(namespaces or ["/"]),
+            adapter_factory=adapter_factory or (lambda namespace: InMemoryAdapter()),
+            rng=rng, connect_timeout=connect_timeout, max_attachments=max_attachments)
+        self.max_queue = max_queue
+        self.handlers: dict[str, dict[str, Callable[..., Any]]] = {}   # namespace -> event -> f
+        self._connections: dict[str, _Connection] = {}                 # eio sid -> connection
+        self._eio_sid_of: dict[tuple[str, str], str] = {}              # (namespace, sid) -> eio sid
+        self._connecting: dict[tuple[str, str], list[str]] = {}        # rooms entered meanwhile
+        self._acks: dict[tuple[str, str, int], Any] = {}               # -> Future or callback
+        self._sessions: dict[tuple[str, str], dict] = {}
+        self._tasks: set[asyncio.Task] = set()     # workers and async ack callbacks
+        self._timer_task: asyncio.Task | None = None
+        self._wakeup: asyncio.Event | None = None
+        self.eio.on("connect", self._on_eio_connect)
+        self.eio.on("message", self._on_eio_message)
+        self.eio.on("disconnect", self._on_eio_disconnect)
+
+    # --- handlers --------------------------------------------------------------------------
+
+    def on(self, event: str, handler: Callable[..., Any] | None = None,
+           namespace: str | None = None):
+        """Register a handler: ``sio.on("chat", f, namespace="/chat")`` or as a decorator.
+
+        ``"connect"``: ``f(sid, request, auth)`` (or ``f(sid, request)``); return False or
+        raise :class:`ConnectionRefusedError` to refuse.  ``"disconnect"``: ``f(sid, reason)``
+        (or ``f(sid)``).  Any other event: ``f(sid, *args)``, whose return value is the
+        acknowledgement (a tuple for several values).  ``"*"``: ``f(event, sid, *args)`` for
+        events without a handler of their own.  A handler's namespace is accepted by the server.
+        """
+        namespace = namespace or "/"
+
+        def register(function: Callable[..., Any]) -> Callable[..., Any]:
+            self.core.add_namespace(namespace)
+            self.handlers.setdefault(namespace, {})[event] = function
+            return function
+
+        return register(handler) if handler is not None else register
+
+    def event(self, *args: Any, namespace: str | None = None):
+        """``@sio.event`` (the function's name is the event) or ``@sio.event(namespace="/x")``."""
+        if len(args) == 1 and callable(args[0]):
+            return self.on(args[0].__name__, args[0], namespace=namespace)
+        if args:
+            raise TypeError("use @sio.event or @sio.event(namespace=...)")
+        return lambda function: self.on(function.__name__, function, namespace=namespace)
+
+    # --- sending -----------------------------------------------------------------------------
+
+    async def emit(self, event: str, data: Any = None, to: str | Iterable[str] | None = None,
+                   room: str | Iterable[str] | None = None,
+                   skip_sid: str | Iterable[str] | None = None, namespace: str | None = None,
+                   callback: Callable[..., Any] | None = None) -> None:
+        """Send ``event`` to ``to`` (a sid, a room, or a list of them; everyone in the namespace
+        if None), except ``skip_sid``.  ``data``: one argument, a tuple of several, or None.
+
+        With ``callback``, each recipient is asked for an acknowledgement and
+        ``callback(*args)`` runs when it comes (no timeout: use :meth:`call` for that).
+        Emitting in a namespace nobody has joined yet reaches nobody.
+        """
+        namespace = namespace or "/"
+        args = _as_args(data)
+        to = to if to is not None else room
+        skip = skip_sid if skip_sid is not None else ()
+        if not self._has_namespace(namespace):   # e.g. a "*" namespace nobody asked for yet
+            return
+        if callback is None:
+            await self._apply(self.core.emit(event, args, namespace=namespace, to=to,
+                                             skip_sids=skip))
+            return
+        outputs: list[Output] = []
+        for sid in self.core.adapter(namespace).broadcast_targets(to, skip):
+            if self.core.is_connected(sid, namespace):
+                ack_id, out = self.core.emit_with_ack(sid, event, args, namespace=namespace)
+                self._acks[(namespace, sid, ack_id)] = callback
+                outputs += out
+        await self._apply(outputs)
+
+    async def send(self, data: Any, to: str | Iterable[str] | None = None,
+                   room: str | Iterable[str] | None = None,
+                   skip_sid: str | Iterable[str] | None = None, namespace: str | None = None,
+                   callback: Callable[..., Any] | None = None) -> None:
+        """:meth:`emit` of the event ``"message"``."""
+        await self.emit("message", data, to=to, room=room, skip_sid=skip_sid,
+                        namespace=namespace, callback=callback)
+
+    async def call(self, event: str, data: Any = None, to: str | None = None,
+                   sid: str | None = None, namespace: str | None = None,
+                   timeout: float | None = 60) -> Any:
+        """Send ``event`` to one client and wait for its acknowledgement.
+
+        Returns what the client acknowledged with: None for nothing, the value for one, a
+        tuple for several (as python-socketio).  Raises TimeoutError after ``timeout``
+        seconds, :class:`DisconnectedError` if the client is or gets disconnected.
+        """
+        namespace = namespace or "/"
+        sid = to if to is not None else sid
+        if sid is None:
+            raise TypeError("call() needs the sid of one client (to=...)")
+        if not self.core.is_connected(sid, namespace):
+            raise DisconnectedError(f"{sid!r} is not connected to {namespace!r}")
+        loop = asyncio.get_running_loop()
+        ack_id, outputs = self.core.emit_with_ack(sid, event, _as_args(data), namespace=namespace,
+                                                  timeout=timeout, now=loop.time())
+        key = (namespace, sid, ack_id)
+        future = self._acks[key] = loop.create_future()
+        self._wake()   # its timeout is a new deadline
+        try:
+            await self._apply(outputs)
+            args = await future
+        finally:
+            if self._acks.get(key) is future:
+                del self._acks[key]
+        if not args:
+            return None
+        return args[0] if len(args) == 1 else args
+
+    # --- rooms, sessions, disconnection ------------------------------------------------------
+
+    def enter_room(self, sid: str, room: str, namespace: str | None = None) -> _Done:
+        """Put ``sid`` in ``room`` (also from its connect handler, before it is accepted)."""
+        namespace = namespace or "/"
+        pending = self._connecting.get((namespace, sid))
+        if pending is not None:
+            if room not in pending:
+                pending.append(room)
+        else:
+            self.core.enter_room(sid, room, namespace)
+        return _DONE
+
+    def leave_room(self, sid: str, room: str, namespace: str | None = None) -> _Done:
+        namespace = namespace or "/"
+        pending = self._connecting.get((namespace, sid))
+        if pending is not None:
+            if room in pending:
+                pending.remove(room)
+        else:
+            self.core.leave_room(sid, room, namespace)
+        return _DONE
+
+    def close_room(self, room: str, namespace: str | None = None) -> _Done:
+        """Take every member out of ``room``."""
+        namespace = namespace or "/"
+        for sid in self.core.adapter(namespace).members(room):
+            self.core.leave_room(sid, room, namespace)
+        return _DONE
+
+    def rooms(self, sid: str, namespace: str | None = None) -> list[str]:
+        """The rooms ``sid`` is in, its own room first."""
+        namespace = namespace or "/"
+        pending = self._connecting.get((namespace, sid))
+        if pending is not None:
+            return [sid, *pending]
+        return self.core.rooms(sid, namespace)
+
+    async def get_session(self, sid: str, namespace: str | None = None) -> dict:
+        """The dict the application keeps for ``sid`` (a new empty one the first time)."""
+        return self._sessions.setdefault((namespace or "/", sid), {})
+
+    async def save_session(self, sid: str, session: dict, namespace: str | None = None) -> None:
+        self._sessions[(namespace or "/", sid)] = session
+
+    async def disconnect(self, sid: str, namespace: str | None = None) -> None:
+        """Send DISCONNECT to ``sid`` in ``namespace``; its disconnect handler is queued with
+        the reason "server namespace disconnect".  Nothing happens if it is not connected."""
+        namespace = namespace or "/"
+        if self.core.is_connected(sid, namespace):
+            await self._apply(self.core.disconnect(sid, namespace))
+
+    # --- starting and stopping ---------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        return self.eio.port
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> "Server":
+        self._wakeup = asyncio.Event()
+        await self.eio.start(host, port)
+        self._timer_task = asyncio.create_task(self._run_timers())
+        return self
+
+    async def close(self) -> None:
+        """Every socket is disconnected ("server shutting down"), then Engine.IO closes.
+
+        As with the reference server, no DISCONNECT packets are sent: the Engine.IO close
+        packet ends every namespace at once.  The workers finish their queued handlers
+        (within the Engine.IO ``close_timeout``), then whatever is left is cancelled.
+        """
+        now = asyncio.get_running_loop().time()
+        for eio_sid in list(self._connections):
+            await self._apply(self.core.connection_closed(eio_sid, "server shutting down", now))
+        await self.eio.close()
+        if self._timer_task is not None:
+            self._timer_task.cancel()
+        tasks = [task for task in self._tasks if not task.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.eio.close_timeout)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *([self._timer_task] if self._timer_task else []),
+                             return_exceptions=True)
+
+    async def wait_closed(self) -> None:
+        await self.eio.wait_closed()
+
+    # --- Engine.IO's handlers: the receive path ---------------------------------------------
+
+    async def _on_eio_connect(self, eio_sid: str, request: Request) -> None:
+        conn = _Connection(eio_sid, request)
+        conn.worker = self._start_task(self._work(conn))
+        self._connections[eio_sid] = conn
+        await self._apply(self.core.connection_opened(eio_sid, self._now()))
+        self._wake()   # its connect_timeout is a new deadline
+
+    async def _on_eio_message(self, eio_sid: str, data: str | bytes) -> None:
+        conn = self._connections.get(eio_sid)
+        while conn is not None and conn.queue.qsize() >= self.max_queue:
+            conn.space.clear()          # backpressure: wait for the worker to catch up
+            await conn.space.wait()
+        await self._apply(self.core.receive(eio_sid, data, self._now()))
+
+    async def _on_eio_disconnect(self, eio_sid: str, reason: str) -> None:
+        await self._apply(self.core.connection_closed(eio_sid, reason, self._now()))
+        conn = self._connections.pop(eio_sid, None)
+        if conn is not None:
+            conn.queue.put_nowait(_STOP)
+
+    # --- carrying out the core's outputs -----------------------------------------------------
+
+    async def _apply(self, outputs: list[Output]) -> None:
+        """Do what the core asks, in order (see the module docstring, step 2)."""
+        for output in outputs:
+            if isinstance(output, SendTo):
+                await self._write(output.eio_sid, output.messages)
+            elif isinstance(output, CloseConnection):
+                await self.eio.disconnect(output.eio_sid)
+            elif isinstance(output, AckReceived):
+                self._settle_ack(output)
+            elif isinstance(output, (AckTimedOut, AckCancelled)):
+                self._fail_ack(output)
+            elif isinstance(output, ConnectRequested):
+                self._enqueue(output.eio_sid, output)
+            elif isinstance(output, EventReceived):
+                self._enqueue(self._eio_sid_of.get((output.namespace, output.sid)), output)
+            elif isinstance(output, Disconnected):
+                self._enqueue(self._eio_sid_of.pop((output.namespace, output.sid), None), output)
+
+    async def _write(self, eio_sid: str, messages: tuple[str | bytes, ...]) -> None:
+        conn = self._connections.get(eio_sid)
+        if conn is None:
+            return   # the connection is gone: what was for it is dropped
+        async with conn.write_lock:   # a packet and its attachments stay together
+            for message in messages:
+                await self.eio.send(eio_sid, message)
+
+    def _enqueue(self, eio_sid: str | None, event: Output) -> None:
+        conn = self._connections.get(eio_sid) if eio_sid is not None else None
+        if conn is None:
+            logger.debug("no connection for %s: dropped", event)
+            return
+        conn.queue.put_nowait(event)
+
+    def _settle_ack(self, output: AckReceived) -> None:
+        waiter = self._acks.pop((output.namespace, output.sid, output.ack_id), None)
+        if isinstance(waiter, asyncio.Future):
+            if not waiter.done():
+                waiter.set_result(output.args)
+        elif waiter is not None:
+            try:
+                result = waiter(*output.args)
+                if inspect.isawaitable(result):   # an async callback runs on its own
+                    self._start_task(result)
+            except Exception:
+                logger.exception("the ack callback failed")
+
+    def _fail_ack(self, output: AckTimedOut | AckCancelled) -> None:
+        waiter = self._acks.pop((output.namespace, output.sid, output.ack_id), None)
+        if isinstance(waiter, asyncio.Future) and not waiter.done():
+            if isinstance(output, AckTimedOut):
+                waiter.set_exception(TimeoutError(f"no ack from {output.sid} for {output.ack_id}"))
+            else:
+                waiter.set_exception(DisconnectedError(f"{output.sid} left: {output.reason}"))
+
+    # --- the worker: the application's handlers, one connection's events in order ------------
+
+    async def _work(self, conn: _Connection) -> None:
+        while True:
+            event = await conn.queue.get()
+            conn.space.set()
+            if event is _STOP:
+                return
+            try:
+                if isinstance(event, ConnectRequested):
+                    await self._handle_connect(conn, event)
+                elif isinstance(event, EventReceived):
+                    await self._handle_event(event)
+                elif isinstance(event, Disconnected):
+                    await self._handle_disconnect(event)
+            except Exception:
+                logger.exception("handling %s failed", event)
+
+    async def _handle_connect(self, conn: _Connection, request: ConnectRequested) -> None:
+        key = (request.namespace, request.sid)
+        self._connecting[key] = []
+        handler = self.handlers.get(request.namespace, {}).get("connect")
+        message, data, accepted = DEFAULT_REFUSAL, None, True
+        try:
+            if handler is not None:
+                args = (request.sid, conn.request, request.auth)
+                if not _accepts(handler, 3):
+                    args = args[:2]
+                accepted = await _run(handler, *args) is not False
+        except ConnectionRefusedError as exc:
+            message, data, accepted = exc.message, exc.data, False
+        except builtins.ConnectionRefusedError as exc:
+            message, accepted = str(exc.args[0]) if exc.args else DEFAULT_REFUSAL, False
+        except Exception:
+            logger.exception("the connect handler of %s failed", request.namespace)
+            accepted = False
+        rooms = self._connecting.pop(key)
+        if not accepted:
+            self._sessions.pop(key, None)
+            await self._apply(self.core.refuse(request.eio_sid, request.namespace, message, data))
+            return
+        outputs = self.core.accept(request.eio_sid, request.namespace)
+        if not outputs:   # the client went away meanwhile
+            self._sessions.pop(key, None)
+            return
+        self._eio_sid_of[key] = request.eio_sid
+        for room in rooms:
+            self.core.enter_room(request.sid, room, request.namespace)
+        await self._apply(outputs)
+
+    async def _handle_event(self, event: EventReceived) -> None:
+        handlers = self.handlers.get(event.namespace, {})
+        if event.event in handlers:
+            handler, args = handlers[event.event], (event.sid, *event.args)
+        elif "*" in handlers:
+            handler, args = handlers["*"], (event.event, event.sid, *event.args)
+        else:
+            logger.debug("no handler for %r in %s", event.event, event.namespace)
+            return
+        result = await _run(handler, *args)
+        if event.ack_id is not None and self.core.is_connected(event.sid, event.namespace):
+            ack_args = [] if result is None else list(_as_args(result))
+            await self._apply(self.core.ack(event.sid, event.ack_id, ack_args,
+                                            namespace=event.namespace))
+
+    async def _handle_disconnect(self, event: Disconnected) -> None:
+        try:
+            handler = self.handlers.get(event.namespace, {}).get("disconnect")
+            if handler is not None:
+                args = (event.sid, event.reason)
+                await _run(handler, *(args if _accepts(handler, 2) else args[:1]))
+        finally:
+            self._sessions.pop((event.namespace, event.sid), None)
+
+    # --- timers ------------------------------------------------------------------------------
+
+    async def _run_timers(self) -> None:
+        """Sleep until the core's next deadline (or a wake-up), then tick it."""
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            deadline = self.core.next_deadline()
+            self._wakeup.clear()
+            delay = None if deadline is None else deadline - loop.time()
+            if delay is None or delay > 0:
+                try:
+                    async with asyncio.timeout(delay):
+                        await self._wakeup.wait()
+                except TimeoutError:
+                    pass
+            try:
+                await self._apply(self.core.tick(loop.time()))
+            except Exception:
+                logger.exception("the Socket.IO timers failed")
+
+    def _wake(self) -> None:
+        """A new deadline may come before the one the timer sleeps until.  (Deadlines that
+        go away need no wake-up: the timer ticks for nothing and looks again.)"""
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _has_namespace(self, namespace: str) -> bool:
+        try:
+            self.core.adapter(namespace)
+        except LocalProtocolError:
+            return False
+        return True
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _start_task(self, coro: Any) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+class serve:
+    """``async with serve(sio, host, port) as server`` (or ``server = await serve(...)``).
+
+    ``sio`` is a :class:`Server`, or a mapping ``{"event": handler, ...}`` (namespace "/")
+    for a new Server built with ``**settings``.  ``server`` is the Socket.IO server, started:
+    ``server.port`` is the port it listens on.
+    """
+
+    def __init__(self, sio: Server | Mapping[str, Callable[..., Any]], host: str = "127.0.0.1",
+                 port: int = 0, **settings: Any) -> None:
+        if isinstance(sio, Server):
+            if settings:
+                raise TypeError("settings go to Server(...) when a Server is given")
+            self.server = sio
+        else:
+            self.server = Server(**settings)
+            for event, handler in sio.items():
+                self.server.on(event, handler)
+        self.host, self.port = host, port
+
+    def __await__(self):
+        return self.server.start(self.host, self.port).__await__()
+
+    async def __aenter__(self) -> Server:
+        return await self.server.start(self.host, self.port)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.server.close()

@@ -1,0 +1,637 @@
+"""The asyncio Socket.IO server over real sockets on 127.0.0.1, one Engine.IO message at a time.
+
+The client is lablib's Engine.IO client speaking Socket.IO *by hand*: each test sends exact
+Socket.IO packets (``0``, ``21["echo","hi"]``, ``51-["up",{"_placeholder":true,"num":0}]`` and
+its attachment) and asserts the exact messages the server answers with (``31["hi"]``).  These
+are Engine.IO *messages*: on the wire each text one gets Engine.IO's own type ``4`` in front
+(``431["hi"]``; a CONNECT_ERROR ``4/x,{...}`` travels as ``44/x,{...}``).  The
+server is seeded, so the sids it hands out are known in advance.
+
+Each scenario is an ``async def`` run in a fresh event loop under a guard timeout; nothing is
+asserted about how long anything took.  "Nobody else received it" is checked by ordering: a
+marker sent to everyone afterwards must be the next message each client sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import functools
+import json
+import random
+
+import pytest
+
+from lablib.engineio.client import Client
+from lablib.engineio.server_core import generate_sid
+from lablib.socketio.server import ConnectionRefusedError, DisconnectedError, Server, serve
+
+GUARD_TIMEOUT = 10.0
+SEED = 5
+
+
+def run_guarded(coro, timeout: float = GUARD_TIMEOUT):
+    """``asyncio.run(coro)`` that fails (instead of hanging) after ``timeout`` seconds."""
+    loop = asyncio.new_event_loop()
+    try:
+        task = loop.create_task(coro)
+        loop.run_until_complete(asyncio.wait({task}, timeout=timeout))
+        if not task.done():
+            task.cancel()
+            loop.run_until_complete(asyncio.wait({task}, timeout=1))
+            raise TimeoutError(f"the scenario did not finish within {timeout} s")
+        leftovers = asyncio.all_tasks(loop)
+        for leftover in leftovers:
+            leftover.cancel()
+        if leftovers:
+            loop.run_until_complete(asyncio.wait(leftovers, timeout=1))
+        return task.result()
+    finally:
+        loop.close()
+
+
+def asyncio_test(scenario):
+    @functools.wraps(scenario)
+    def test(*args, **kwargs):
+        return run_guarded(scenario(*args, **kwargs))
+    return test
+
+
+async def until(condition, interval: float = 0.005) -> None:
+    """Wait until ``condition()`` holds (the guard timeout bounds the wait)."""
+    while not condition():
+        await asyncio.sleep(interval)
+
+
+def expected_sids(count: int) -> list[str]:
+    """The sids a server with rng=Random(SEED) draws, in order (Engine.IO's and Socket.IO's
+    come from the same rng: one client that joins "/" gets draws 0 and 1)."""
+    rng = random.Random(SEED)
+    return [generate_sid(rng) for _ in range(count)]
+
+
+def make_server(**settings) -> tuple[Server, list[tuple]]:
+    """A seeded server recording ``(event, sid, ...)`` and an ``echo`` event acking its args."""
+    settings.setdefault("rng", random.Random(SEED))
+    settings.setdefault("close_timeout", 0.3)
+    sio = Server(**settings)
+    events: list[tuple] = []
+
+    @sio.event
+    def connect(sid, request, auth):
+        events.append(("connect", sid, auth))
+
+    @sio.event
+    def disconnect(sid, reason):
+        events.append(("disconnect", sid, reason))
+
+    @sio.on("echo")
+    def echo(sid, *args):
+        events.append(("echo", sid, *args))
+        return args
+
+    return sio, events
+
+
+class Raw:
+    """An Engine.IO client whose messages are raw Socket.IO packets."""
+
+    def __init__(self) -> None:
+        self.client = Client(rng=random.Random(1), close_timeout=0.3)
+        self.inbox: asyncio.Queue = asyncio.Queue()
+        self.disconnected = asyncio.Event()
+        self.client.on("message", self.inbox.put_nowait)
+        self.client.on("disconnect", lambda reason: self.disconnected.set())
+
+    async def open(self, port: int, transport: str = "websocket") -> "Raw":
+        transports = ["polling", "websocket"] if transport == "upgrade" else [transport]
+        await self.client.connect(f"http://127.0.0.1:{port}", transports=transports,
+                                  path="/socket.io/")
+        return self
+
+    async def send(self, *messages: str | bytes) -> None:
+        for message in messages:
+            await self.client.send(message)
+
+    async def recv(self) -> str | bytes:
+        return await asyncio.wait_for(self.inbox.get(), GUARD_TIMEOUT)
+
+    async def join(self, namespace: str = "/", auth: dict | None = None) -> str:
+        """CONNECT to ``namespace``; return the sid from the server's CONNECT."""
+        prefix = "0" if namespace == "/" else f"0{namespace},"
+        await self.send(prefix + (json.dumps(auth, separators=(",", ":")) if auth else ""))
+        answer = await self.recv()
+        assert answer.startswith(prefix + "{")
+        return json.loads(answer[len(prefix):])["sid"]
+
+    async def close(self) -> None:
+        await self.client.disconnect()
+
+
+# --- connecting -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("transport", ["polling", "websocket", "upgrade"])
+@asyncio_test
+async def test_connect_main_namespace_gets_the_seeded_sid(transport):
+    sio, events = make_server()
+    eio_sid, sid = expected_sids(2)
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port, transport)
+        assert raw.client.sid == eio_sid
+        await raw.send("0")
+        assert await raw.recv() == '0{"sid":"%s"}' % sid
+        assert sio.rooms(sid) == [sid]
+        await raw.close()
+        await until(lambda: len(events) == 2)
+    assert events == [("connect", sid, None), ("disconnect", sid, "transport close")]
+
+
+@asyncio_test
+async def test_connect_with_auth_to_a_namespace_with_handlers():
+    sio, events = make_server()
+    seen = []
+    sio.on("connect", lambda sid, request, auth: seen.append((request.path, auth)), namespace="/chat")
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        await raw.send('0/chat,{"token":"x"}')
+        answer = await raw.recv()
+        assert answer == '0/chat,{"sid":"%s"}' % expected_sids(2)[1]
+        await raw.close()
+    assert seen == [("/socket.io/", {"token": "x"})]
+
+
+@asyncio_test
+async def test_unknown_namespace_is_refused():
+    sio, events = make_server()
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        await raw.send("0/x,")
+        assert await raw.recv() == '4/x,{"message":"Invalid namespace"}'
+        await raw.send("0")   # the connection is still usable
+        assert (await raw.recv()).startswith('0{"sid":')
+        await raw.close()
+
+
+@asyncio_test
+async def test_any_namespace_with_star():
+    sio, events = make_server(namespaces="*")
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        sid = await raw.join("/anything")
+        await sio.emit("hello", "you", namespace="/anything")
+        assert await raw.recv() == '2/anything,["hello","you"]'
+        await sio.emit("hello", "nobody", namespace="/never-asked")   # nobody: no error
+        await raw.close()
+    assert sid == expected_sids(2)[1]
+
+
+@asyncio_test
+async def test_connect_handler_returning_false_refuses_with_the_default_message():
+    sio = Server(rng=random.Random(SEED), close_timeout=0.3)
+    sio.on("connect", lambda sid, request, auth: False)
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        await raw.send("0")
+        assert await raw.recv() == '4{"message":"Connection rejected by server"}'
+        assert sio.core.sids("/") == []
+        await raw.close()
+
+
+@asyncio_test
+async def test_connection_refused_error_carries_message_and_data():
+    sio = Server(rng=random.Random(SEED), close_timeout=0.3)
+    disconnects = []
+
+    @sio.on("connect", namespace="/chat")
+    async def connect(sid, request, auth):
+        if auth != {"token": "good"}:
+            raise ConnectionRefusedError("bad token", {"code": 7})
+
+    sio.on("disconnect", lambda sid, reason: disconnects.append(sid), namespace="/chat")
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        await raw.send('0/chat,{"token":"bad"}')
+        assert await raw.recv() == '4/chat,{"message":"bad token","data":{"code":7}}'
+        await raw.send('0/chat,{"token":"good"}')
+        assert (await raw.recv()).startswith('0/chat,{"sid":')
+        await raw.close()
+        await until(lambda: disconnects)
+    assert len(disconnects) == 1   # no disconnect for the refused attempt
+
+
+@asyncio_test
+async def test_builtin_connection_refused_error_is_accepted():
+    sio = Server(rng=random.Random(SEED), close_timeout=0.3)
+
+    def connect(sid, request, auth):
+        raise builtins.ConnectionRefusedError("go away")
+
+    sio.on("connect", connect)
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        await raw.send("0")
+        assert await raw.recv() == '4{"message":"go away"}'
+        await raw.close()
+
+
+@asyncio_test
+async def test_legacy_handler_signatures():
+    sio = Server(rng=random.Random(SEED), close_timeout=0.3)
+    calls = []
+    sio.on("connect", lambda sid, request: calls.append("connect"))
+    sio.on("disconnect", lambda sid: calls.append("disconnect"))
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        await raw.join()
+        await raw.send("1")
+        await until(lambda: len(calls) == 2)
+        await raw.close()
+    assert calls == ["connect", "disconnect"]
+
+
+@asyncio_test
+async def test_rooms_entered_in_the_connect_handler():
+    sio = Server(rng=random.Random(SEED), close_timeout=0.3)
+
+    @sio.event
+    async def connect(sid, request, auth):
+        await sio.enter_room(sid, "lobby")   # python-socketio style: awaited
+        sio.enter_room(sid, "news")           # or not
+        assert sio.rooms(sid) == [sid, "lobby", "news"]
+        await sio.save_session(sid, {"user": auth["user"]})
+
+    @sio.on("whoami")
+    async def whoami(sid):
+        return (await sio.get_session(sid))["user"]
+
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        sid = await raw.join(auth={"user": "ada"})
+        assert sio.rooms(sid) == [sid, "lobby", "news"]
+        await raw.send('27["whoami"]')
+        assert await raw.recv() == '37["ada"]'
+        await sio.emit("hi", to="lobby")
+        assert await raw.recv() == '2["hi"]'
+        await raw.close()
+
+
+# --- events and acks ------------------------------------------------------------------------------
+
+@asyncio_test
+async def test_event_without_and_with_ack():
+    sio, events = make_server()
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        sid = await raw.join()
+        await raw.send('2["echo","hi"]', '21["echo","hi"]', '22["echo",1,{"a":[true,null]}]')
+        assert await raw.recv() == '31["hi"]'      # the first had no id: no ack
+        assert await raw.recv() == '32[1,{"a":[true,null]}]'
+        await raw.close()
+    assert events[1:4] == [("echo", sid, "hi"), ("echo", sid, "hi"), ("echo", sid, 1, {"a": [True, None]})]
+
+
+@asyncio_test
+async def test_handler_return_values_become_the_ack():
+    sio = Server(rng=random.Random(SEED), close_timeout=0.3)
+    sio.on("none", lambda sid: None)
+    sio.on("one", lambda sid: "x")
+    sio.on("list", lambda sid: [1, 2])
+    sio.on("tuple", lambda sid: (1, "two"))
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        await raw.join()
+        await raw.send('21["none"]', '22["one"]', '23["list"]', '24["tuple"]', '25["unhandled"]',
+                       '26["one"]')
+        assert [await raw.recv() for _ in range(5)] == \
+            ['31[]', '32["x"]', '33[[1,2]]', '34[1,"two"]', '36["x"]']   # no handler: no ack
+        await raw.close()
+
+
+@asyncio_test
+async def test_binary_event_and_binary_ack():
+    sio, events = make_server()
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        sid = await raw.join()
+        await raw.send('51-["echo",{"_placeholder":true,"num":0}]', b"\x01\x02")
+        await raw.send('52-3["echo",[{"_placeholder":true,"num":0},{"k":{"_placeholder":true,"num":1}}]]',
+                       b"\x00", b"\xff\xfe")
+        assert await raw.recv() == '62-3[[{"_placeholder":true,"num":0},{"k":{"_placeholder":true,"num":1}}]]'
+        assert await raw.recv() == b"\x00"
+        assert await raw.recv() == b"\xff\xfe"
+        await raw.close()
+    assert events[1] == ("echo", sid, b"\x01\x02")
+
+
+@asyncio_test
+async def test_catch_all_handler():
+    sio = Server(rng=random.Random(SEED), close_timeout=0.3)
+    seen = []
+
+    @sio.on("*")
+    def anything(event, sid, *args):
+        seen.append((event, args))
+        return event
+
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        await raw.join()
+        await raw.send('21["whatever",1,2]')
+        assert await raw.recv() == '31["whatever"]'
+        await raw.close()
+    assert seen == [("whatever", (1, 2))]
+
+
+@asyncio_test
+async def test_events_of_one_client_are_handled_in_order():
+    sio = Server(rng=random.Random(SEED), close_timeout=0.3)
+    handled = []
+
+    @sio.on("work")
+    async def work(sid, n):
+        await asyncio.sleep(0.01 if n % 2 == 0 else 0)   # a slow one must not be overtaken
+        handled.append(n)
+        return n
+
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        await raw.join()
+        await raw.send(*[f'2{n}["work",{n}]' for n in range(10)])
+        assert [await raw.recv() for _ in range(10)] == [f"3{n}[{n}]" for n in range(10)]
+        await raw.close()
+    assert handled == list(range(10))
+
+
+@asyncio_test
+async def test_server_emit_shapes_of_data():
+    sio, events = make_server()
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        sid = await raw.join()
+        await sio.emit("a", to=sid)
+        await sio.emit("b", "text", to=sid)
+        await sio.emit("c", ("several", 2, None), to=sid)
+        await sio.emit("d", {"nested": [1, {"bin": b"\x07"}]}, to=sid)
+        await sio.send("just a message", to=sid)
+        assert [await raw.recv() for _ in range(6)] == [
+            '2["a"]', '2["b","text"]', '2["c","several",2,null]',
+            '51-["d",{"nested":[1,{"bin":{"_placeholder":true,"num":0}}]}]', b"\x07",
+            '2["message","just a message"]']
+        await raw.close()
+
+
+@asyncio_test
+async def test_call_returns_the_ack_and_counts_ids_from_zero():
+    sio, events = make_server()
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        sid = await raw.join()
+        first = asyncio.ensure_future(sio.call("q", 1, to=sid, timeout=5))
+        assert await raw.recv() == '20["q",1]'
+        await raw.send("30[5]")
+        assert await first == 5
+        second = asyncio.ensure_future(sio.call("q", to=sid, timeout=5))
+        assert await raw.recv() == '21["q"]'
+        await raw.send('31["a",{"b":2}]')
+        assert await second == ("a", {"b": 2})
+        third = asyncio.ensure_future(sio.call("q", to=sid))
+        assert await raw.recv() == '22["q"]'
+        await raw.send("32[]")
+        assert await third is None
+        await raw.close()
+
+
+@asyncio_test
+async def test_call_times_out_and_a_late_ack_is_ignored():
+    sio, events = make_server()
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        sid = await raw.join()
+        with pytest.raises(TimeoutError):
+            await sio.call("q", to=sid, timeout=0.05)
+        assert await raw.recv() == '20["q"]'
+        await raw.send("30[1]", '21["echo","still here"]')   # the late ack changes nothing
+        assert await raw.recv() == '31["still here"]'
+        await raw.close()
+
+
+@asyncio_test
+async def test_call_to_a_client_that_leaves_raises_disconnected():
+    sio, events = make_server()
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        sid = await raw.join()
+        pending = asyncio.ensure_future(sio.call("q", to=sid, timeout=30))
+        assert await raw.recv() == '20["q"]'
+        await raw.send("1")
+        with pytest.raises(DisconnectedError):
+            await pending
+        with pytest.raises(DisconnectedError):
+            await sio.call("q", to=sid)
+        await raw.close()
+
+
+@asyncio_test
+async def test_a_handler_can_call_its_own_client():
+    sio = Server(rng=random.Random(SEED), close_timeout=0.3)
+
+    @sio.on("ask")
+    async def ask(sid):
+        answer = await sio.call("question", to=sid, timeout=5)
+        return f"you said {answer}"
+
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        await raw.join()
+        await raw.send('27["ask"]')
+        assert await raw.recv() == '20["question"]'
+        await raw.send('30["yes"]')
+        assert await raw.recv() == '37["you said yes"]'
+        await raw.close()
+
+
+@asyncio_test
+async def test_emit_with_callback():
+    sio, events = make_server()
+    acks = []
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        sid = await raw.join()
+        await sio.emit("q", "x", to=sid, callback=lambda *args: acks.append(args))
+        assert await raw.recv() == '20["q","x"]'
+        await raw.send('30["ok",1]')
+        await until(lambda: acks)
+        await raw.close()
+    assert acks == [("ok", 1)]
+
+
+# --- namespaces, rooms, broadcast -----------------------------------------------------------------
+
+@asyncio_test
+async def test_two_namespaces_share_one_engineio_connection():
+    sio, events = make_server()
+    sio.on("echo", lambda sid, x: ("chat", x), namespace="/chat")
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        main_sid = await raw.join()
+        chat_sid = await raw.join("/chat")
+        assert main_sid != chat_sid
+        assert len(sio.eio.sessions) == 1
+        await raw.send('21["echo","a"]', '2/chat,2["echo","b"]')
+        assert await raw.recv() == '31["a"]'
+        assert await raw.recv() == '3/chat,2["chat","b"]'
+        await raw.send("1/chat,")   # leaving one namespace keeps the other
+        await raw.send('23["echo","c"]')
+        assert await raw.recv() == '33["c"]'
+        await raw.close()
+
+
+async def open_clients(port: int, count: int) -> tuple[list[Raw], list[str]]:
+    clients, sids = [], []
+    for _ in range(count):
+        raw = await Raw().open(port)
+        clients.append(raw)
+        sids.append(await raw.join())
+    return clients, sids
+
+
+@asyncio_test
+async def test_room_broadcast_reaches_only_members_and_skips_the_sender():
+    sio, events = make_server()
+    async with serve(sio) as server:
+        clients, sids = await open_clients(server.port, 3)
+        sio.enter_room(sids[0], "room")
+        sio.enter_room(sids[1], "room")
+        await sio.emit("news", 1, room="room")
+        await sio.emit("news", 2, to="room", skip_sid=sids[0])
+        await sio.emit("marker")
+        assert [await clients[0].recv() for _ in range(2)] == ['2["news",1]', '2["marker"]']
+        assert [await clients[1].recv() for _ in range(3)] == ['2["news",1]', '2["news",2]', '2["marker"]']
+        assert await clients[2].recv() == '2["marker"]'
+        sio.leave_room(sids[1], "room")
+        assert sio.rooms(sids[1]) == [sids[1]]
+        await sio.emit("news", 3, to=["room", sids[2]])
+        assert await clients[0].recv() == '2["news",3]'
+        assert await clients[2].recv() == '2["news",3]'
+        for raw in clients:
+            await raw.close()
+
+
+# --- disconnection and bad input ------------------------------------------------------------------
+
+@asyncio_test
+async def test_client_namespace_disconnect():
+    sio, events = make_server()
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        sid = await raw.join()
+        await raw.send("1")
+        await until(lambda: len(events) == 2)
+        assert events[1] == ("disconnect", sid, "client namespace disconnect")
+        assert len(sio.eio.sessions) == 1   # Engine.IO stays open
+        await raw.close()
+
+
+@asyncio_test
+async def test_server_disconnect_sends_disconnect_packet():
+    sio, events = make_server()
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        sid = await raw.join()
+        await sio.disconnect(sid)
+        assert await raw.recv() == "1"
+        await until(lambda: len(events) == 2)
+        assert events[1] == ("disconnect", sid, "server namespace disconnect")
+        await sio.disconnect(sid)   # twice: nothing happens
+        await raw.close()
+
+
+@asyncio_test
+async def test_server_close_disconnects_everyone():
+    sio, events = make_server()
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        sid = await raw.join()
+    await asyncio.wait_for(raw.disconnected.wait(), GUARD_TIMEOUT)
+    assert events[-1] == ("disconnect", sid, "server shutting down")
+
+
+@pytest.mark.parametrize("garbage, reason", [
+    ("9", "parse error"),
+    ('2["not", "json"', "parse error"),
+])
+@asyncio_test
+async def test_garbage_closes_the_connection(garbage, reason):
+    sio, events = make_server()
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        sid = await raw.join()
+        await raw.send(garbage)
+        await asyncio.wait_for(raw.disconnected.wait(), GUARD_TIMEOUT)
+        await until(lambda: len(events) == 2)
+    assert events[1] == ("disconnect", sid, reason)
+
+
+@asyncio_test
+async def test_an_event_before_connect_closes_the_connection():
+    sio, events = make_server()
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        await raw.send('2["echo","too early"]')
+        await asyncio.wait_for(raw.disconnected.wait(), GUARD_TIMEOUT)
+    assert events == []
+
+
+@asyncio_test
+async def test_connect_timeout_closes_a_silent_connection():
+    sio, events = make_server(connect_timeout=50)
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        await asyncio.wait_for(raw.disconnected.wait(), GUARD_TIMEOUT)
+        assert sio.eio.sessions == {}
+
+
+@asyncio_test
+async def test_a_failing_handler_is_logged_and_the_connection_lives_on(caplog):
+    sio, events = make_server()
+
+    @sio.on("boom")
+    def boom(sid):
+        raise RuntimeError("bug in the application")
+
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        await raw.join()
+        await raw.send('21["boom"]', '22["echo","after"]')
+        assert await raw.recv() == '32["after"]'   # no ack for the failed handler
+        await raw.close()
+    assert "bug in the application" in caplog.text
+
+
+def test_event_decorator_forms():
+    sio = Server()
+
+    @sio.event
+    def chat(sid):
+        pass
+
+    @sio.event(namespace="/admin")
+    def stats(sid):
+        pass
+
+    assert sio.handlers == {"/": {"chat": chat}, "/admin": {"stats": stats}}
+    assert sio.core.adapter("/admin") is not None   # a handler's namespace is accepted
+
+
+@asyncio_test
+async def test_serve_a_mapping_of_handlers_awaited():
+    server = await serve({"echo": lambda sid, x: x}, "127.0.0.1", 0, rng=random.Random(SEED),
+                         close_timeout=0.3)
+    try:
+        raw = await Raw().open(server.port)
+        await raw.join()
+        await raw.send('21["echo","mapped"]')
+        assert await raw.recv() == '31["mapped"]'
+        await raw.close()
+    finally:
+        await server.close()
