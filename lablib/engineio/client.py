@@ -262,8 +262,8 @@ class Client:
         self.session = ClientSession(loop.time(), transport="polling" if polling else "websocket")
         self._start("dispatch", self._dispatch_loop())
         try:
-            async with asyncio.timeout(self.open_timeout):
-                await (self._open_polling() if polling else self._open_websocket())
+            await asyncio.wait_for(self._open_polling() if polling else self._open_websocket(),
+                                   self.open_timeout)
         except BaseException:
             self._apply(self.session.close(loop.time()))
             await self.wait()
@@ -358,13 +358,10 @@ class Client:
         async def waiting() -> None:
             while not condition():
                 await self._changed.wait()
-        # asyncio.timeout rather than wait_for: on Python 3.11, wait_for can swallow a
-        # cancellation that races with completion, which would hang a shutdown.
         try:
-            async with asyncio.timeout(timeout):
-                await waiting()
+            await asyncio.wait_for(waiting(), timeout)
             return True
-        except TimeoutError:
+        except asyncio.TimeoutError:
             return False
 
     def _start(self, name: str, coro) -> None:
