@@ -55,6 +55,22 @@ of type "message", ``inner=Message("engineio", data, text, ...)``; Socket.IO reg
 packets gives one :class:`Decoded` per packet, each with its own ``raw`` slice.  Each level is a
 record one ``depth`` deeper than its carrier, with the carrier's time, direction and offset.
 A decoder that raises produces an ``error`` record, never an exception.
+
+Decoders that remember (per conversation)
+-----------------------------------------
+A decoder sees one message at a time.  One that must connect messages - Socket.IO joins the
+binary attachments that follow a BINARY_EVENT back to it - registers a *factory* with
+``per_conversation=True``: :func:`dissect` calls it once for each conversation it dissects and
+uses what it returns (a function or callable object) for that conversation's messages, so the
+state lives exactly as long as one TCP connection and never leaks into the next dissection::
+
+    @message_decoder("socketio", carriers=("engineio",), per_conversation=True)
+    class SocketIODecoder:
+        def __init__(self): ...                       # fresh state for one conversation
+        def __call__(self, message): ...              # -> list[Decoded] | None
+
+Messages reach a decoder in stream order within each direction (one direction may be handed
+over entirely before the other), so keep state per ``message.direction``.
 """
 
 from __future__ import annotations
@@ -172,11 +188,22 @@ class Decoded:
 
 @dataclass(frozen=True, slots=True)
 class Decoder:
-    """A named message decoder and the carriers (layers) whose messages it reads."""
+    """A named message decoder and the carriers (layers) whose messages it reads.
+
+    With ``per_conversation`` True, ``decode`` is a factory (called without arguments) that
+    returns a fresh decode function for each conversation: see :meth:`for_conversation`.
+    """
 
     name: str
     carriers: frozenset[str]
-    decode: Callable[[Message], Sequence[Decoded] | None]
+    decode: Callable[..., Any]
+    per_conversation: bool = False
+
+    def for_conversation(self) -> Decoder:
+        """The decoder to use for one conversation (itself, unless it keeps state)."""
+        if not self.per_conversation:
+            return self
+        return Decoder(self.name, self.carriers, self.decode())
 
 
 #: The decoders :func:`dissect` uses by default, in order.  Filled by :func:`message_decoder`.
@@ -201,14 +228,17 @@ def _default_decoders() -> list[Decoder]:
     return list(DECODERS)
 
 
-def message_decoder(name: str, *, carriers: Iterable[str] = ("websocket", "http")):
+def message_decoder(name: str, *, carriers: Iterable[str] = ("websocket", "http"),
+                    per_conversation: bool = False):
     """Decorator: register ``fn(message) -> list[Decoded] | None`` in :data:`DECODERS`.
 
+    With ``per_conversation=True``, ``fn`` is instead a factory called once per conversation
+    (e.g. a class whose instances are callable), see "Decoders that remember" above.
     Registering the same ``name`` again replaces the old decoder (so re-importing a module in
     a notebook does not decode everything twice).
     """
-    def register(fn: Callable[[Message], Sequence[Decoded] | None]):
-        decoder = Decoder(name, frozenset(carriers), fn)
+    def register(fn: Callable[..., Any]):
+        decoder = Decoder(name, frozenset(carriers), fn, per_conversation)
         DECODERS[:] = [d for d in DECODERS if d.name != name] + [decoder]
         return fn
     return register
@@ -300,7 +330,8 @@ class _Stream:
 class _Dissector:
     def __init__(self, conversation_id: int | None, decoders: Sequence[Decoder] | None) -> None:
         self.conversation_id = conversation_id
-        self.decoders = _default_decoders() if decoders is None else list(decoders)
+        self.decoders = [d.for_conversation()
+                         for d in (_default_decoders() if decoders is None else decoders)]
         self._records: list[tuple[float, int, Record]] = []
         self._seq = itertools.count()
         self.eof = False
