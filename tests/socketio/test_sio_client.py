@@ -436,6 +436,8 @@ async def test_lost_engineio_session_reconnects_with_buffered_emits(transports):
         buffered_call = asyncio.ensure_future(client.call("echo", "later", timeout=5))
         await until(lambda: client.connected and len(client.namespaces) == 2)
         assert await buffered_call == "later"
+        # handlers run in the client's dispatch task: wait for them rather than race them
+        await until(lambda: len(events) >= 5 and len(chat) >= 3)
         second = peer.sessions[1]
         assert peer.texts(second)[:2] == ['0{"user":1}', '0/chat,{"user":1}']
         # each namespace flushes its send buffer, in order, as soon as it is connected again
