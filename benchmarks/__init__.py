@@ -32,18 +32,20 @@ def timed(run: Callable[[], object]) -> float:
         gc.enable()
 
 
-def compare(lablib: Callable[[], object], reference: Callable[[], object],
-            repeats: int) -> tuple[float, float]:
-    """Median times of ``lablib()`` and ``reference()`` over ``repeats`` runs each.
+def compare(lablib: Callable[[], object], reference: Callable[[], object], repeats: int,
+            floor: Callable[[], object] | None = None) -> tuple[float, ...]:
+    """Median times of ``lablib()`` and ``reference()`` (and ``floor()``, if given) over
+    ``repeats`` runs each.
 
-    The two alternate (lablib, reference, lablib, ...), so a burst of load from another
-    process on the machine slows both down instead of skewing the ratio.
+    They alternate (lablib, reference, floor, lablib, ...), so a burst of load from another
+    process on the machine slows all of them down instead of skewing the ratio.
     """
-    lab, ref = [], []
+    runs = [lablib, reference] + ([floor] if floor is not None else [])
+    times: list[list[float]] = [[] for _ in runs]
     for _ in range(repeats):
-        lab.append(timed(lablib))
-        ref.append(timed(reference))
-    return statistics.median(lab), statistics.median(ref)
+        for run, samples in zip(runs, times):
+            samples.append(timed(run))
+    return tuple(statistics.median(samples) for samples in times)
 
 
 def ratio(reference_time: float, lablib_time: float) -> str:

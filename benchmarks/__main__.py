@@ -2,7 +2,7 @@
 
     python -m benchmarks                      # all, 7 repeats each
     python -m benchmarks ws_frames --repeats 3
-    python -m benchmarks ws_echo --messages 2000 --client websockets
+    python -m benchmarks ws_echo --messages 2000 --client websockets --cpus split
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from . import ws_echo, ws_frames
 
 BENCHMARKS = {
     "ws_frames": lambda args: ws_frames.run(args.repeats),
-    "ws_echo": lambda args: ws_echo.run(args.repeats, args.messages, args.client),
+    "ws_echo": lambda args: ws_echo.run(args.repeats, args.messages, args.client, args.cpus),
 }
 
 
@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--messages", type=int, default=10_000, help="ws_echo: messages per run")
     parser.add_argument("--client", choices=["raw", "websockets"], default="raw",
                         help="ws_echo: the client driving both servers")
+    parser.add_argument("--cpus", choices=["same", "split", "any"], default="same",
+                        help="ws_echo: client and servers on one CPU, on two, or unpinned")
     args = parser.parse_args(argv)
     unknown = [name for name in args.names if name not in BENCHMARKS]
     if unknown:

@@ -7,8 +7,7 @@ send, the server reading, parsing, unmasking and UTF-8-checking the frame, the h
 
 Set-up, chosen so that the *server* is what differs:
 
-- each server runs in its own subprocess (its own interpreter and event loop), so on a
-  2-core machine the server and the client each have a core instead of sharing one loop;
+- each server runs in its own subprocess (its own interpreter and event loop);
 - both servers run the same handler (``async for message in ws: await ws.send(message)``)
   with keepalive pings off; ``websockets`` with ``compression=None`` (lablib has no
   extensions);
@@ -18,9 +17,24 @@ Set-up, chosen so that the *server* is what differs:
   asyncio client instead, whose own cost then dilutes the difference between the servers.
 
 Each repeat opens a new connection (the handshake is not timed), sends 100 warm-up messages,
-then times the 10,000.  The two servers alternate from repeat to repeat.
+then times the 10,000.  The two servers alternate from repeat to repeat.  Besides messages per
+second, the table gives each server's own CPU time per message (Linux: /proc/PID/schedstat),
+which does not depend on scheduling or on other load.
+
+Where the processes run matters more than anything else here (``--cpus``):
+
+- ``same`` (the default): client and servers pinned to one CPU.  A round trip is then the
+  client's CPU time plus the server's, plus two context switches: the ratio shows what each
+  server costs per message (unless another process gets scheduled on that CPU meanwhile).
+- ``split``: the client on one CPU, the servers on another.  Each round trip then also pays
+  for waking the other CPU twice.  On a virtual machine that wake-up can cost more than
+  everything else together (we measured ~140 µs per round trip instead of ~35 µs on a 2-vCPU
+  VM), and the ratio tends towards 1.
+- ``any``: no pinning; the OS moves the processes around and runs jump between the two cases
+  above (a factor of 3 on that VM), so medians of a few runs mean little.
 
     python -m benchmarks.ws_echo [--repeats 7] [--messages 10000] [--client raw|websockets]
+                                 [--cpus same|split|any]
 """
 
 from __future__ import annotations
@@ -64,12 +78,27 @@ async def _serve(name: str) -> None:
         await loop.run_in_executor(None, sys.stdin.read)  # the parent closes our stdin to stop us
 
 
-def start_server(name: str) -> tuple[subprocess.Popen, int]:
+def start_server(name: str, cpus: set[int] | None = None) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.ws_echo", "--serve", name],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if cpus is not None:
+        os.sched_setaffinity(proc.pid, cpus)
     port = int(proc.stdout.readline())
     return proc, port
+
+
+def placement(cpus: str) -> tuple[set[int] | None, set[int] | None, str]:
+    """(client CPUs, server CPUs, description) for ``--cpus same|split|any``."""
+    if cpus == "any" or not hasattr(os, "sched_setaffinity"):
+        return None, None, "no CPU pinning"
+    available = sorted(os.sched_getaffinity(0))
+    if cpus == "split" and len(available) >= 2:
+        return ({available[0]}, {available[-1]},
+                f"client on CPU {available[0]}, servers on CPU {available[-1]}")
+    if cpus == "split":
+        return None, None, "no CPU pinning (only one CPU available for --cpus split)"
+    return {available[-1]}, {available[-1]}, f"client and servers pinned to CPU {available[-1]}"
 
 
 def stop_server(proc: subprocess.Popen) -> None:
@@ -136,23 +165,45 @@ class RawClient:
         self.sock.close()
 
 
-def time_raw(port: int, messages: int) -> float:
+def server_cpu_time(pid: int) -> float | None:
+    """Seconds the server's main thread has spent on a CPU so far (Linux), else None.
+
+    Unlike wall time, this does not depend on where the scheduler put the processes or on
+    what else the machine runs: it is what the server itself costs.
+    """
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def measured(run, server_pid: int) -> tuple[float, float | None]:
+    """(wall time, server CPU time or None) of ``run()``."""
+    before = server_cpu_time(server_pid)
+    wall = timed(run)
+    after = server_cpu_time(server_pid)
+    return wall, (after - before if before is not None and after is not None else None)
+
+
+def time_raw(port: int, messages: int, server_pid: int) -> tuple[float, float | None]:
     client = RawClient(port)
     try:
         client.round_trips(WARMUP)
-        return timed(lambda: client.round_trips(messages))
+        return measured(lambda: client.round_trips(messages), server_pid)
     finally:
         client.close()
 
 
 # --- the websockets client (optional) -----------------------------------------------------------
 
-def time_websockets_client(port: int, messages: int) -> float:
+def time_websockets_client(port: int, messages: int,
+                           server_pid: int) -> tuple[float, float | None]:
     from websockets.asyncio.client import connect
 
     text = MESSAGE.decode()
 
-    async def main() -> float:
+    async def main() -> tuple[float, float | None]:
         async with connect(f"ws://127.0.0.1:{port}/", compression=None, ping_interval=None) as ws:
             async def round_trips(count: int) -> None:
                 for _ in range(count):
@@ -162,39 +213,63 @@ def time_websockets_client(port: int, messages: int) -> float:
 
             await round_trips(WARMUP)
             loop = asyncio.get_running_loop()
+            cpu_before = server_cpu_time(server_pid)
             start = loop.time()
             await round_trips(messages)
-            return loop.time() - start
+            wall = loop.time() - start
+            cpu_after = server_cpu_time(server_pid)
+            cpu = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None \
+                else None
+            return wall, cpu
 
     return asyncio.run(main())
 
 
 # --- the benchmark -------------------------------------------------------------------------------
 
-def run(repeats: int = 7, messages: int = 10_000, client: str = "raw") -> str:
+def run(repeats: int = 7, messages: int = 10_000, client: str = "raw", cpus: str = "same") -> str:
     import statistics
 
     import websockets
 
     time_client = time_raw if client == "raw" else time_websockets_client
-    servers = {name: start_server(name) for name in ("lablib", "websockets")}
+    client_cpus, server_cpus, where = placement(cpus)
+    own_cpus = os.sched_getaffinity(0) if client_cpus is not None else None
+    servers = {name: start_server(name, server_cpus) for name in ("lablib", "websockets")}
     times: dict[str, list[float]] = {name: [] for name in servers}
+    cpu: dict[str, list[float]] = {name: [] for name in servers}
     try:
+        if client_cpus is not None:
+            os.sched_setaffinity(0, client_cpus)
         for _ in range(repeats):
-            for name, (_, port) in servers.items():  # alternate: lablib, websockets, lablib...
-                times[name].append(time_client(port, messages))
+            for name, (proc, port) in servers.items():  # alternate: lablib, websockets, ...
+                wall, server_cpu = time_client(port, messages, proc.pid)
+                times[name].append(wall)
+                if server_cpu is not None:
+                    cpu[name].append(server_cpu)
     finally:
+        if own_cpus is not None:
+            os.sched_setaffinity(0, own_cpus)
         for proc, _ in servers.values():
             stop_server(proc)
     t_lab = statistics.median(times["lablib"])
     t_ref = statistics.median(times["websockets"])
-    headers = ["scenario", "lablib msgs/s", "websockets msgs/s", "ratio"]
-    rows = [[f"echo {len(MESSAGE)} B text x {messages}", f"{messages / t_lab:,.0f}",
-             f"{messages / t_ref:,.0f}", ratio(t_ref, t_lab)]]
+    headers = ["scenario", "lablib msgs/s", "websockets msgs/s", "ratio",
+               "lablib server CPU µs/msg", "websockets server CPU µs/msg", "CPU ratio"]
+    row = [f"echo {len(MESSAGE)} B text x {messages}", f"{messages / t_lab:,.0f}",
+           f"{messages / t_ref:,.0f}", ratio(t_ref, t_lab)]
+    if cpu["lablib"] and cpu["websockets"]:
+        c_lab, c_ref = statistics.median(cpu["lablib"]), statistics.median(cpu["websockets"])
+        row += [f"{c_lab / messages * 1e6:.1f}", f"{c_ref / messages * 1e6:.1f}",
+                ratio(c_ref, c_lab)]
+    else:
+        row += ["n/a", "n/a", "n/a"]  # no /proc/PID/schedstat here
     title = (f"WebSocket echo server, 1 client ({client} client), one message in flight, "
-             f"server in a subprocess, median of {repeats} runs (websockets {websockets.__version__})\n"
-             "ratio = websockets time / lablib time (>1: lablib faster)")
-    return title + "\n\n" + format_table(headers, rows)
+             f"server in a subprocess, {where}, median of {repeats} runs "
+             f"(websockets {websockets.__version__})\n"
+             "ratio = websockets time / lablib time (>1: lablib faster); "
+             "server CPU = CPU time of the server process per message")
+    return title + "\n\n" + format_table(headers, [row])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -202,12 +277,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--client", choices=["raw", "websockets"], default="raw")
+    parser.add_argument("--cpus", choices=["same", "split", "any"], default="same",
+                        help="where client and servers run (see the module docstring)")
     parser.add_argument("--serve", choices=["lablib", "websockets"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         asyncio.run(_serve(args.serve))
     else:
-        print(run(args.repeats, args.messages, args.client))
+        print(run(args.repeats, args.messages, args.client, args.cpus))
 
 
 if __name__ == "__main__":

@@ -171,11 +171,19 @@ class Sniffer:
         sock = self._sock
         if sock is None:
             raise CaptureError("the sniffer is not open")
-        while select.select([sock.ins], [], [], self.idle)[0]:
+        # The socket sees *all* loopback traffic; on a busy machine it may never be quiet for
+        # ``idle`` seconds.  Packets stamped after the drain began (plus ``idle`` for our own
+        # last ACKs) are not part of this capture, so reaching one ends the drain; a hard
+        # deadline bounds it in any case.
+        started = time.time()
+        deadline = time.monotonic() + max(1.0, 20 * self.idle)
+        while time.monotonic() < deadline and select.select([sock.ins], [], [], self.idle)[0]:
             _, raw, stamp = sock.recv_raw(FRAME_BUFFER)
             if raw is None:                           # the outgoing copy of a loopback packet
                 continue
             stamp = time.time() if stamp is None else stamp
+            if stamp > started + self.idle:
+                break
             try:
                 seg = pcap.decode_frame(self.linktype, raw, stamp - self._t0)
             except CaptureError:   # not a well-formed TCP/IP packet: not one of ours either

@@ -524,16 +524,21 @@ class Client:
         """Open a WebSocket with our sid and hand it to the session, which probes it."""
         assert self.session is not None
         try:
-            ws = await self._connect_websocket()
-        except (OSError, LablibError, asyncio.TimeoutError) as exc:
-            logger.info("upgrade failed: cannot open the WebSocket: %r", exc)
-            return
-        if self.session.state is not ClientState.OPEN:
-            await ws.close()
-            return
-        self._start("ws-read", self._ws_read_loop(ws))
-        self._start("ws-write", self._ws_write_loop(ws))
-        self._apply(self.session.start_upgrade(self._now()))
+            try:
+                ws = await self._connect_websocket()
+            except (OSError, LablibError, asyncio.TimeoutError) as exc:
+                logger.info("upgrade failed: cannot open the WebSocket: %r", exc)
+                return
+            if self.session.state is not ClientState.OPEN:
+                await ws.close()
+                return
+            self._start("ws-read", self._ws_read_loop(ws))
+            self._start("ws-write", self._ws_write_loop(ws))
+            self._apply(self.session.start_upgrade(self._now()))
+        finally:
+            # connect() waits in _until(_upgrade_settled): wake it, or a failed upgrade would
+            # keep it waiting for the whole upgrade_timeout.  It runs after this task is done.
+            self._pulse()
 
     async def _ws_read_loop(self, ws) -> None:
         assert self.session is not None

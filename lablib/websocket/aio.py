@@ -1,12 +1,46 @@
 """The asyncio driver shared by :mod:`.client` and :mod:`.server`.
 
-It holds no protocol logic: it reads from a ``StreamReader``, feeds the sans-I/O
-:class:`~lablib.websocket.connection.Connection`, writes what the connection returns, and runs
-the timers (keepalive pings, close timeout) that a sans-I/O core cannot run itself.
+It holds no protocol logic: bytes from the socket go into the sans-I/O
+:class:`~lablib.websocket.connection.Connection`, the events that come out are handed to the
+application, and the bytes the connection produces go back to the socket.  What a sans-I/O core
+cannot do itself lives here too: timers (keepalive pings, the close timeout) and flow control.
 
-Backpressure: at most ``max_queue`` received messages wait for :meth:`WebSocket.recv`; when the
-queue is full the reader stops reading, so TCP's own flow control slows the peer down and memory
-stays bounded (``max_queue`` × ``max_size``).  Every send awaits ``drain()``.
+Why an asyncio protocol and not streams
+---------------------------------------
+
+asyncio can hand us a connection in two shapes.  With *streams* (``StreamReader``) some task
+must ``await reader.read()`` in a loop, and every message then takes several trips through the
+event loop: the socket wakes the reader task, the reader task parses and wakes ``recv()``,
+``recv()`` wakes the handler.  With a *protocol*, the event loop calls our methods directly:
+
+- :meth:`WebSocket.data_received` runs the moment bytes arrive.  It parses them, writes the
+  automatic answers (pongs, the close echo) at once, and puts each message in a queue; if a
+  ``recv()`` is waiting, it resolves that ``recv()``'s future.
+- The waiting ``recv()`` runs in the very next loop iteration and returns the message.
+
+So an echo handler (``async for m in ws: await ws.send(m)``) costs two loop iterations per
+message, and there is no reader task at all.  ``send()`` writes straight into the transport:
+the transport tries the socket at once and buffers what the kernel did not take.
+
+We are in fact an :class:`asyncio.BufferedProtocol`: the event loop asks us for a buffer
+(:meth:`WebSocket.get_buffer`) and reads the socket into it.  We hand it the same 64 KiB each
+time; a plain protocol would get a new 256 KiB ``bytes`` per read instead, which the C library
+maps in and out of memory with three extra system calls per message.
+
+Where backpressure happens
+--------------------------
+
+*Receiving.*  At most ``max_queue`` messages wait for :meth:`WebSocket.recv`.  When the queue
+is full we call ``transport.pause_reading()``: the event loop stops reading the socket, the
+kernel's receive buffer fills up, TCP's window closes, and the peer's ``send()`` slows down.
+When ``recv()`` has taken the queue down to a quarter of ``max_queue`` we call
+``resume_reading()``.  Bytes already read when the queue filled up may hold a few more messages;
+they wait in a small backlog, in order, and ``recv()`` refills the queue from it first.
+
+*Sending.*  The transport buffers what the socket cannot take yet.  When that buffer grows past
+its high-water mark the transport calls our :meth:`WebSocket.pause_writing`, and
+:meth:`WebSocket.resume_writing` once it has drained.  ``send()`` awaits only while writing is
+paused; otherwise it returns without giving the event loop a turn.
 """
 
 from __future__ import annotations
@@ -16,12 +50,12 @@ import collections
 import logging
 import random
 import time
-from typing import Any, AsyncIterable, AsyncIterator, Iterable
+from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable
 
 from ..errors import ConnectionClosed as ConnectionClosedError
 from ..errors import LocalProtocolError
-from .connection import (BinaryMessage, CloseReceived, Connection, ConnectionClosed, Ping, Pong,
-                         Role, State, TextMessage)
+from .connection import (Accepted, BinaryMessage, CloseReceived, Connection, ConnectionClosed,
+                         Event, Pong, Rejected, RequestReceived, Role, State, TextMessage)
 from .frames import CloseCode
 
 logger = logging.getLogger("lablib.websocket")
@@ -30,37 +64,51 @@ __all__ = ["WebSocket"]
 
 Data = str | bytes
 
+#: The event loop reads the socket into one buffer of this size that we keep (see get_buffer).
+READ_BUFFER_SIZE = 64 * 1024
 
-class WebSocket:
-    """An open WebSocket over asyncio streams, in the shape of the ``websockets`` API.
+
+class WebSocket(asyncio.BufferedProtocol):
+    """A WebSocket over an asyncio transport, in the shape of the ``websockets`` API.
 
     ``await ws.send(msg)``, ``await ws.recv()``, ``async for msg in ws``, ``await ws.ping()``,
-    ``await ws.close(code, reason)``.
+    ``await ws.close(code, reason)``.  The client and the server create it as the protocol of
+    a new TCP connection, while ``connection`` is still in CONNECTING; see :mod:`.client` and
+    :mod:`.server` for the opening handshake.
     """
 
-    def __init__(self, connection: Connection, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, *, ping_interval: float | None = 20,
+    def __init__(self, connection: Connection, *, ping_interval: float | None = 20,
                  ping_timeout: float | None = 20, close_timeout: float = 10, max_queue: int = 16,
                  rng: random.Random | None = None) -> None:
         self.connection = connection
-        self._reader = reader
-        self._writer = writer
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.close_timeout = close_timeout
         self.max_queue = max_queue
         self._rng = rng if rng is not None else random.SystemRandom()
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self._read_buffer = memoryview(bytearray(READ_BUFFER_SIZE))  # see get_buffer()
+        # The opening handshake's outcome: RequestReceived (server), Accepted or Rejected.
+        self.handshake_done: asyncio.Future[Event] = self._loop.create_future()
+        # Receiving: messages for recv(), and the ones that did not fit (see the module doc).
         self._messages: collections.deque[Data] = collections.deque()
-        self._message_waiter: asyncio.Future[None] | None = None  # recv() waiting for a message
-        self._space_waiter: asyncio.Future[None] | None = None    # reader waiting for queue space
-        self._pong_waiters: dict[bytes, tuple[asyncio.Future[float], float]] = {}
+        self._backlog: collections.deque[Data] = collections.deque()
+        self._reading_paused = False
+        self._recv_waiters: list[asyncio.Future[None]] = []  # one future per waiting recv()
+        # Sending: a fragmented message holds the lock from its first frame to its last; any
+        # send waits while the transport's buffer is over its high-water mark.
         self._send_lock = asyncio.Lock()
-        self._closed = asyncio.get_running_loop().create_future()  # set when TCP is closed
+        self._writing_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._pong_waiters: dict[bytes, tuple[asyncio.Future[float], float]] = {}
+        # Closing.
+        self._closed = self._loop.create_future()  # set when TCP is closed (connection_lost)
+        self._timers: list[asyncio.TimerHandle] = []  # close timeouts, cancelled at the end
+        self._keepalive_task: asyncio.Task | None = None
         self.close_code: int | None = None
         self.close_reason: str = ""
         self.latency: float = 0.0  #: the last keepalive round trip, in seconds
-        self._reader_task = asyncio.create_task(self._read_loop())
-        self._keepalive_task = asyncio.create_task(self._keepalive()) if ping_interval else None
 
     # ---- public API --------------------------------------------------------------------------
 
@@ -74,11 +122,11 @@ class WebSocket:
 
     @property
     def local_address(self) -> Any:
-        return self._writer.get_extra_info("sockname")
+        return self.transport.get_extra_info("sockname")
 
     @property
     def remote_address(self) -> Any:
-        return self._writer.get_extra_info("peername")
+        return self.transport.get_extra_info("peername")
 
     async def recv(self) -> Data:
         """The next message: ``str`` for text, ``bytes`` for binary.
@@ -89,15 +137,19 @@ class WebSocket:
         while not self._messages:
             if self._closed.done():
                 raise self._closed_error()
-            # One waiter shared by every recv() waiting now: a message wakes them all and one
-            # of them takes it; the others wait again on a fresh waiter.
-            if self._message_waiter is None or self._message_waiter.done():
-                self._message_waiter = asyncio.get_running_loop().create_future()
-            await asyncio.wait([self._message_waiter, self._closed],
-                               return_when=asyncio.FIRST_COMPLETED)
+            # Each waiting recv() has its own future, so cancelling one recv() leaves the
+            # others waiting; a message wakes them all and one of them takes it.
+            waiter = self._loop.create_future()
+            self._recv_waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in self._recv_waiters:
+                    self._recv_waiters.remove(waiter)
+                raise
         message = self._messages.popleft()
-        if self._space_waiter is not None and not self._space_waiter.done():
-            self._space_waiter.set_result(None)
+        if self._reading_paused or self._backlog:
+            self._make_room()
         return message
 
     async def __aiter__(self) -> AsyncIterator[Data]:
@@ -116,17 +168,19 @@ class WebSocket:
         An iterable (or async iterable) of ``str`` or of bytes sends one fragmented message:
         one frame per item, the last with ``fin=1`` (§5.4).
         """
-        async with self._send_lock:
-            if isinstance(message, str):
-                await self._write(lambda: self.connection.send_text(message))
-            elif isinstance(message, (bytes, bytearray, memoryview)):
-                await self._write(lambda: self.connection.send_binary(bytes(message)))
-            elif isinstance(message, AsyncIterable):
-                await self._send_fragments([item async for item in message])
-            elif isinstance(message, Iterable):
-                await self._send_fragments(list(message))
-            else:
-                raise TypeError(f"cannot send {type(message).__name__}")
+        if isinstance(message, str):
+            await self._send_frame(self.connection.send_text, message)
+        elif isinstance(message, (bytes, bytearray, memoryview)):
+            await self._send_frame(self.connection.send_binary, message)
+        elif isinstance(message, (AsyncIterable, Iterable)):
+            # No other message may start before this one's last frame: hold the send lock.
+            async with self._send_lock:
+                if isinstance(message, AsyncIterable):
+                    await self._send_fragments([item async for item in message])
+                else:
+                    await self._send_fragments(list(message))
+        else:
+            raise TypeError(f"cannot send {type(message).__name__}")
 
     async def _send_fragments(self, parts: list[Data]) -> None:
         if not parts:
@@ -136,34 +190,34 @@ class WebSocket:
             raise TypeError("all fragments of a message must be str, or all bytes")
         first = self.connection.send_text if is_text else self.connection.send_binary
         last = len(parts) - 1
-        await self._write(lambda: first(parts[0], fin=(last == 0)))
+        self._write(first, parts[0], last == 0)
         for i, part in enumerate(parts[1:], start=1):
-            await self._write(lambda: self.connection.send_continuation(part, fin=(i == last)))
+            await self._drain()
+            self._write(self.connection.send_continuation, part, i == last)
+        await self._drain()
 
     async def ping(self, data: bytes | None = None) -> asyncio.Future[float]:
         """Send a ping; return a future that resolves to the round-trip time when the pong comes."""
-        waiter = asyncio.get_running_loop().create_future()
-        async with self._send_lock:
-            if data is None:
+        waiter = self._loop.create_future()
+        if data is None:
+            data = self._rng.randbytes(4)
+            while data in self._pong_waiters:
                 data = self._rng.randbytes(4)
-                while data in self._pong_waiters:
-                    data = self._rng.randbytes(4)
-            if data in self._pong_waiters:
-                raise LocalProtocolError("a ping with this payload is already waiting for its pong")
-            # Wait for the pong *before* the ping leaves: while drain() waits, the pong may
-            # already be back, and must not be mistaken for an unsolicited one.
-            self._pong_waiters[data] = (waiter, time.monotonic())
-            try:
-                await self._write(lambda: self.connection.send_ping(data))
-            except BaseException:
-                self._pong_waiters.pop(data, None)
-                raise
+        if data in self._pong_waiters:
+            raise LocalProtocolError("a ping with this payload is already waiting for its pong")
+        # Wait for the pong *before* the ping leaves: if send has to wait, the pong may be back
+        # before _send_frame() returns, and must not be mistaken for an unsolicited one.
+        self._pong_waiters[data] = (waiter, time.monotonic())
+        try:
+            await self._send_frame(self.connection.send_ping, data)
+        except BaseException:
+            self._pong_waiters.pop(data, None)
+            raise
         return waiter
 
     async def pong(self, data: bytes = b"") -> None:
         """Send an unsolicited pong (a one-way heartbeat, §5.5.3)."""
-        async with self._send_lock:
-            await self._write(lambda: self.connection.send_pong(data))
+        await self._send_frame(self.connection.send_pong, data)
 
     async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Run the closing handshake (§7.1.2) and wait until TCP is closed.
@@ -173,13 +227,12 @@ class WebSocket:
         """
         if self.connection.state is State.OPEN:
             try:
-                async with self._send_lock:
-                    await self._write(lambda: self.connection.send_close(code, reason))
+                await self._send_frame(self.connection.send_close, code, reason)
             except ConnectionClosedError:
                 pass
-            # A reader blocked on a full queue must go on, to see the peer's close frame.
-            if self._space_waiter is not None and not self._space_waiter.done():
-                self._space_waiter.set_result(None)
+            # Reading may be paused on a full queue: read on, to see the peer's close frame.
+            # (Messages that arrive from now on and do not fit are dropped: we asked to close.)
+            self._resume_reading()
         elif self.connection.state is State.CONNECTING:
             self._abort()
         try:
@@ -192,60 +245,66 @@ class WebSocket:
         """Wait until the TCP connection is closed."""
         await asyncio.shield(self._closed)
 
-    # ---- internals ---------------------------------------------------------------------------
+    # ---- asyncio.Protocol callbacks: the event loop calls these -------------------------------
 
-    def _closed_error(self) -> ConnectionClosedError:
-        code = self.close_code if self.close_code is not None else CloseCode.ABNORMAL_CLOSURE
-        return ConnectionClosedError(code, self.close_reason)
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
 
-    async def _write(self, make_frame) -> None:
-        if self.connection.state is not State.OPEN and self._closed.done():
-            raise self._closed_error()
-        try:
-            data = make_frame()
-        except LocalProtocolError:
-            if self.connection.state is not State.OPEN:
-                raise self._closed_error() from None
-            raise
-        self._writer.write(data)
-        try:
-            await self._writer.drain()
-        except (ConnectionError, OSError):
-            raise self._closed_error() from None
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """Where the event loop should read the next bytes into: always the same buffer."""
+        return self._read_buffer
 
-    def _flush_automatic(self) -> None:
-        data = self.connection.data_to_send()
-        if data and not self._writer.is_closing():
-            self._writer.write(data)
+    def buffer_updated(self, nbytes: int) -> None:
+        """The event loop read ``nbytes`` bytes into our buffer."""
+        self.data_received(bytes(self._read_buffer[:nbytes]))
 
-    async def _read_loop(self) -> None:
-        conn = self.connection
-        try:
-            events = conn.receive_data(b"")  # frames that arrived with the handshake
-            while True:
-                await self._handle(events)
-                self._flush_automatic()
-                if conn.state is State.CLOSED:
-                    break
-                try:
-                    data = await self._reader.read(65536)
-                except (ConnectionError, OSError):
-                    data = b""
-                events = conn.receive_data(data) if data else conn.receive_eof()
-            await self._finish_tcp()
-        except asyncio.CancelledError:
-            self._abort()
-            raise
-        except Exception:  # a bug of ours must not leave the peer hanging
-            logger.exception("unexpected error in the WebSocket reader")
-            self._abort()
-        finally:
-            self._set_closed()
+    def data_received(self, data: bytes) -> None:
+        """Bytes arrived: feed them to the connection and act on what comes out."""
+        self._process(self.connection.receive_data(data))
 
-    async def _handle(self, events) -> None:
+    def eof_received(self) -> None:
+        """The peer closed its side of TCP (§7.1.1: a server does that after the closing
+        handshake).  Without a closing handshake that is code 1006.  We close ours too."""
+        self._process(self.connection.receive_eof())
+        self._close_transport()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._process(self.connection.receive_eof())  # 1006, unless we closed cleanly before
+        for timer in self._timers:
+            timer.cancel()
+        if self.close_code is None:
+            self.close_code = CloseCode.ABNORMAL_CLOSURE
+        self._closed.set_result(None)
+        for waiter, _ in self._pong_waiters.values():
+            if not waiter.done():
+                waiter.set_exception(self._closed_error())
+                waiter.exception()  # mark retrieved: nobody may be awaiting it
+        self._pong_waiters.clear()
+        self._wake(self._recv_waiters)  # they find the connection closed
+        self._writing_paused = False
+        self._wake(self._drain_waiters)  # _drain() raises ConnectionClosed
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
+
+    def pause_writing(self) -> None:
+        """The transport's write buffer passed its high-water mark: send() waits from now on."""
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        """The write buffer drained below its low-water mark: waiting senders go on."""
+        self._writing_paused = False
+        self._wake(self._drain_waiters)
+
+    # ---- receiving ---------------------------------------------------------------------------
+
+    def _process(self, events: list[Event]) -> None:
+        """Write the connection's automatic answers, then act on each event."""
+        answer = self.connection.data_to_send()
+        if answer and not self.transport.is_closing():
+            self.transport.write(answer)
         for event in events:
             if isinstance(event, (TextMessage, BinaryMessage)):
-                await self._enqueue(event.data)
+                self._deliver(event.data)
             elif isinstance(event, Pong):
                 self._pong_received(event.payload)
             elif isinstance(event, CloseReceived):
@@ -255,16 +314,46 @@ class WebSocket:
                     self.close_code, self.close_reason = event.code, event.reason
                 if event.error is not None:
                     logger.info("failing the connection: %s", event.error)
+                self._finish_tcp()
+            elif isinstance(event, (RequestReceived, Accepted, Rejected)):
+                if not self.handshake_done.done():  # (it is cancelled if open_timeout passed)
+                    self.handshake_done.set_result(event)
+                if isinstance(event, Accepted):
+                    self.start()  # the client is open: frames right behind the 101 come now
 
-    async def _enqueue(self, data: Data) -> None:
-        while len(self._messages) >= self.max_queue:
-            if self.connection.state is not State.OPEN or self._writer.is_closing():
-                return  # we are closing: the application has said it wants nothing more
-            self._space_waiter = asyncio.get_running_loop().create_future()
-            await self._space_waiter
-        self._messages.append(data)
-        if self._message_waiter is not None and not self._message_waiter.done():
-            self._message_waiter.set_result(None)
+    def _deliver(self, message: Data) -> None:
+        """Queue a message for recv(); pause reading when the queue is full."""
+        messages = self._messages
+        if len(messages) < self.max_queue and not self._backlog:
+            messages.append(message)
+            if self._recv_waiters:
+                self._wake(self._recv_waiters)
+            if len(messages) >= self.max_queue:
+                self._pause_reading()
+        elif self.connection.state is State.OPEN and not self.transport.is_closing():
+            self._backlog.append(message)  # read before we paused; kept in order
+            self._pause_reading()
+        # else: we are closing and nobody reads: the application said it wants nothing more.
+
+    def _make_room(self) -> None:
+        """recv() took a message while reading is paused (or messages wait in the backlog):
+        refill from the backlog, and resume reading once the queue is down to the low-water
+        mark."""
+        messages, backlog = self._messages, self._backlog
+        while backlog and len(messages) < self.max_queue:
+            messages.append(backlog.popleft())
+        if not backlog and len(messages) <= self.max_queue // 4:
+            self._resume_reading()
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()
 
     def _pong_received(self, payload: bytes) -> None:
         if payload not in self._pong_waiters:
@@ -279,43 +368,87 @@ class WebSocket:
                 self.latency = now - sent_at
                 break
 
-    async def _finish_tcp(self) -> None:
-        """§7.1.1: the server closes TCP first; the client waits for it, then gives up."""
-        if self.connection.role is Role.CLIENT and not self._reader.at_eof():
-            try:
-                await asyncio.wait_for(self._drain_until_eof(), self.close_timeout)
-            except asyncio.TimeoutError:
-                pass
-        self._writer.close()
-        try:
-            await asyncio.wait_for(self._writer.wait_closed(), self.close_timeout)
-        except (asyncio.TimeoutError, ConnectionError, OSError):
-            self._abort()
+    @staticmethod
+    def _wake(waiters: list[asyncio.Future[None]]) -> None:
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        waiters.clear()
 
-    async def _drain_until_eof(self) -> None:
-        while await self._reader.read(65536):
-            pass
+    # ---- sending -----------------------------------------------------------------------------
+
+    def _closed_error(self) -> ConnectionClosedError:
+        code = self.close_code if self.close_code is not None else CloseCode.ABNORMAL_CLOSURE
+        return ConnectionClosedError(code, self.close_reason)
+
+    async def _send_frame(self, make_frame: Callable[..., bytes], *args: Any) -> None:
+        """Send one frame made by ``make_frame(*args)`` (a Connection method).
+
+        The frame is encoded and written in one step, so it cannot land inside another frame;
+        it only has to wait while a fragmented message is being sent (that holds the send
+        lock), and afterwards while the transport has paused writing.  Usually neither is the
+        case, and sending returns without giving the event loop a turn.
+        """
+        if self._send_lock.locked():
+            async with self._send_lock:
+                self._write(make_frame, *args)
+        else:
+            self._write(make_frame, *args)
+        if self._writing_paused:
+            await self._drain()
+
+    def _write(self, make_frame: Callable[..., bytes], *args: Any) -> None:
+        """Encode a frame with ``make_frame(*args)`` and hand it to the transport."""
+        if self.connection.state is not State.OPEN and self._closed.done():
+            raise self._closed_error()
+        try:
+            data = make_frame(*args)
+        except LocalProtocolError:
+            if self.connection.state is not State.OPEN:
+                raise self._closed_error() from None
+            raise
+        self.transport.write(data)
+
+    async def _drain(self) -> None:
+        """Wait while the transport has paused writing (see pause_writing)."""
+        if self._writing_paused:
+            waiter = self._loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+            if self._closed.done():  # woken by connection_lost, not by resume_writing
+                raise self._closed_error()
+
+    # ---- opening and closing ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """The opening handshake is done (the 101 is sent or received): start the session.
+
+        Frames that arrived right behind the handshake are processed now, and the keepalive
+        timer starts.
+        """
+        if self.ping_interval and self._keepalive_task is None:
+            self._keepalive_task = asyncio.create_task(self._keepalive())
+        self._process(self.connection.receive_data(b""))
+
+    def _finish_tcp(self) -> None:
+        """The WebSocket connection is CLOSED: §7.1.1, the server closes TCP first; the client
+        waits ``close_timeout`` s for the server to do so, then closes itself."""
+        if self.transport.is_closing():
+            return
+        if self.connection.role is Role.SERVER:
+            self._close_transport()
+        else:
+            self._timers.append(self._loop.call_later(self.close_timeout, self._close_transport))
+
+    def _close_transport(self) -> None:
+        """Close TCP once the write buffer is flushed; abort if that takes ``close_timeout``."""
+        if not self.transport.is_closing():
+            self.transport.close()
+            self._timers.append(self._loop.call_later(self.close_timeout, self._abort))
 
     def _abort(self) -> None:
-        self._writer.transport.abort()
-        # A reader blocked on a full queue would never see the end of the stream: wake it.
-        if self._space_waiter is not None and not self._space_waiter.done():
-            self._space_waiter.set_result(None)
-
-    def _set_closed(self) -> None:
-        if self.close_code is None:
-            self.close_code = CloseCode.ABNORMAL_CLOSURE
-        if not self._closed.done():
-            self._closed.set_result(None)
-        for waiter, _ in self._pong_waiters.values():
-            if not waiter.done():
-                waiter.set_exception(self._closed_error())
-                waiter.exception()  # mark retrieved: nobody may be awaiting it
-        self._pong_waiters.clear()
-        if self._message_waiter is not None and not self._message_waiter.done():
-            self._message_waiter.set_result(None)
-        if self._keepalive_task is not None:
-            self._keepalive_task.cancel()
+        if self.transport is not None:
+            self.transport.abort()
 
     async def _keepalive(self) -> None:
         """Ping every ``ping_interval`` s; no pong within ``ping_timeout`` s fails with 1011."""
@@ -335,19 +468,16 @@ class WebSocket:
                     await asyncio.wait_for(asyncio.shield(waiter), self.ping_timeout)
                 except asyncio.TimeoutError:
                     logger.info("no pong within %s s: closing with 1011", self.ping_timeout)
-                    await self._fail_locally(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                    self._fail_locally(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
                     return
                 except ConnectionClosedError:
                     return
         except asyncio.CancelledError:
             pass
 
-    async def _fail_locally(self, code: int, reason: str) -> None:
+    def _fail_locally(self, code: int, reason: str) -> None:
         """Our side gives up (e.g. no pong): send a close frame if we still can, close TCP."""
         if self.connection.state is State.OPEN:
-            self._writer.write(self.connection.send_close(code, reason))
+            self.transport.write(self.connection.send_close(code, reason))
         self.close_code, self.close_reason = code, reason
-        # close() flushes the close frame first; the reader then sees the end of the stream.
-        self._writer.close()
-        if self._space_waiter is not None and not self._space_waiter.done():
-            self._space_waiter.set_result(None)
+        self._close_transport()  # flushes the close frame first

@@ -1,8 +1,10 @@
 """asyncio WebSocket client: ``async with connect("ws://127.0.0.1:8765/") as ws: ...``.
 
-A thin driver: it opens TCP, runs :class:`~lablib.websocket.handshake.ClientHandshake` through the
-sans-I/O :class:`~lablib.websocket.connection.Connection`, then hands the streams to
-:class:`~lablib.websocket.aio.WebSocket`.
+A thin driver: it opens TCP with a :class:`ClientConnection` (an asyncio protocol, see
+:mod:`.aio`) on it, sends the request of a :class:`~lablib.websocket.handshake.ClientHandshake`,
+and waits until the sans-I/O :class:`~lablib.websocket.connection.Connection` has checked the
+server's answer: ``Accepted`` (the connection is open) or ``Rejected`` (raised as
+:class:`~lablib.errors.HandshakeError`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import random
 from typing import Sequence
 from urllib.parse import urlsplit
 
-from ..errors import HandshakeError
 from ..http import Response
 from .aio import WebSocket
 from .connection import Accepted, Connection, Rejected, Role
@@ -80,7 +81,6 @@ class connect:
         return await asyncio.wait_for(self._handshake(), self.open_timeout)
 
     async def _handshake(self) -> ClientConnection:
-        reader, writer = await asyncio.open_connection(self.host, self.port)
         host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal (RFC 3986)
         handshake = ClientHandshake(host=host if self.port == 80 else f"{host}:{self.port}",
                                     path=self.target, subprotocols=self.subprotocols,
@@ -88,28 +88,20 @@ class connect:
                                     rng=self.rng)
         conn = Connection(Role.CLIENT, handshake=handshake, max_message_size=self.max_size,
                           rng=self.rng)
+        loop = asyncio.get_running_loop()
+        transport, ws = await loop.create_connection(
+            lambda: ClientConnection(conn, rng=self.rng, **self.options), self.host, self.port)
         try:
-            writer.write(handshake.request_bytes())
-            await writer.drain()
-            accepted = await self._read_response(conn, reader)
+            transport.write(handshake.request_bytes())
+            # data_received() feeds the answer to the connection; the outcome lands here.
+            outcome = await ws.handshake_done
         except BaseException:
-            writer.transport.abort()
+            transport.abort()
             raise
-        ws = ClientConnection(conn, reader, writer, rng=self.rng, **self.options)
+        if isinstance(outcome, Rejected):
+            transport.abort()
+            raise outcome.error
+        assert isinstance(outcome, Accepted)
         ws.request_headers = handshake.request_headers()
-        ws.response = accepted.response
+        ws.response = outcome.response
         return ws
-
-    @staticmethod
-    async def _read_response(conn: Connection, reader: asyncio.StreamReader) -> Accepted:
-        while True:
-            data = await reader.read(65536)
-            events = conn.receive_data(data) if data else conn.receive_eof()
-            for event in events:
-                if isinstance(event, Rejected):
-                    raise event.error
-                if isinstance(event, Accepted):
-                    return event
-            if not data:
-                raise HandshakeError(0, "connection closed during the opening handshake")
-

@@ -169,6 +169,7 @@ class Connection:
         self.trace_frames = trace_frames
         self._rng = rng if rng is not None else random.SystemRandom()
         self._parser = FrameParser(mask_required=(role is Role.SERVER))
+        self._masks = role is Role.CLIENT  # a client masks every frame it sends (§5.3)
         self._outgoing = bytearray()
         # The message being received (§5.4 fragmentation).
         self._msg_opcode: Opcode | None = None
@@ -217,17 +218,20 @@ class Connection:
 
     def data_to_send(self) -> bytes:
         """Bytes the connection decided to send on its own (pongs, close echo, error answers)."""
+        if not self._outgoing:
+            return b""
         data = bytes(self._outgoing)
         self._outgoing.clear()
         return data
 
     def _receive_frames(self, events: list[Event]) -> None:
-        while self.state is not State.CLOSED:
+        parser = self._parser
+        while parser.buffered and self.state is not State.CLOSED:
             limit = None
             if self.max_message_size is not None:
                 limit = self.max_message_size - self._msg_size
             try:
-                frame = self._parser.next_frame(limit)
+                frame = parser.next_frame(limit)
             except PayloadTooBig:
                 if not self._msg_size:
                     raise
@@ -422,5 +426,5 @@ class Connection:
         return self._frame(opcode, bytes(payload))
 
     def _frame(self, opcode: Opcode, payload: bytes, fin: bool = True) -> bytes:
-        key = self._rng.randbytes(4) if self.role is Role.CLIENT else None
+        key = self._rng.randbytes(4) if self._masks else None
         return encode_frame(opcode, payload, fin=fin, masking_key=key)

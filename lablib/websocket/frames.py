@@ -26,6 +26,7 @@ objects, rejecting anything §5 forbids.  Messages, fragments and closing live i
 from __future__ import annotations
 
 import enum
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -138,20 +139,45 @@ def _mask_words(data, masking_key: bytes, out: np.ndarray) -> np.ndarray:
     return out[:n]
 
 
-def _xor_region(buf, base: int, keystream: memoryview) -> None:
-    """XOR ``buf[base:base + len(keystream)]`` into ``keystream``, as uint64 words (+ a 0-7 byte
-    tail).
+def _unmask_many(buf, starts: list[int], ends: list[int], keys: list[bytes]) -> list[bytes]:
+    """Unmask many small masked payloads of ``buf`` at once, with a handful of numpy calls.
 
-    Used by :meth:`FrameParser.receive_data` to unmask every small frame of a chunk at once:
-    the keystream holds each frame's key repeated over its payload and zeros elsewhere, so
-    afterwards it holds the chunk with every such payload unmasked.
+    ``buf[starts[i]:ends[i]]`` is a payload masked with ``keys[i]``, in increasing order.  The
+    whole stretch ``buf[starts[0]:ends[-1]]`` is XORed with a keystream in one numpy call, then
+    each payload is sliced out.  The keystream is built a 4-byte word at a time: each word gets
+    the key of the payload it overlaps, rotated so that payload byte i meets key byte i mod 4
+    (§5.3) whatever the payload's alignment.  No word overlaps two of these payloads, since at
+    least a masked header (6 bytes) lies between them; words over headers (or frames not in the
+    list) get some key too and come out garbled, but those bytes are never used.
     """
-    n = len(keystream)
-    data = np.frombuffer(buf, dtype=np.uint8, count=n, offset=base)
-    ks = np.frombuffer(keystream, dtype=np.uint8)
-    w = n & ~7
-    np.bitwise_xor(data[:w].view(np.uint64), ks[:w].view(np.uint64), out=ks[:w].view(np.uint64))
-    np.bitwise_xor(data[w:], ks[w:], out=ks[w:])  # the 0-7 trailing bytes, in one numpy call
+    base = starts[0]
+    offsets = np.array(starts) - base  # each payload's offset in the stretch
+    size = ends[-1] - base
+    word_keys = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, 4)
+    # A word at offset 4w: its byte j meets payload byte 4w + j - offset, so key byte
+    # (j - offset) mod 4.
+    word_keys = np.take_along_axis(word_keys, (np.arange(4) - offsets[:, None]) % 4, axis=1)
+    # Payload k's key fills the words from its first one up to the next payload's first one.
+    words = np.diff(offsets >> 2, append=(size + 3) >> 2)
+    keystream = np.repeat(word_keys.view(np.uint32).ravel(), words).view(np.uint8)[:size]
+    unmasked = np.bitwise_xor(keystream, np.frombuffer(buf, dtype=np.uint8, count=size,
+                                                       offset=base), out=keystream)
+    # Taking each payload out: for tiny payloads, copying the stretch into bytes once and
+    # slicing that is fastest; for larger ones, slicing a memoryview saves that extra copy.
+    if size < 256 * len(starts):
+        clear = unmasked.tobytes()
+        return [clear[start - base:end - base] for start, end in zip(starts, ends)]
+    view = memoryview(unmasked)
+    return [bytes(view[start - base:end - base]) for start, end in zip(starts, ends)]
+
+
+def _worth_unmasking_together(starts: list[int], ends: list[int]) -> bool:
+    """Is :func:`_unmask_many` faster than unmasking these payloads one by one?
+
+    Its numpy calls cost a fixed ~15 µs, about what unmasking one by one costs for ~100 tiny
+    payloads, or for ~8 of 1 KiB (measured): each frame counts for 64 bytes plus its length.
+    """
+    return bool(starts) and 64 * len(starts) + ends[-1] - starts[0] >= 8192
 
 
 # --- frames ------------------------------------------------------------------------------------
@@ -208,10 +234,13 @@ def encode_frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv1: b
     Pass a 4-byte ``masking_key`` to mask the payload (what a client must do); the caller picks
     the key, so a seeded random source gives reproducible bytes.
     """
+    n = len(payload)
+    if n <= 125 and masking_key is None and not (rsv1 or rsv2 or rsv3):
+        # What a server sends most: two header bytes, then the payload as it is.
+        return bytes((0x80 | opcode if fin else opcode, n)) + payload
     first = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | (0x20 if rsv2 else 0) \
         | (0x10 if rsv3 else 0) | opcode
     mask_bit = 0x80 if masking_key is not None else 0
-    n = len(payload)
     if n <= 125:
         header = bytes((first, mask_bit | n))
     elif n <= 0xFFFF:
@@ -240,6 +269,26 @@ _new_object = object.__new__
 _FIRST_BYTE = {b0: (_KNOWN_OPCODES[b0 & 0x0F], b0 >= 0x80, b0 & 0x40 != 0, b0 & 0x20 != 0,
                     b0 & 0x10 != 0)
                for b0 in range(256) if b0 & 0x0F in _KNOWN_OPCODES}
+
+
+@functools.lru_cache(maxsize=64)
+def _quick_header_bytes(mask_required: bool | None, allowed_rsv: int,
+                        limit: int) -> tuple[frozenset[int], frozenset[int]]:
+    """The first two header bytes that need no further check, as (first bytes, second bytes).
+
+    First bytes: a data frame (opcode 0x0-0x2) with no RSV bit outside ``allowed_rsv``.  Second
+    bytes: the MASK bit ``mask_required`` asks for, and a 7-bit length of at most ``limit``, or
+    126 ("a 16-bit length follows") if ``limit`` is more than 125.  A frame whose first two bytes
+    are in these sets is valid as far as they go (§5.2); the parser then only has to check a
+    16-bit length.  Everything else (control frames, 64-bit lengths, errors) goes through
+    ``_parse_header``, which checks every rule and names what is wrong.
+    """
+    first = frozenset(b0 for b0 in _FIRST_BYTE
+                      if b0 & 0x0F < 0x8 and not b0 & 0x70 & ~allowed_rsv)
+    second = frozenset(b1 for b1 in range(256)
+                       if mask_required in (None, b1 >= 0x80)
+                       and (b1 & 0x7F <= min(limit, 125) or (b1 & 0x7F == 126 and limit > 125)))
+    return first, second
 
 
 def _parsed_frame(b0: int, payload: bytes, masking_key: bytes | None) -> Frame:
@@ -283,7 +332,6 @@ class FrameParser:
         # Scratch space numpy unmasks large payloads into before the one copy into ``bytes``
         # (numpy cannot write into an immutable bytes object); reused, so the memory is warm.
         self._scratch = np.empty(0, dtype=np.uint8)
-        self._keystream = bytearray()  # receive_data()'s keystream, reused (see _receive_frames)
         self._error: Exception | None = None
 
     @property
@@ -310,7 +358,7 @@ class FrameParser:
         The frames are exactly those that calling :meth:`next_frame` until ``NEED_DATA`` would
         return, but found in passes, which is much faster for a chunk holding many small
         frames: first every complete frame's header is parsed and checked, then all small
-        masked payloads are unmasked by a single XOR over the chunk (:func:`_xor_region`),
+        masked payloads are unmasked together by a few numpy calls (:func:`_unmask_many`),
         then the frames are built.
         """
         self.feed(data)
@@ -324,58 +372,84 @@ class FrameParser:
 
     def _receive_frames(self) -> list[Frame]:
         buf, pos, limit = self._buffer, self._pos, self.max_size
-        first = pos
-        # Pass 1: headers.  Each complete frame becomes (b0, payload start, payload end, masked).
-        headers = []
-        while (header := self._parse_header(buf, pos, limit)) is not NEED_DATA:
-            if header[2] > len(buf):
-                break  # the payload has not fully arrived
-            headers.append(header)
-            pos = header[2]
-        self._pos = pos
-        if not headers:
-            return []
-        # Pass 2: the keystream: each small masked payload's key repeated over it, zeros in
-        # between (headers, unmasked payloads), spanning from the first such payload to the
-        # last; then one XOR over that whole region unmasks them all.
-        keys = [bytes(buf[start - 4:start]) if masked else None
-                for b0, start, end, masked in headers]
-        small = [(start, end, key) for (b0, start, end, masked), key in zip(headers, keys)
-                 if masked and end - start < _NUMPY_THRESHOLD]
-        if small:
-            base = small[0][0]
-            region = small[-1][1] - base
-            keystream = self._keystream_scratch(region)
-            for start, end, key in small:
-                n = end - start
-                keystream[start - base:end - base] = (key * ((n >> 2) + 1))[:n]
-            _xor_region(buf, base, memoryview(keystream)[:region])
-            # Taking each payload out of the keystream: for tiny payloads, copying the region
-            # once into bytes and slicing that is fastest; for larger ones, slicing a
-            # memoryview saves that extra copy (and its page faults).
-            clear = memoryview(keystream)
-            if region < 256 * len(small):
-                clear = clear[:region].tobytes()
-        # Pass 3: the frames.
-        frames = []
-        for (b0, start, end, masked), key in zip(headers, keys):
-            if not masked:
-                payload = bytes(buf[start:end])
-            elif end - start < _NUMPY_THRESHOLD:
-                payload = bytes(clear[start - base:end - base])
+        size = len(buf)
+        max_length = 0xFFFF if limit is None else min(limit, 0xFFFF)
+        quick_first, quick_second = _quick_header_bytes(self.mask_required, self.allowed_rsv,
+                                                        min(max_length, 126))
+        # Pass 1: headers.  For each complete frame: its first byte, where its payload starts
+        # and ends, and its masking key (None if unmasked).
+        firsts, starts, ends, keys = [], [], [], []
+        small = 0  # how many of them are masked and small
+        while size - pos >= 2:
+            b0 = buf[pos]
+            b1 = buf[pos + 1]
+            if b0 in quick_first and b1 in quick_second:
+                # Most frames: a data frame with a 7-bit or a 16-bit length, whose first two
+                # bytes need no further check (see _quick_header_bytes).
+                masked = b1 >= 0x80
+                length = b1 & 0x7F
+                start = pos + 2
+                if length == 126:
+                    if size - pos < 4:
+                        break
+                    length = (buf[pos + 2] << 8) | buf[pos + 3]
+                    start = pos + 4
+                    if not 126 <= length <= max_length:  # not minimal, or over the limit:
+                        self._parse_header(buf, pos, limit)  # raises, naming the error
+                if masked:
+                    start += 4
+                end = start + length
             else:
-                payload = self._unmask_large(memoryview(buf)[start:end], key)
-            frames.append(_parsed_frame(b0, payload, key))
-        return frames
-
-    def _keystream_scratch(self, size: int) -> bytearray:
-        """A zeroed bytearray of at least ``size`` bytes, reused from call to call: fresh
-        memory costs a page fault per 4 KiB on first touch, warm memory does not."""
-        if len(self._keystream) < size:
-            self._keystream = bytearray(size)
+                header = self._parse_header(buf, pos, limit)
+                if header is NEED_DATA:
+                    break
+                b0, start, end, masked = header
+            if end > size:
+                break  # the payload has not fully arrived
+            firsts.append(b0)
+            starts.append(start)
+            ends.append(end)
+            if masked:
+                keys.append(buf[start - 4:start])
+                if end - start < _NUMPY_THRESHOLD:
+                    small += 1
+            else:
+                keys.append(None)
+            pos = end
+        self._pos = pos
+        if type(buf) is not bytes:  # a bytearray's slices are bytearrays: keys must be bytes
+            keys = [None if key is None else bytes(key) for key in keys]
+        # Pass 2: the payloads.
+        if small == len(starts) and _worth_unmasking_together(starts, ends):
+            payloads = _unmask_many(buf, starts, ends, keys)  # the usual case on a server
         else:
-            np.frombuffer(self._keystream, dtype=np.uint8, count=size).fill(0)
-        return self._keystream
+            payloads = self._payloads(buf, starts, ends, keys)
+        # Pass 3: the frames.
+        return list(map(_parsed_frame, firsts, payloads, keys))
+
+    def _payloads(self, buf, starts: list[int], ends: list[int],
+                  keys: list[bytes | None]) -> list[bytes]:
+        """Pass 2 for any mix of frames: the small masked payloads together if that is worth
+        it, the others (unmasked, large, or too few small ones) one by one."""
+        payloads: list[bytes | None] = [None] * len(starts)
+        chosen = [i for i, (start, end, key) in enumerate(zip(starts, ends, keys))
+                  if key is not None and end - start < _NUMPY_THRESHOLD]
+        chosen_starts = [starts[i] for i in chosen]
+        chosen_ends = [ends[i] for i in chosen]
+        if _worth_unmasking_together(chosen_starts, chosen_ends):
+            unmasked = _unmask_many(buf, chosen_starts, chosen_ends, [keys[i] for i in chosen])
+            for i, payload in zip(chosen, unmasked):
+                payloads[i] = payload
+        return [self._payload(buf, start, end, key) if payload is None else payload
+                for payload, start, end, key in zip(payloads, starts, ends, keys)]
+
+    def _payload(self, buf, start: int, end: int, key: bytes | None) -> bytes:
+        """One frame's payload, unmasked on its own."""
+        if key is None:
+            return bytes(buf[start:end])
+        if end - start < _NUMPY_THRESHOLD:
+            return apply_mask(buf[start:end], key)
+        return self._unmask_large(memoryview(buf)[start:end], key)
 
     def next_frame(self, max_size: int | None = None) -> Frame | _NeedData:
         """Return the next complete frame, or ``NEED_DATA``.

@@ -1,9 +1,11 @@
 """asyncio WebSocket server: ``async with serve(handler, "127.0.0.1", 0) as server: server.port``.
 
-For each TCP connection: read the request through the sans-I/O handshake (with a timeout), answer
-101 or the HTTP error, then run ``handler(ws)``.  When the handler returns the connection is
-closed with 1000; if it raises, with 1011 (the traceback goes to the log, never to the peer).
-Shutting the server down closes every open connection with 1001 (going away).
+For each TCP connection the event loop creates a :class:`ServerConnection` (an asyncio
+protocol, see :mod:`.aio`) that feeds the request into the sans-I/O handshake; a task per
+connection waits for the outcome (with a timeout), answers 101 or the HTTP error, then runs
+``handler(ws)``.  When the handler returns the connection is closed with 1000; if it raises,
+with 1011 (the traceback goes to the log, never to the peer).  Shutting the server down closes
+every open connection with 1001 (going away).
 """
 
 from __future__ import annotations
@@ -66,7 +68,9 @@ class Server:
         self._closing = False  # close() was called: no new sessions start
 
     async def start(self) -> "Server":
-        self._server = await asyncio.start_server(self._accept, self.host, self.requested_port)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._new_connection, self.host,
+                                                self.requested_port)
         self._port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -115,30 +119,37 @@ class Server:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._spawn(self._handle_connection(reader, writer))
-
-    async def _handle_connection(self, reader, writer) -> None:
+    def _new_connection(self) -> ServerConnection:
+        """The protocol factory: asyncio calls it for each accepted TCP connection."""
         handshake = ServerHandshake(subprotocols=self.subprotocols, origins=self.origins,
                                     max_request_size=self.max_request_size)
         conn = Connection(Role.SERVER, handshake=handshake, max_message_size=self.max_size,
                           rng=self.rng)
+        ws = ServerConnection(conn, rng=self.rng, **self.options)
+        self._spawn(self._handle_connection(ws))
+        return ws
+
+    async def _handle_connection(self, ws: ServerConnection) -> None:
+        conn = ws.connection
         try:
-            request = await asyncio.wait_for(self._read_request(conn, reader), self.open_timeout)
-        except (asyncio.TimeoutError, ConnectionError, OSError):
-            writer.transport.abort()
+            outcome = await asyncio.wait_for(ws.handshake_done, self.open_timeout)
+        except asyncio.TimeoutError:
+            ws._abort()
             return
-        if request is None:  # refused: the HTTP error answer is queued
-            writer.write(conn.data_to_send())
-            writer.close()
+        if isinstance(outcome, Rejected):  # the HTTP error answer is already written
+            logger.info("handshake refused: %s", outcome.error)
+            ws._close_transport()
+            return
+        if conn.state is not State.CONNECTING:  # TCP ended right behind the request
             return
         if self._closing:  # the server was shut down while this handshake was in flight
-            writer.write(conn.reject(503, "server shutting down"))
-            writer.close()
+            ws.transport.write(conn.reject(503, "server shutting down"))
+            ws._close_transport()
             return
-        writer.write(conn.accept())
-        ws = ServerConnection(conn, reader, writer, rng=self.rng, **self.options)
-        ws.request = request
+        assert isinstance(outcome, RequestReceived)
+        ws.request = outcome.request
+        ws.transport.write(conn.accept())
+        ws.start()
         self.connections.add(ws)
         try:
             await self.handler(ws)
@@ -155,20 +166,6 @@ class Server:
             await ws.close()
         finally:
             self.connections.discard(ws)
-
-    @staticmethod
-    async def _read_request(conn: Connection, reader: asyncio.StreamReader) -> Request | None:
-        while True:
-            data = await reader.read(65536)
-            events = conn.receive_data(data) if data else conn.receive_eof()
-            for event in events:
-                if isinstance(event, Rejected):
-                    logger.info("handshake refused: %s", event.error)
-                    return None
-                if isinstance(event, RequestReceived):
-                    return event.request
-            if not data:
-                raise ConnectionError("connection closed during the opening handshake")
 
 
 class serve:

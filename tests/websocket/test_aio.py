@@ -379,7 +379,7 @@ async def test_slow_reader_bounds_the_queue_and_blocks_the_sender():
     max_queue = 4
 
     async def handler(ws):
-        ws._messages = RecordingDeque(ws._messages)  # before the reader task first runs
+        ws._messages = RecordingDeque(ws._messages)  # before the first message arrives
         server_side.set_result(ws)
         await gate  # never recv() until the test says so
         count = 0
@@ -402,13 +402,13 @@ async def test_slow_reader_bounds_the_queue_and_blocks_the_sender():
         async with connect(f"ws://127.0.0.1:{server.port}/", rng=random.Random(3)) as ws:
             peer = await server_side
             sending = asyncio.create_task(sender(ws))
-            client_transport = ws._writer.transport
+            client_transport = ws.transport
             high = client_transport.get_write_buffer_limits()[1]
             # Backpressure all the way: the server's queue is full, it stopped reading the
             # socket, the kernel buffers filled up, and our own write buffer passed its
-            # high-water mark, so send() waits in drain().
+            # high-water mark, so send() waits until the transport resumes writing.
             await until(lambda: len(peer._messages) == max_queue
-                        and not peer._writer.transport.is_reading()
+                        and not peer.transport.is_reading()
                         and client_transport.get_write_buffer_size() > high)
             stalled_at = sent
             for _ in range(10):
@@ -487,21 +487,22 @@ async def test_pong_that_arrives_before_ping_returns_still_resolves_it():
     async with serve(handler, "127.0.0.1", 0) as server:
         async with connect(f"ws://127.0.0.1:{server.port}/") as ws:
             pong_seen = asyncio.get_running_loop().create_future()
-            original_pong_received, original_drain = ws._pong_received, ws._writer.drain
+            original_pong_received = ws._pong_received
 
             def spy(payload):
                 original_pong_received(payload)
                 if not pong_seen.done():
                     pong_seen.set_result(payload)
 
-            async def slow_drain():  # as if the write buffer were full: drain() yields
-                await original_drain()
-                await pong_seen
-
-            ws._pong_received, ws._writer.drain = spy, slow_drain
-            waiter = await ws.ping(b"fast pong")
-            ws._writer.drain = original_drain
+            ws._pong_received = spy
+            # As if the write buffer were over its high-water mark: ping() writes the frame,
+            # then waits for resume_writing(); the pong comes back meanwhile.
+            ws.pause_writing()
+            pinging = asyncio.create_task(ws.ping(b"fast pong"))
             assert await pong_seen == b"fast pong"
+            assert not pinging.done()
+            ws.resume_writing()
+            waiter = await pinging
             assert waiter.done() and waiter.result() >= 0
 
 
@@ -523,12 +524,12 @@ async def test_concurrent_recv_calls_each_get_a_message():
 
 @asyncio_test
 async def test_close_while_the_queue_is_full_completes_the_handshake():
-    """The reader waits for queue space; close() must wake it so it can read the close echo."""
+    """Reading is paused on a full queue; close() must resume it to read the close echo."""
     server_side = asyncio.get_running_loop().create_future()
 
     async def handler(ws):
         server_side.set_result(ws)
-        await until(lambda: len(ws._messages) == ws.max_queue and ws._space_waiter is not None)
+        await until(lambda: len(ws._messages) == ws.max_queue and not ws.transport.is_reading())
         await ws.close(1000, "enough")  # without ever calling recv()
 
     async with serve(handler, "127.0.0.1", 0, max_queue=1, close_timeout=5) as server:

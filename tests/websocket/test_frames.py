@@ -526,3 +526,13 @@ def test_close_payload_property_round_trip(code, reason):
         assert len(reason.encode("utf-8")) > 123
         return
     assert parse_close_payload(payload) == (code, reason)
+
+
+@FAST
+@given(st.lists(st.tuples(st.binary(max_size=300), st.binary(min_size=4, max_size=4)),
+                min_size=100, max_size=300))
+def test_many_small_masked_frames_in_one_chunk(items):
+    # Enough small masked frames in one chunk for receive_data to unmask them with one XOR.
+    frames = [Frame(Opcode.BINARY, p, masking_key=k) for p, k in items]
+    data = b"".join(f.encode() for f in frames)
+    assert FrameParser(mask_required=True).receive_data(data) == frames
