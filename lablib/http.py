@@ -244,6 +244,8 @@ class ResponseParser:
             try:
                 event = self._conn.next_event()
             except h11.RemoteProtocolError as exc:
+                if not data and self._response is None:  # EOF with no answer at all
+                    raise HandshakeError(0, "connection closed before a complete response") from None
                 raise HandshakeError(0, f"malformed HTTP response: {_h11_reason(exc)}") from None
             if event is h11.NEED_DATA:
                 return NEED_DATA
