@@ -3,6 +3,7 @@
     python -m benchmarks                      # all, 7 repeats each
     python -m benchmarks ws_frames --repeats 3
     python -m benchmarks ws_echo --messages 2000 --client websockets --cpus split
+    python -m benchmarks sio_echo --calls 2000 --connects 100
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import argparse
 import platform
 import sys
 
-from . import ws_echo, ws_frames
+from . import sio_echo, ws_echo, ws_frames
 
 BENCHMARKS = {
     "ws_frames": lambda args: ws_frames.run(args.repeats),
     "ws_echo": lambda args: ws_echo.run(args.repeats, args.messages, args.client, args.cpus),
+    "sio_echo": lambda args: sio_echo.run(args.repeats, args.calls, args.connects, args.cpus),
 }
 
 
@@ -28,8 +30,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--messages", type=int, default=10_000, help="ws_echo: messages per run")
     parser.add_argument("--client", choices=["raw", "websockets"], default="raw",
                         help="ws_echo: the client driving both servers")
+    parser.add_argument("--calls", type=int, default=2000,
+                        help="sio_echo: calls of the 1-client echo-with-ack scenario")
+    parser.add_argument("--connects", type=int, default=100,
+                        help="sio_echo: connections per run of the connect scenarios")
     parser.add_argument("--cpus", choices=["same", "split", "any"], default="same",
-                        help="ws_echo: client and servers on one CPU, on two, or unpinned")
+                        help="ws_echo, sio_echo: client and servers on one CPU, on two, or unpinned")
     args = parser.parse_args(argv)
     unknown = [name for name in args.names if name not in BENCHMARKS]
     if unknown:

@@ -66,6 +66,10 @@ class PacketType(enum.IntEnum):
     NOOP = 6     #: does nothing; releases a pending long-poll during an upgrade
 
 
+_TYPE_CHAR = {kind: str(int(kind)) for kind in PacketType}          #: MESSAGE -> "4"
+_TYPE_OF_CHAR = {char: kind for kind, char in _TYPE_CHAR.items()}   #: "4" -> MESSAGE
+
+
 @dataclass(frozen=True, slots=True)
 class Packet:
     """One Engine.IO packet.
@@ -80,6 +84,9 @@ class Packet:
     data: PacketData = None
 
     def __post_init__(self) -> None:
+        if type(self.type) is PacketType and type(self.data) is str and (
+                self.data or self.type is PacketType.MESSAGE):
+            return  # the common case, a text packet: nothing to check or normalise
         try:
             kind = PacketType(self.type)
         except ValueError:
@@ -131,7 +138,7 @@ def encode_packet(packet: Packet, *, for_polling: bool) -> str | bytes:
         if for_polling:
             return BINARY_PREFIX + base64.b64encode(packet.data).decode("ascii")
         return packet.data
-    return str(int(packet.type)) + _text_of(packet)
+    return _TYPE_CHAR[packet.type] + _text_of(packet)
 
 
 def decode_packet(data: str | bytes) -> Packet:
@@ -149,9 +156,10 @@ def decode_packet(data: str | bytes) -> Packet:
     head, rest = data[0], data[1:]
     if head == BINARY_PREFIX:
         return Packet(PacketType.MESSAGE, _b64decode(rest))
-    if head not in "0123456":
+    kind = _TYPE_OF_CHAR.get(head)
+    if kind is None:
         raise PacketError(f"unknown packet type {head!r}")
-    return Packet(PacketType(int(head)), rest)
+    return Packet(kind, rest)
 
 
 def _b64decode(text: str) -> bytes:

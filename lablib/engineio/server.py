@@ -50,7 +50,9 @@ The flow of one upgrade
    sid is refused (400, code 3).
 
 Timers: one task sleeps until ``core.next_deadline()`` and calls ``core.tick(loop.time())``
-(pings, ping timeouts, upgrade and close timeouts); anything that may move a deadline wakes it.
+(pings, ping timeouts, upgrade and close timeouts).  Only a deadline that moves *earlier* than
+the one it sleeps until wakes it (see :meth:`Server._apply`); one that moves later or goes away
+just makes it tick once for nothing.
 
 Limits: request heads (``max_request_size``), bodies and WebSocket messages (``max_payload``),
 a request must arrive within ``request_timeout`` seconds, packets waiting for a client that
@@ -64,6 +66,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -209,6 +212,8 @@ class Server:
         self._tcp_server: asyncio.Server | None = None
         self._timer_task: asyncio.Task | None = None
         self._wakeup: asyncio.Event | None = None
+        #: when the timer task wakes up on its own (inf: never; -inf: it is awake, ticking)
+        self._timer_deadline = -math.inf
         self._closing = False
         self._closed: asyncio.Event | None = None
 
@@ -242,9 +247,14 @@ class Server:
             logger.warning("send to an unknown session %s: dropped", sid)
             return
         await self._apply(link, link.session.send(data))
-        if link.websocket is not None and not link.websocket.writer.is_closing():
-            try:  # backpressure: a WebSocket client that does not read slows its sender down
-                await link.websocket.writer.drain()
+        websocket = link.websocket
+        # Backpressure: a WebSocket client that does not read slows its sender down.  With
+        # nothing left in the transport's buffer (the usual case: the kernel took it all),
+        # the writer cannot be paused and drain() would return at once: skip the call.
+        if websocket is not None and websocket.writer.transport.get_write_buffer_size() \
+                and not websocket.writer.is_closing():
+            try:
+                await websocket.writer.drain()
             except ConnectionError:
                 pass
 
@@ -328,8 +338,13 @@ class Server:
                 await self._session_closed(link, output.reason)
             elif not isinstance(output, Action):
                 logger.debug("session %s: %s", link.session.sid, output)
-        if self._wakeup is not None:
-            self._wakeup.set()  # a deadline may have moved
+        # Wake the timer task only if this session now has a deadline earlier than the one the
+        # timer sleeps until.  A deadline that moved later (or went away) needs no wake-up: the
+        # timer ticks for nothing and looks again.  (Waking it on every message cost one more
+        # event-loop pass per message.)
+        deadline = link.session.next_deadline()
+        if deadline is not None and deadline < self._timer_deadline and self._wakeup is not None:
+            self._wakeup.set()
 
     def _act(self, link: _Link, action: Action) -> None:
         if isinstance(action, AnswerPoll):
@@ -396,11 +411,14 @@ class Server:
             self._wakeup.clear()
             delay = None if deadline is None else deadline - loop.time()
             if delay is None or delay > 0:
+                self._timer_deadline = math.inf if deadline is None else deadline
                 try:
                     async with asyncio.timeout(delay):
                         await self._wakeup.wait()
                 except TimeoutError:
                     pass
+            # awake: whatever changes from here on is seen by the next_deadline() above
+            self._timer_deadline = -math.inf
             try:
                 for sid, outputs in self.core.tick(loop.time()).items():
                     link = self._links.get(sid)
@@ -413,6 +431,12 @@ class Server:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connection = _TCPConnection(writer, task=asyncio.current_task())
+        if isinstance(getattr(writer.transport, "max_size", None), int):
+            # asyncio's selector transport recv()s up to 256 KiB at a time into a new bytes
+            # object: over glibc's mmap threshold, so every read maps, shrinks and unmaps
+            # memory (three system calls; see benchmarks/README.md, ws_echo).  We read at most
+            # READ_SIZE at a time anyway: a buffer that size comes from the ordinary heap.
+            writer.transport.max_size = READ_SIZE
         self._connections.add(connection)
         try:
             await self._serve_connection(connection, reader)
@@ -591,6 +615,9 @@ class Server:
                 if websocket.conn.state is WebSocketState.CLOSED:
                     break
                 try:
+                    # read no more while the peer does not read what we wrote (the pongs of a
+                    # ping flood would otherwise pile up in the transport without bound)
+                    await websocket.writer.drain()
                     data = await reader.read(READ_SIZE)
                 except ConnectionError:
                     data = b""

@@ -90,6 +90,7 @@ import builtins
 import inspect
 import logging
 import random
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -148,10 +149,27 @@ class _Connection:
 
     eio_sid: str
     request: Request
-    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    # The queue: a deque, and the future the worker waits on when it is empty.  (An
+    # asyncio.Queue does the same with bookkeeping we do not use - task_done, join - and, in
+    # Python 3.11, a getpid() system call each time the worker starts waiting.)
+    queue: deque = field(default_factory=deque)
+    worker_waiting: asyncio.Future | None = None   #: resolved by the next put()
     space: asyncio.Event = field(default_factory=asyncio.Event)   #: set when the queue shrinks
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     worker: asyncio.Task | None = None
+
+    def put(self, event: Any) -> None:
+        self.queue.append(event)
+        waiting = self.worker_waiting
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
+
+    async def get(self, loop: asyncio.AbstractEventLoop) -> Any:
+        while not self.queue:
+            self.worker_waiting = loop.create_future()
+            await self.worker_waiting
+        self.worker_waiting = None
+        return self.queue.popleft()
 
 
 def _as_args(data: Any) -> tuple:
@@ -226,6 +244,7 @@ class Server:
         self._tasks: set[asyncio.Task] = set()     # workers and async ack callbacks
         self._timer_task: asyncio.Task | None = None
         self._wakeup: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.eio.on("connect", self._on_eio_connect)
         self.eio.on("message", self._on_eio_message)
         self.eio.on("disconnect", self._on_eio_disconnect)
@@ -388,6 +407,7 @@ class Server:
         return self.eio.port
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> "Server":
+        self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
         await self.eio.start(host, port)
         self._timer_task = asyncio.create_task(self._run_timers())
@@ -428,7 +448,7 @@ class Server:
 
     async def _on_eio_message(self, eio_sid: str, data: str | bytes) -> None:
         conn = self._connections.get(eio_sid)
-        while conn is not None and conn.queue.qsize() >= self.max_queue:
+        while conn is not None and len(conn.queue) >= self.max_queue:
             conn.space.clear()          # backpressure: wait for the worker to catch up
             await conn.space.wait()
         await self._apply(self.core.receive(eio_sid, data, self._now()))
@@ -437,25 +457,25 @@ class Server:
         await self._apply(self.core.connection_closed(eio_sid, reason, self._now()))
         conn = self._connections.pop(eio_sid, None)
         if conn is not None:
-            conn.queue.put_nowait(_STOP)
+            conn.put(_STOP)
 
     # --- carrying out the core's outputs -----------------------------------------------------
 
     async def _apply(self, outputs: list[Output]) -> None:
         """Do what the core asks, in order (see the module docstring, step 2)."""
-        for output in outputs:
+        for output in outputs:   # (the most frequent outputs are tested first)
             if isinstance(output, SendTo):
                 await self._write(output.eio_sid, output.messages)
-            elif isinstance(output, CloseConnection):
-                await self.eio.disconnect(output.eio_sid)
+            elif isinstance(output, EventReceived):
+                self._enqueue(self._eio_sid_of.get((output.namespace, output.sid)), output)
             elif isinstance(output, AckReceived):
                 self._settle_ack(output)
+            elif isinstance(output, CloseConnection):
+                await self.eio.disconnect(output.eio_sid)
             elif isinstance(output, (AckTimedOut, AckCancelled)):
                 self._fail_ack(output)
             elif isinstance(output, ConnectRequested):
                 self._enqueue(output.eio_sid, output)
-            elif isinstance(output, EventReceived):
-                self._enqueue(self._eio_sid_of.get((output.namespace, output.sid)), output)
             elif isinstance(output, Disconnected):
                 self._enqueue(self._eio_sid_of.pop((output.namespace, output.sid), None), output)
 
@@ -463,6 +483,12 @@ class Server:
         conn = self._connections.get(eio_sid)
         if conn is None:
             return   # the connection is gone: what was for it is dropped
+        if len(messages) == 1 and not conn.write_lock.locked():
+            # One message (no attachments) and nobody in the middle of a packet: eio.send()
+            # hands it to Engine.IO before it can wait for anything (only its drain waits),
+            # so nothing can get in between and the lock is not needed.
+            await self.eio.send(eio_sid, messages[0])
+            return
         async with conn.write_lock:   # a packet and its attachments stay together
             for message in messages:
                 await self.eio.send(eio_sid, message)
@@ -472,7 +498,7 @@ class Server:
         if conn is None:
             logger.debug("no connection for %s: dropped", event)
             return
-        conn.queue.put_nowait(event)
+        conn.put(event)
 
     def _settle_ack(self, output: AckReceived) -> None:
         waiter = self._acks.pop((output.namespace, output.sid, output.ack_id), None)
@@ -498,8 +524,9 @@ class Server:
     # --- the worker: the application's handlers, one connection's events in order ------------
 
     async def _work(self, conn: _Connection) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            event = await conn.queue.get()
+            event = await conn.get(loop)
             conn.space.set()
             if event is _STOP:
                 return
@@ -606,7 +633,9 @@ class Server:
         return True
 
     def _now(self) -> float:
-        return asyncio.get_running_loop().time()
+        # the loop we started in (asyncio.get_running_loop() costs a getpid() system call in
+        # Python 3.11, on every message)
+        return (self._loop or asyncio.get_running_loop()).time()
 
     def _start_task(self, coro: Any) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
