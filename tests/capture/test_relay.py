@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import os
 import shutil
@@ -22,20 +21,10 @@ import pytest
 
 from lablib.capture.pcap import EPOCH, dumps_pcap, read_pcap
 from lablib.capture.relay import Relay
+from tests.aio_support import asyncio_test
 
-GUARD_TIMEOUT = 10.0
 NOTHING_ARRIVES = 0.1   #: how long "no data arrives" is watched for (a negative check)
 TSHARK = shutil.which("tshark")
-
-
-def asyncio_test(scenario):
-    """Run ``async def test_x()`` in a fresh event loop, as a plain pytest test."""
-
-    @functools.wraps(scenario)
-    def test(*args, **kwargs):
-        return asyncio.run(asyncio.wait_for(scenario(*args, **kwargs), GUARD_TIMEOUT))
-
-    return test
 
 
 class Server:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import shutil
 import signal
@@ -18,20 +17,14 @@ from lablib.capture.records import CaptureError
 from lablib.capture.relay import Relay
 from lablib.capture.sniff import Sniffer, can_sniff, capture
 from lablib.capture.tcp import TCPFlags
+from tests import aio_support
 
-GUARD_TIMEOUT = 20.0
+#: These scenarios get a longer guard than the default (10 s).
+asyncio_test = aio_support.asyncio_test(timeout=20.0)
 TSHARK = shutil.which("tshark")
 
 root = pytest.mark.skipif(os.geteuid() != 0, reason="sniffing needs root (or CAP_NET_RAW); "
                                                      "the relay tests cover the unprivileged path")
-
-
-def asyncio_test(scenario):
-    @functools.wraps(scenario)
-    def test(*args, **kwargs):
-        return asyncio.run(asyncio.wait_for(scenario(*args, **kwargs), GUARD_TIMEOUT))
-
-    return test
 
 
 async def echo(reader, writer):

@@ -13,7 +13,6 @@ Timeouts are guards against hangs, never measurements.
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
 
 import pytest
@@ -26,20 +25,7 @@ from lablib.http import NEED_DATA, Request, RequestParser, format_response
 from lablib.websocket import accept_key
 from lablib.websocket.connection import (BinaryMessage, Connection, ConnectionClosed, Role,
                                          TextMessage)
-
-GUARD_TIMEOUT = 10.0
-
-
-def asyncio_test(scenario):
-    """Run ``async def test_x()`` in a fresh event loop with a guard timeout."""
-
-    @functools.wraps(scenario)
-    def test(*args, **kwargs):
-        async def guarded():
-            return await asyncio.wait_for(scenario(*args, **kwargs), GUARD_TIMEOUT)
-        return asyncio.run(guarded())
-
-    return test
+from tests.aio_support import asyncio_test, until
 
 
 # --- a server the test drives ------------------------------------------------------------------
@@ -192,13 +178,6 @@ def recorder(client: Client) -> list:
     client.on("message", lambda data: events.append(data))
     client.on("disconnect", lambda reason: events.append(("disconnect", reason)))
     return events
-
-
-async def until(condition, timeout: float = 5.0) -> None:
-    async def poll():
-        while not condition():
-            await asyncio.sleep(0.005)
-    await asyncio.wait_for(poll(), timeout)
 
 
 async def polling_client(server: ScriptedServer, sid: str = "S1", **options):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from lablib.engineio.packets import Packet, PacketType, encode_payload
 from lablib.http import format_request, format_response
 from lablib.websocket.frames import Opcode, encode_frame
 from lablib.websocket.handshake import accept_key
+from tests.aio_support import asyncio_test
 
 ROOT = Path(__file__).resolve().parents[2]
 SOCKETIO_ECHO = ROOT / "captures" / "socketio-echo.pcap"
@@ -357,21 +357,8 @@ def test_any_payload_dissects_to_its_packets(packets):
 
 # --- a live capture: python-engineio, polling only, through the recording relay ----------------
 
-def run_guarded(coro, timeout: float = 20.0):
-    async def guarded():
-        return await asyncio.wait_for(coro, timeout)
-    return asyncio.run(guarded())
-
-
-def asyncio_test(scenario):
-    @functools.wraps(scenario)
-    def test(*args, **kwargs):
-        return run_guarded(scenario(*args, **kwargs))
-    return test
-
-
 @pytest.mark.interop
-@asyncio_test
+@asyncio_test(timeout=20.0)
 async def test_python_engineio_polling_through_the_relay():
     engineio = pytest.importorskip("engineio")
     from aiohttp import web

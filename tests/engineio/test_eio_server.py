@@ -10,7 +10,6 @@ how long something took.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import random
@@ -21,42 +20,7 @@ from lablib.engineio.session import State, Transport
 from lablib.websocket.connection import (Accepted, BinaryMessage, Connection, ConnectionClosed, Role,
                                          TextMessage)
 from lablib.websocket.handshake import ClientHandshake
-
-GUARD_TIMEOUT = 10.0
-
-
-def run_guarded(coro, timeout: float = GUARD_TIMEOUT):
-    """``asyncio.run(coro)`` that fails (instead of hanging) after ``timeout`` seconds."""
-    loop = asyncio.new_event_loop()
-    try:
-        task = loop.create_task(coro)
-        loop.run_until_complete(asyncio.wait({task}, timeout=timeout))
-        if not task.done():
-            task.cancel()
-            loop.run_until_complete(asyncio.wait({task}, timeout=1))
-            raise TimeoutError(f"the scenario did not finish within {timeout} s")
-        leftovers = asyncio.all_tasks(loop)
-        for leftover in leftovers:
-            leftover.cancel()
-        if leftovers:
-            loop.run_until_complete(asyncio.wait(leftovers, timeout=1))
-        return task.result()
-    finally:
-        loop.close()
-
-
-def asyncio_test(scenario):
-    @functools.wraps(scenario)
-    def test(*args, **kwargs):
-        return run_guarded(scenario(*args, **kwargs))
-    return test
-
-
-async def until(condition, interval: float = 0.005) -> None:
-    """Wait until ``condition()`` holds (the guard timeout bounds the wait)."""
-    while not condition():
-        await asyncio.sleep(interval)
-
+from tests.aio_support import asyncio_test, until
 
 SEED = 7
 SID = generate_sid(random.Random(SEED))  #: the first sid of a server built with rng=Random(7)

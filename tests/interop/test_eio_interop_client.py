@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import random
 
 import engineio
@@ -29,24 +28,15 @@ from aiohttp import web
 
 from lablib.engineio.client import Client
 from lablib.engineio.client_session import ClientState
+from tests.aio_support import aiohttp_site, asyncio_test, until
 
 pytestmark = pytest.mark.interop
 
-GUARD_TIMEOUT = 10.0
 MODES = {
     "polling": (["polling"], "polling"),
     "websocket": (["websocket"], "websocket"),
     "upgrade": (["polling", "websocket"], "websocket"),
 }
-
-
-def asyncio_test(scenario):
-    @functools.wraps(scenario)
-    def test(*args, **kwargs):
-        async def guarded():
-            return await asyncio.wait_for(scenario(*args, **kwargs), GUARD_TIMEOUT)
-        return asyncio.run(guarded())
-    return test
 
 
 @contextlib.asynccontextmanager
@@ -82,15 +72,8 @@ async def engineio_server(**options):
     # After a client's "1", python-engineio leaves the held GET waiting until pingInterval +
     # pingTimeout (the reference server ends it with a noop); our client closes that
     # connection, and handler_cancellation lets aiohttp end the handler then.
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
+    async with aiohttp_site(app, handler_cancellation=True) as port:
         yield eio, f"http://127.0.0.1:{port}", log, requests
-    finally:
-        await runner.cleanup()
 
 
 def recorder(client: Client) -> list:
@@ -99,13 +82,6 @@ def recorder(client: Client) -> list:
     client.on("message", lambda data: events.append(data))
     client.on("disconnect", lambda reason: events.append(("disconnect", reason)))
     return events
-
-
-async def until(condition, timeout: float = 5.0) -> None:
-    async def poll():
-        while not condition():
-            await asyncio.sleep(0.005)
-    await asyncio.wait_for(poll(), timeout)
 
 
 async def poll_held(eio, sid: str) -> None:
@@ -186,7 +162,7 @@ async def test_client_initiated_disconnect(mode):
         assert client.state is ClientState.CLOSED
         await until(lambda: log[-1][0] == "disconnect")
         assert log[-1] == ("disconnect", "client disconnect")
-        assert not eio.sockets
+        await until(lambda: not eio.sockets)  # python-engineio drops the session after the event
 
 
 @asyncio_test

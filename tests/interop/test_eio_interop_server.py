@@ -12,7 +12,6 @@ intervals are short (200 ms) and nothing is asserted about how long anything too
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
 
 import engineio
@@ -22,48 +21,16 @@ from engineio import payload as eio_payload
 
 from lablib.engineio.server import Server, serve
 from lablib.engineio.session import Transport
+from tests.aio_support import asyncio_test, until
 
 pytestmark = pytest.mark.interop
 
-GUARD_TIMEOUT = 10.0
 
 MODES = {
     "polling": ["polling"],
     "websocket": ["websocket"],
     "upgrade": ["polling", "websocket"],
 }
-
-
-def run_guarded(coro, timeout: float = GUARD_TIMEOUT):
-    """``asyncio.run(coro)`` that fails (instead of hanging) after ``timeout`` seconds."""
-    loop = asyncio.new_event_loop()
-    try:
-        task = loop.create_task(coro)
-        loop.run_until_complete(asyncio.wait({task}, timeout=timeout))
-        if not task.done():
-            task.cancel()
-            loop.run_until_complete(asyncio.wait({task}, timeout=1))
-            raise TimeoutError(f"the scenario did not finish within {timeout} s")
-        leftovers = asyncio.all_tasks(loop)
-        for leftover in leftovers:
-            leftover.cancel()
-        if leftovers:
-            loop.run_until_complete(asyncio.wait(leftovers, timeout=1))
-        return task.result()
-    finally:
-        loop.close()
-
-
-def asyncio_test(scenario):
-    @functools.wraps(scenario)
-    def test(*args, **kwargs):
-        return run_guarded(scenario(*args, **kwargs))
-    return test
-
-
-async def until(condition, interval: float = 0.005) -> None:
-    while not condition():
-        await asyncio.sleep(interval)
 
 
 class Peers:

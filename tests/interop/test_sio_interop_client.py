@@ -21,10 +21,13 @@ from aiohttp import web
 from lablib.capture.relay import Relay
 from lablib.socketio.backoff import Backoff
 from lablib.socketio.client import AsyncClient, ConnectionError
+from tests import aio_support
+from tests.aio_support import aiohttp_site, until
 
 pytestmark = pytest.mark.interop
 
-GUARD_TIMEOUT = 15.0
+#: These scenarios get a longer guard than the default (10 s).
+asyncio_test = aio_support.asyncio_test(timeout=15.0)
 MODES = {
     "polling": (["polling"], "polling"),
     "websocket": (["websocket"], "websocket"),
@@ -38,15 +41,6 @@ PAYLOADS = [
     ({"a": [1, {"b": "c"}, []], "n": None, "deep": {"x": {"y": {"z": [1.5, "w"]}}}},),
     (b"\x00\x01\xff", [b"", "x", {"k": b"\x89PNG\r\n"}], {"list": [b"a", [b"b", {"c": b"c"}]]}),
 ]
-
-
-def asyncio_test(scenario):
-    @functools.wraps(scenario)
-    def test(*args, **kwargs):
-        async def guarded():
-            return await asyncio.wait_for(scenario(*args, **kwargs), GUARD_TIMEOUT)
-        return asyncio.run(guarded())
-    return test
 
 
 @contextlib.asynccontextmanager
@@ -87,15 +81,8 @@ async def socketio_server():
 
     app = web.Application()
     sio.attach(app)
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
+    async with aiohttp_site(app, handler_cancellation=True) as port:
         yield sio, port, log
-    finally:
-        await runner.cleanup()
 
 
 def recorder(client: AsyncClient, namespace: str = "/") -> list:
@@ -113,13 +100,6 @@ def recorder(client: AsyncClient, namespace: str = "/") -> list:
 
 def names(events: list) -> list[str]:
     return [e if isinstance(e, str) else e[0] for e in events]
-
-
-async def until(condition, timeout: float = 5.0) -> None:
-    async def poll():
-        while not condition():
-            await asyncio.sleep(0.005)
-    await asyncio.wait_for(poll(), timeout)
 
 
 @pytest.mark.parametrize("mode", MODES)

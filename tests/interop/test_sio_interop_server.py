@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import random
 
 import pytest
 import socketio
 
 from lablib.socketio.server import ConnectionRefusedError, Server, serve
+from tests import aio_support
+from tests.aio_support import until
 
 pytestmark = pytest.mark.interop
 
-GUARD_TIMEOUT = 15.0
+#: These scenarios get a longer guard than the default (10 s).
+asyncio_test = aio_support.asyncio_test(timeout=15.0)
 
 MODES = {
     "polling": ["polling"],
@@ -45,39 +47,6 @@ PAYLOAD = {
     "bin": b"\x00\x01\xfe\xff",
     "bins": [b"first", {"inner": b"second", "more": [b"", b"\x80" * 300]}],
 }
-
-
-def run_guarded(coro, timeout: float = GUARD_TIMEOUT):
-    """``asyncio.run(coro)`` that fails (instead of hanging) after ``timeout`` seconds."""
-    loop = asyncio.new_event_loop()
-    try:
-        task = loop.create_task(coro)
-        loop.run_until_complete(asyncio.wait({task}, timeout=timeout))
-        if not task.done():
-            task.cancel()
-            loop.run_until_complete(asyncio.wait({task}, timeout=1))
-            raise TimeoutError(f"the scenario did not finish within {timeout} s")
-        leftovers = asyncio.all_tasks(loop)
-        for leftover in leftovers:
-            leftover.cancel()
-        if leftovers:
-            loop.run_until_complete(asyncio.wait(leftovers, timeout=1))
-        return task.result()
-    finally:
-        loop.close()
-
-
-def asyncio_test(scenario):
-    @functools.wraps(scenario)
-    def test(*args, **kwargs):
-        return run_guarded(scenario(*args, **kwargs))
-    return test
-
-
-async def until(condition, interval: float = 0.005) -> None:
-    """Wait until ``condition()`` holds (the guard timeout bounds the wait)."""
-    while not condition():
-        await asyncio.sleep(interval)
 
 
 def make_server(**settings) -> Server:

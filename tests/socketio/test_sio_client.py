@@ -26,20 +26,7 @@ from lablib.socketio.backoff import Backoff
 from lablib.socketio.client import AsyncClient, ConnectionError
 from lablib.socketio.client_core import EngineState
 from lablib.socketio.packets import Decoder, Packet, PacketType, encode
-
-GUARD_TIMEOUT = 10.0
-
-
-def asyncio_test(scenario):
-    """Run ``async def test_x()`` in a fresh event loop with a guard timeout."""
-
-    @functools.wraps(scenario)
-    def test(*args, **kwargs):
-        async def guarded():
-            return await asyncio.wait_for(scenario(*args, **kwargs), GUARD_TIMEOUT)
-        return asyncio.run(guarded())
-
-    return test
+from tests.aio_support import asyncio_test, until
 
 
 class Peer:
@@ -121,13 +108,6 @@ def recorder(client: AsyncClient, namespace: str = "/", manager: bool = True) ->
 
 def names(events: list) -> list[str]:
     return [e if isinstance(e, str) else e[0] for e in events]
-
-
-async def until(condition, timeout: float = 5.0) -> None:
-    async def poll():
-        while not condition():
-            await asyncio.sleep(0.005)
-    await asyncio.wait_for(poll(), timeout)
 
 
 # --- options ------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from lablib.socketio.dissect import BinaryPacket, SocketIODecoder, is_socketio
 from lablib.socketio.packets import Packet, PacketType, deconstruct, encode
 from lablib.websocket.frames import Opcode, encode_frame
 from lablib.websocket.handshake import accept_key
+from tests.aio_support import asyncio_test
 
 ROOT = Path(__file__).resolve().parents[2]
 SOCKETIO_ECHO = ROOT / "captures" / "socketio-echo.pcap"
@@ -347,19 +347,6 @@ def test_any_event_round_trips(name, args, ack_id):
 
 # --- a live capture: python-socketio both sides, binary attachments, through the relay ----------
 
-def run_guarded(coro, timeout: float = 20.0):
-    async def guarded():
-        return await asyncio.wait_for(coro, timeout)
-    return asyncio.run(guarded())
-
-
-def asyncio_test(scenario):
-    @functools.wraps(scenario)
-    def test(*args, **kwargs):
-        return run_guarded(scenario(*args, **kwargs))
-    return test
-
-
 UPLOAD_META = {"name": "pic.png", "pic": b"\x89PNG\r\n", "thumbs": [b"\x00", {"small": b"\x01\x02"}]}
 UPLOAD_RAW = b"top level"
 DOWNLOAD = {"parts": [b"x", {"deep": [b"y", "not bytes"]}], "n": 2}
@@ -439,7 +426,7 @@ def check_upload_session(records: list[Record]) -> None:
 
 
 @pytest.mark.interop
-@asyncio_test
+@asyncio_test(timeout=20.0)
 async def test_python_socketio_websocket_through_the_relay():
     capture = await socketio_session(["websocket"])
     records = dissect_capture(capture)
@@ -451,7 +438,7 @@ async def test_python_socketio_websocket_through_the_relay():
 
 
 @pytest.mark.interop
-@asyncio_test
+@asyncio_test(timeout=20.0)
 async def test_python_socketio_polling_through_the_relay():
     capture = await socketio_session(["polling"])
     records = dissect_capture(capture)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import functools
 import json
 import random
 
@@ -25,42 +24,9 @@ import pytest
 from lablib.engineio.client import Client
 from lablib.engineio.server_core import generate_sid
 from lablib.socketio.server import ConnectionRefusedError, DisconnectedError, Server, serve
+from tests.aio_support import GUARD_TIMEOUT, asyncio_test, until
 
-GUARD_TIMEOUT = 10.0
 SEED = 5
-
-
-def run_guarded(coro, timeout: float = GUARD_TIMEOUT):
-    """``asyncio.run(coro)`` that fails (instead of hanging) after ``timeout`` seconds."""
-    loop = asyncio.new_event_loop()
-    try:
-        task = loop.create_task(coro)
-        loop.run_until_complete(asyncio.wait({task}, timeout=timeout))
-        if not task.done():
-            task.cancel()
-            loop.run_until_complete(asyncio.wait({task}, timeout=1))
-            raise TimeoutError(f"the scenario did not finish within {timeout} s")
-        leftovers = asyncio.all_tasks(loop)
-        for leftover in leftovers:
-            leftover.cancel()
-        if leftovers:
-            loop.run_until_complete(asyncio.wait(leftovers, timeout=1))
-        return task.result()
-    finally:
-        loop.close()
-
-
-def asyncio_test(scenario):
-    @functools.wraps(scenario)
-    def test(*args, **kwargs):
-        return run_guarded(scenario(*args, **kwargs))
-    return test
-
-
-async def until(condition, interval: float = 0.005) -> None:
-    """Wait until ``condition()`` holds (the guard timeout bounds the wait)."""
-    while not condition():
-        await asyncio.sleep(interval)
 
 
 def expected_sids(count: int) -> list[str]:

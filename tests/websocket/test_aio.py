@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
-import functools
 import logging
 import random
 
@@ -24,49 +22,7 @@ from lablib.websocket import FrameParser, Opcode
 from lablib.websocket.client import connect
 from lablib.websocket.connection import State
 from lablib.websocket.server import serve
-
-GUARD_TIMEOUT = 10.0  #: a scenario that hangs fails after this long
-
-
-def run_guarded(coro, timeout: float = GUARD_TIMEOUT):
-    """``asyncio.run(coro)`` with a hard guard: a scenario that hangs fails the test.
-
-    Unlike ``asyncio.wait_for``, this also gives up on a scenario that hangs while being
-    cancelled (e.g. in an ``async with`` exit), instead of hanging the whole test run.
-    """
-    loop = asyncio.new_event_loop()
-    try:
-        task = loop.create_task(coro)
-        loop.run_until_complete(asyncio.wait({task}, timeout=timeout))
-        if not task.done():
-            task.cancel()
-            loop.run_until_complete(asyncio.wait({task}, timeout=1))
-            raise TimeoutError(f"the scenario did not finish within {timeout} s")
-        leftovers = asyncio.all_tasks(loop)
-        for leftover in leftovers:
-            leftover.cancel()
-        if leftovers:
-            loop.run_until_complete(asyncio.wait(leftovers, timeout=1))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        return task.result()
-    finally:
-        loop.close()
-
-
-def asyncio_test(scenario):
-    """Run ``async def test_x(...)`` in a fresh event loop, as a plain (sync) pytest test."""
-
-    @functools.wraps(scenario)
-    def test(*args, **kwargs):
-        return run_guarded(scenario(*args, **kwargs))
-
-    return test
-
-
-async def until(condition, interval: float = 0.005) -> None:
-    """Wait until ``condition()`` holds (the caller's guard timeout bounds the wait)."""
-    while not condition():
-        await asyncio.sleep(interval)
+from tests.aio_support import asyncio_test, until
 
 
 # --- a hand-made client -------------------------------------------------------------------------
