@@ -447,8 +447,14 @@ class Server:
             if not writer.is_closing():
                 writer.write(format_response(500, (("Content-Length", "0"), ("Connection", "close"))))
         finally:
-            self._connections.discard(connection)
             writer.close()
+            try:  # what we wrote must be taken within close_timeout; else drop it (RST)
+                async with asyncio.timeout(self.close_timeout):
+                    await writer.wait_closed()
+            except (TimeoutError, OSError):
+                writer.transport.abort()
+            finally:
+                self._connections.discard(connection)
 
     async def _serve_connection(self, connection: _TCPConnection, reader: asyncio.StreamReader) -> None:
         """HTTP/1.1 keep-alive: one request, its answer, the next request, ..."""
@@ -476,7 +482,8 @@ class Server:
             connection.idle = False
             leftover = parser.trailing_data
             keep_alive, leftover = await self._handle(request, reader, writer, leftover)
-            await writer.drain()
+            async with asyncio.timeout(self.request_timeout):  # a client must read its answer
+                await writer.drain()
             if not keep_alive:
                 return
 

@@ -291,9 +291,12 @@ class WebSocket(asyncio.BufferedProtocol):
         self._writing_paused = True
 
     def resume_writing(self) -> None:
-        """The write buffer drained below its low-water mark: waiting senders go on."""
+        """The write buffer drained below its low-water mark: waiting senders go on, and
+        reading resumes if it stopped for the automatic answers (see _process)."""
         self._writing_paused = False
         self._wake(self._drain_waiters)
+        if len(self._messages) < self.max_queue and not self._backlog:
+            self._resume_reading()
 
     # ---- receiving ---------------------------------------------------------------------------
 
@@ -302,6 +305,10 @@ class WebSocket(asyncio.BufferedProtocol):
         answer = self.connection.data_to_send()
         if answer and not self.transport.is_closing():
             self.transport.write(answer)
+            if self._writing_paused:
+                # A peer that pings without reading would make us buffer pongs without bound:
+                # read no more from it until it has read what we owe it (resume_writing).
+                self._pause_reading()
         for event in events:
             if isinstance(event, (TextMessage, BinaryMessage)):
                 self._deliver(event.data)
@@ -328,8 +335,8 @@ class WebSocket(asyncio.BufferedProtocol):
             messages.append(message)
             if self._recv_waiters:
                 self._wake(self._recv_waiters)
-            if len(messages) >= self.max_queue:
-                self._pause_reading()
+            if len(messages) >= self.max_queue and self.connection.state is State.OPEN:
+                self._pause_reading()  # (closing, we read on to the close frame: see close())
         elif self.connection.state is State.OPEN and not self.transport.is_closing():
             self._backlog.append(message)  # read before we paused; kept in order
             self._pause_reading()
@@ -342,7 +349,7 @@ class WebSocket(asyncio.BufferedProtocol):
         messages, backlog = self._messages, self._backlog
         while backlog and len(messages) < self.max_queue:
             messages.append(backlog.popleft())
-        if not backlog and len(messages) <= self.max_queue // 4:
+        if not backlog and len(messages) <= self.max_queue // 4 and not self._writing_paused:
             self._resume_reading()
 
     def _pause_reading(self) -> None:
@@ -459,14 +466,13 @@ class WebSocket(asyncio.BufferedProtocol):
                 if self.connection.state is not State.OPEN:
                     return
                 try:
-                    waiter = await self.ping()
-                except ConnectionClosedError:
-                    return
-                if self.ping_timeout is None:
-                    continue
-                try:
-                    await asyncio.wait_for(asyncio.shield(waiter), self.ping_timeout)
-                except asyncio.TimeoutError:
+                    # The timeout runs from the moment we try to ping: a peer that reads
+                    # nothing keeps our writes paused, so the ping itself never leaves.
+                    async with asyncio.timeout(self.ping_timeout):
+                        waiter = await self.ping()
+                        if self.ping_timeout is not None:
+                            await asyncio.shield(waiter)
+                except TimeoutError:
                     logger.info("no pong within %s s: closing with 1011", self.ping_timeout)
                     self._fail_locally(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
                     return
