@@ -176,6 +176,9 @@ class RequestParser:
                     return self._finish()
                 return NEED_DATA
             if isinstance(event, h11.Request):
+                if not event.http_version.startswith(b"1."):  # h11 takes any HTTP/d.d
+                    raise HandshakeError(505, f"HTTP/{event.http_version.decode()} is not "
+                                              "supported: this server speaks HTTP/1.1")
                 self._request = Request(event.method.decode("latin-1"),
                                         event.target.decode("latin-1"), Headers(event.headers.raw_items()),
                                         event.http_version.decode("latin-1"))

@@ -288,3 +288,10 @@ def test_response_parser_raises_only_lablib_errors(data, cuts, eof):
             parser.receive_eof()
     except LablibError as exc:
         assert isinstance(exc, HandshakeError)
+
+
+def test_an_http_version_other_than_1_x_gets_505():
+    # RFC 9110 §15.6.6: h11 parses any HTTP/d.d; we answer only 1.x.
+    with pytest.raises(HandshakeError) as info:
+        RequestParser().receive_data(b"GET / HTTP/9.9\r\nHost: x\r\n\r\n")
+    assert info.value.status == 505
