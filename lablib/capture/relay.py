@@ -107,6 +107,7 @@ class Relay:
         self.close_timeout = close_timeout
         self.capture = Capture(source="relay")
         self.refuse = False        #: close new connections at once
+        self.refusals_left = 0     #: refuse this many new connections, then accept (refuse_next)
         self._delay: dict[Direction, float] = {"c2s": 0.0, "s2c": 0.0}
         self._stalled: set[Direction] = set()
         self._connections: list[_Connection] = []  # the open ones
@@ -238,6 +239,14 @@ class Relay:
     def stalled(self, direction: Direction) -> bool:
         return direction in self._stalled
 
+    def refuse_next(self, count: int) -> None:
+        """Refuse the next ``count`` new connections, then accept again.
+
+        An outage of an exact number of attempts, whatever the timing: turning ``refuse`` off
+        from a client's error handler would race the client's own reconnection timer.
+        """
+        self.refusals_left = count
+
     def cut(self) -> None:
         """Abort every open connection, both sides, as if the network dropped it (RSTs)."""
         now = self.now()
@@ -266,7 +275,8 @@ class Relay:
         self._connections.append(conn)
         self._notify()
         try:
-            if self.refuse:
+            if self.refuse or self.refusals_left > 0:
+                self.refusals_left = max(0, self.refusals_left - 1)
                 conv.end, conv.closed_by = self.now(), "s2c"
                 writer.close()
                 return

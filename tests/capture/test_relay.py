@@ -420,3 +420,27 @@ def test_cli_needs_a_target_or_sniff(tmp_path):
     result = subprocess.run([sys.executable, "-m", "lablib", "capture", "-w", str(tmp_path / "x")],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "--target" in result.stderr
+
+
+@asyncio_test
+async def test_refuse_next_refuses_exactly_that_many_connections():
+    async def echo(reader, writer):
+        writer.write(await reader.read(100))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    async with server, Relay("127.0.0.1", server.sockets[0].getsockname()[1]) as relay:
+        relay.refuse_next(2)
+        answers = []
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+            try:
+                writer.write(b"hi")
+                await writer.drain()
+                answers.append(await reader.read(100))
+            except ConnectionResetError:  # a refused connection may be reset, or just closed
+                answers.append(b"")
+            writer.close()
+        assert answers == [b"", b"", b"hi"]
+        assert relay.refusals_left == 0
