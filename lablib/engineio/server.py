@@ -667,14 +667,16 @@ class serve:
     new Server built with ``**settings``.
     """
 
+    server_class = Server  #: what a mapping of handlers is turned into (Socket.IO reuses serve)
+
     def __init__(self, server_or_handlers: Server | Mapping[str, Callable[..., Any]],
                  host: str = "127.0.0.1", port: int = 0, **settings: Any) -> None:
-        if isinstance(server_or_handlers, Server):
+        if isinstance(server_or_handlers, self.server_class):
             if settings:
                 raise TypeError("settings go to Server(...) when a Server is given")
             self.server = server_or_handlers
         else:
-            self.server = Server(**settings)
+            self.server = self.server_class(**settings)
             for event, handler in server_or_handlers.items():
                 self.server.on(event, handler)
         self.host, self.port = host, port

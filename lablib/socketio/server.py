@@ -95,6 +95,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from ..engineio.server import Server as EngineServer
+from ..engineio.server import serve as engineio_serve
 from ..errors import LablibError, LocalProtocolError
 from ..http import Request
 from .adapter import Adapter, InMemoryAdapter
@@ -644,31 +645,12 @@ class Server:
         return task
 
 
-class serve:
+class serve(engineio_serve):
     """``async with serve(sio, host, port) as server`` (or ``server = await serve(...)``).
 
     ``sio`` is a :class:`Server`, or a mapping ``{"event": handler, ...}`` (namespace "/")
     for a new Server built with ``**settings``.  ``server`` is the Socket.IO server, started:
-    ``server.port`` is the port it listens on.
+    ``server.port`` is the port it listens on.  Same mechanics as Engine.IO's ``serve``.
     """
 
-    def __init__(self, sio: Server | Mapping[str, Callable[..., Any]], host: str = "127.0.0.1",
-                 port: int = 0, **settings: Any) -> None:
-        if isinstance(sio, Server):
-            if settings:
-                raise TypeError("settings go to Server(...) when a Server is given")
-            self.server = sio
-        else:
-            self.server = Server(**settings)
-            for event, handler in sio.items():
-                self.server.on(event, handler)
-        self.host, self.port = host, port
-
-    def __await__(self):
-        return self.server.start(self.host, self.port).__await__()
-
-    async def __aenter__(self) -> Server:
-        return await self.server.start(self.host, self.port)
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.server.close()
+    server_class = Server
