@@ -28,8 +28,7 @@ import enum
 import random
 from dataclasses import dataclass, field
 
-from ..errors import (HandshakeError, InvalidUTF8, LocalProtocolError, PayloadTooBig,
-                      RemoteProtocolError)
+from ..errors import HandshakeError, InvalidUTF8, LocalProtocolError, RemoteProtocolError
 from ..http import Request, Response
 from .frames import (NEED_DATA, CloseCode, Frame, FrameParser, Opcode, encode_close_payload,
                      encode_frame, is_valid_close_code, parse_close_payload)
@@ -174,7 +173,6 @@ class Connection:
         # The message being received (§5.4 fragmentation).
         self._msg_opcode: Opcode | None = None
         self._msg_parts: list[bytes] = []
-        self._msg_size = 0
         self._utf8 = codecs.getincrementaldecoder("utf-8")("strict")
         # The message being sent: None, or the opcode of its first frame.
         self._sending: Opcode | None = None
@@ -227,25 +225,21 @@ class Connection:
     def _receive_frames(self, events: list[Event]) -> None:
         parser = self._parser
         while parser.buffered and self.state is not State.CLOSED:
-            limit = None
-            if self.max_message_size is not None:
-                limit = self.max_message_size - self._msg_size
-            try:
-                frame = parser.next_frame(limit)
-            except PayloadTooBig:
-                if not self._msg_size:
-                    raise
-                # Name the message, not the frame: the limit is on the sum of fragments.
-                raise PayloadTooBig(f"fragmented message exceeds the limit of "
-                                    f"{self.max_message_size} bytes") from None
-            if frame is NEED_DATA:
+            # The parser checks each frame's header against the limit, fragments included,
+            # so an oversized message fails (1009) before its payload arrives.
+            parser.max_size = self.max_message_size
+            frames = parser.receive_frames()
+            if not frames:
                 return
-            if self.trace_frames:
-                events.append(FrameReceived(frame))
-            if frame.opcode >= Opcode.CLOSE:
-                self._receive_control(frame, events)
-            else:
-                self._receive_data_frame(frame, events)
+            for frame in frames:
+                if self.state is State.CLOSED:
+                    return  # §7.1.1: what follows a close frame is ignored
+                if self.trace_frames:
+                    events.append(FrameReceived(frame))
+                if frame.opcode >= Opcode.CLOSE:
+                    self._receive_control(frame, events)
+                else:
+                    self._receive_data_frame(frame, events)
 
     def _receive_data_frame(self, frame: Frame, events: list[Event]) -> None:
         """§5.4: a message is one frame, or a TEXT/BINARY frame with fin=0 then CONT frames."""
@@ -259,7 +253,6 @@ class Connection:
             return
         else:
             self._msg_opcode = frame.opcode
-        self._msg_size += len(frame.payload)
         if self._msg_opcode is Opcode.TEXT:
             # §8.1: validate as we go, so invalid UTF-8 fails at the first bad fragment.
             try:
@@ -270,7 +263,7 @@ class Connection:
             self._msg_parts.append(frame.payload)
         if frame.fin:
             parts, opcode = self._msg_parts, self._msg_opcode
-            self._msg_parts, self._msg_opcode, self._msg_size = [], None, 0
+            self._msg_parts, self._msg_opcode = [], None
             self._utf8.reset()
             if opcode is Opcode.TEXT:
                 events.append(TextMessage("".join(parts)))

@@ -293,11 +293,40 @@ def test_max_size_allows_exactly_the_limit():
         FrameParser(max_size=10).receive_data(b"\x82\x0b" + bytes(11))
 
 
-def test_max_size_per_call_tightens_the_limit():
-    parser = FrameParser(max_size=100)
-    parser.feed(b"\x82\x05hello")
-    with pytest.raises(PayloadTooBig):
-        parser.next_frame(max_size=4)
+@pytest.mark.parametrize("step_by_step", [False, True])
+def test_max_size_bounds_a_fragmented_message_from_the_header(step_by_step):
+    """The limit is on the whole message: the fragment that would take it past the limit fails
+    as soon as its header arrives, however the frames are read."""
+    parser = FrameParser(max_size=10)
+    wire = (encode_frame(Opcode.TEXT, b"123456", fin=False) + encode_frame(Opcode.PING, b"p")
+            + encode_frame(Opcode.CONT, b"7890", fin=False))  # exactly 10 so far
+    first = [Frame(Opcode.TEXT, b"123456", fin=False), Frame(Opcode.PING, b"p"),
+             Frame(Opcode.CONT, b"7890", fin=False)]
+    if step_by_step:
+        parser.feed(wire)
+        assert [parser.next_frame() for _ in first] == first
+    else:
+        assert parser.receive_data(wire) == first
+    parser.feed(b"\x80\x01")  # the header of a last fragment of 1 byte
+    with pytest.raises(PayloadTooBig, match="fragmented message exceeds the limit of 10"):
+        parser.next_frame() if step_by_step else parser.receive_frames()
+
+
+def test_max_size_counts_a_new_message_from_zero():
+    # Two fragmented messages of 8 bytes each, with a limit of 10: both fit.
+    message = encode_frame(Opcode.BINARY, bytes(4), fin=False) + encode_frame(Opcode.CONT, bytes(4))
+    assert len(FrameParser(max_size=10).receive_data(message * 2)) == 4
+
+
+def test_frames_before_an_invalid_one_are_returned_then_the_error():
+    parser = FrameParser()
+    good = encode_frame(Opcode.TEXT, b"ok") + encode_frame(Opcode.BINARY, b"\x00")
+    assert parser.receive_data(good + b"\x83\x00") == [Frame(Opcode.TEXT, b"ok"),
+                                                        Frame(Opcode.BINARY, b"\x00")]
+    with pytest.raises(RemoteProtocolError, match="reserved opcode 0x3"):
+        parser.receive_frames()
+    with pytest.raises(RemoteProtocolError):  # and it stays failed
+        parser.receive_data(b"\x81\x00")
 
 
 def test_max_size_does_not_apply_to_control_frames():
@@ -491,6 +520,35 @@ def test_arbitrary_bytes_raise_only_lablib_errors_whatever_the_chunking(
     bytewise = feed_chunks([garbage[i:i + 1] for i in range(len(garbage))], **kwargs)
     assert split == whole
     assert bytewise == whole
+
+
+def feed_chunks_in_batches(chunks: list[bytes], **kwargs) -> tuple[list[Frame], tuple | None]:
+    """Like feed_chunks, through receive_data/receive_frames (the connection's way)."""
+    parser = FrameParser(**kwargs)
+    result: list[Frame] = []
+    try:
+        for chunk in chunks:
+            result += parser.receive_data(chunk)
+            while batch := parser.receive_frames():  # after an invalid frame: raises
+                result += batch
+    except LablibError as exc:
+        assert isinstance(exc, RemoteProtocolError)
+        return result, (type(exc), exc.close_code, exc.reason)
+    return result, None
+
+
+@given(st.lists(frames(), max_size=6), st.binary(max_size=40), st.data(),
+       st.sampled_from([None, 0, 5, 130, 1 << 20]))
+@FAST
+def test_batches_give_the_same_frames_and_errors_as_step_by_step(frame_list, garbage, data,
+                                                                 max_size):
+    """receive_frames (many frames per call, small payloads unmasked together) finds exactly
+    what next_frame finds one frame at a time: same frames, same error, same place."""
+    wire = b"".join(frame.encode() for frame in frame_list) + garbage
+    kwargs = dict(mask_required=None, allowed_rsv=0x40, max_size=max_size)
+    chunks = chunks_of(wire, split_points(data.draw, len(wire)))
+    assert feed_chunks_in_batches(chunks, **kwargs) == feed_chunks(chunks, **kwargs)
+    assert feed_chunks_in_batches([wire], **kwargs) == feed_chunks([wire], **kwargs)
 
 
 @given(st.lists(frames(), min_size=1, max_size=4), st.binary(max_size=40), st.data())
