@@ -38,12 +38,18 @@ def compare(lablib: Callable[[], object], reference: Callable[[], object], repea
     ``repeats`` runs each.
 
     They alternate (lablib, reference, floor, lablib, ...), so a burst of load from another
-    process on the machine slows all of them down instead of skewing the ratio.
+    process on the machine slows all of them down instead of skewing the ratio.  Each timed
+    run comes right after an untimed one of the same function: the memory allocator is then
+    in the state that function leaves it in (the memory it frees, it gets back), not in the
+    state the other library left.  Without that, large payloads are timed mostly by whether
+    the C library happened to return the previous run's memory to the system, so that every
+    new page costs a page fault.
     """
     runs = [lablib, reference] + ([floor] if floor is not None else [])
     times: list[list[float]] = [[] for _ in runs]
     for _ in range(repeats):
         for run, samples in zip(runs, times):
+            run()  # warm-up, untimed
             samples.append(timed(run))
     return tuple(statistics.median(samples) for samples in times)
 

@@ -290,8 +290,8 @@ class Packet:
     @classmethod
     def _trusted(cls, kind: PacketType, namespace: str, data: Any, ack_id: int | None) -> "Packet":
         """Build a packet the decoder has already checked, without checking it again."""
-        # Through the slot descriptors (see below the class), as the WebSocket frame parser
-        # does: half the cost of object.__setattr__ per field.
+        # Through the slot descriptors (see below the class): half the cost of
+        # object.__setattr__ per field.
         packet = _new_object(cls)
         _set_type(packet, kind)
         _set_namespace(packet, namespace)
