@@ -1,7 +1,13 @@
 # Two commands do all the set-up (see README.md):
 #   make lab    create/refresh .venv, then open JupyterLab on notebooks/
-#   make test   create/refresh .venv, then run unit + interop tests and nbval over the notebooks
+#   make test   create/refresh .venv, then check the labs' student versions and run the
+#               whole suite: unit + interop tests, nbval over notebooks/ and labs/
 PYTHON ?= python3
+# The folder JupyterLab opens: `make lab DIR=labs` for the labs, DIR=build/labs for the
+# student versions (`make student` writes them).
+DIR    ?= notebooks/
+# Jupyter refuses to run as root without --allow-root (a container's default user is root).
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
@@ -19,7 +25,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 $(ROOT_FLAG) $(DIR)
 
 test: $(STAMP)
 	$(PY) -m labs.make_student --check

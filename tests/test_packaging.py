@@ -1,4 +1,5 @@
-"""The product contract: environment.yml declares the same dependencies as pyproject.toml."""
+"""The product contract: environment.yml declares the same dependencies as pyproject.toml, and
+CI runs the README's test command."""
 
 import pathlib
 import re
@@ -6,29 +7,65 @@ import tomllib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
+#: What each extra named in pyproject.toml brings in, which environment.yml must list itself
+#: (conda has no extras).
+EXTRAS = {("python-socketio", "asyncio_client"): {"aiohttp"}}
 
-def _name_and_bound(spec: str) -> tuple[str, str]:
-    match = re.match(r"\s*([A-Za-z0-9_.-]+)(\[[^\]]*\])?\s*(.*)", spec)
+
+def _parse_spec(spec: str) -> tuple[str, str | None, str]:
+    """``"name[extra]>=1.0  # comment"`` -> ``("name", "extra", ">=1.0")``."""
+    match = re.fullmatch(r"\s*([A-Za-z0-9_.-]+)(?:\[([^\]]*)\])?\s*([^#]*?)\s*(#.*)?", spec)
     assert match, spec
-    return match.group(1).lower(), match.group(3).split("#")[0].strip()
+    return match.group(1).lower(), match.group(2), match.group(3)
+
+
+def _environment_yml() -> tuple[dict[str, str], list[str]]:
+    """The conda packages of environment.yml's ``dependencies:`` (name -> bound), and the
+    items of its ``pip:`` sub-list."""
+    conda: dict[str, str] = {}
+    pip: list[str] = []
+    in_dependencies = False
+    pip_indent = None  # the indentation of "- pip:", once seen
+    for line in (ROOT / "environment.yml").read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip())
+        if indent == 0:  # a top-level key: name, channels, dependencies
+            in_dependencies = line.startswith("dependencies:")
+            continue
+        if not in_dependencies:
+            continue
+        item = line.strip().removeprefix("-").strip()
+        if item == "pip:":
+            pip_indent = indent
+        elif pip_indent is not None and indent > pip_indent:
+            pip.append(item)
+        else:
+            name, _, bound = _parse_spec(item)
+            conda[name] = bound
+    return conda, pip
 
 
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = dict(_name_and_bound(d) for d in project["dependencies"])
-    conda = {}
-    for line in (ROOT / "environment.yml").read_text().splitlines():
-        item = re.match(r"\s*-\s+([A-Za-z].*)", line)
-        if item and not item.group(1).startswith(("pip", "-e")):
-            name, bound = _name_and_bound(item.group(1))
-            conda[name] = bound
-    for name, bound in wanted.items():
-        assert name in conda, f"{name} is in pyproject.toml but not in environment.yml"
-        assert conda[name] == bound, f"{name}: pyproject says {bound!r}, environment.yml {conda[name]!r}"
-    assert conda["python"] == project["requires-python"]
+    wanted: dict[str, str] = {}
+    for spec in project["dependencies"]:
+        name, extra, bound = _parse_spec(spec)
+        wanted[name] = bound
+        if extra:  # conda has no extras: what the extra brings must be listed by name
+            for brought in EXTRAS[(name, extra)]:  # a KeyError: add the new extra to EXTRAS
+                assert any(_parse_spec(other)[0] == brought for other in project["dependencies"]), \
+                    f"{brought} (from {name}[{extra}]) must be a dependency of its own"
+    wanted["python"] = project["requires-python"]
+    conda, pip = _environment_yml()
+    conda.pop("pip", None)  # conda's own tool for the pip: section
+    assert conda == wanted, "environment.yml and pyproject.toml differ"
+    assert pip == ["-e ."], "environment.yml must install lablib itself (pip: - -e .)"
 
 
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make lab" in readme
-    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    commands = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    assert commands[-1] == "make test"

@@ -1,6 +1,6 @@
 """Adversarial tests of the three asyncio servers, from the network side.
 
-The rule under test (DESIGN.md, "Errors"): a peer that sends garbage gets the spec's answer -
+The rule under test (the project's design rules, "bad input"): a peer that sends garbage gets the spec's answer -
 an HTTP status and body, a close frame with the right code, the Engine.IO error JSON, a
 CONNECT_ERROR - and nothing else.  The process never crashes, never hangs, never grows memory
 without bound, and never sends a Python traceback to the peer.
