@@ -95,6 +95,7 @@ class WebSocket(asyncio.BufferedProtocol):
         self._messages: collections.deque[Data] = collections.deque()
         self._backlog: collections.deque[Data] = collections.deque()
         self._reading_paused = False
+        self._close_requested = False  # close() was called: messages from now on may be dropped
         self._recv_waiters: list[asyncio.Future[None]] = []  # one future per waiting recv()
         # Sending: a fragmented message holds the lock from its first frame to its last; any
         # send waits while the transport's buffer is over its high-water mark.
@@ -225,9 +226,13 @@ class WebSocket(asyncio.BufferedProtocol):
         If the peer does not answer within ``close_timeout`` seconds, the TCP connection is
         closed anyway.
         """
+        self._close_requested = True
         if self.connection.state is State.OPEN:
             try:
-                await self._send_frame(self.connection.send_close, code, reason)
+                # Written at once: no waiting for a fragmented send() to finish (a control frame
+                # may go between fragments, §5.4) nor for a peer that does not read to make
+                # room.  close_timeout below bounds the whole closing handshake.
+                self._write(self.connection.send_close, code, reason)
             except ConnectionClosedError:
                 pass
             # Reading may be paused on a full queue: read on, to see the peer's close frame.
@@ -337,10 +342,13 @@ class WebSocket(asyncio.BufferedProtocol):
                 self._wake(self._recv_waiters)
             if len(messages) >= self.max_queue and self.connection.state is State.OPEN:
                 self._pause_reading()  # (closing, we read on to the close frame: see close())
-        elif self.connection.state is State.OPEN and not self.transport.is_closing():
-            self._backlog.append(message)  # read before we paused; kept in order
-            self._pause_reading()
-        # else: we are closing and nobody reads: the application said it wants nothing more.
+        elif not self._close_requested:
+            # Read before we paused, or in the same read as the peer's close frame (nothing
+            # comes after that one, so this stays bounded): kept, in order, for recv().
+            self._backlog.append(message)
+            if self.connection.state is State.OPEN:
+                self._pause_reading()
+        # else: we asked to close and nobody reads: the application said it wants nothing more.
 
     def _make_room(self) -> None:
         """recv() took a message while reading is paused (or messages wait in the backlog):

@@ -14,6 +14,7 @@ import asyncio
 import collections
 import logging
 import random
+import socket
 
 import pytest
 
@@ -401,6 +402,86 @@ async def test_messages_before_the_close_are_delivered_then_recv_raises():
             await ws.send("too late")
         assert info.value.code == 4001
         await ws.close()  # closing a closed connection is a no-op
+
+
+@asyncio_test
+async def test_messages_in_the_same_read_as_the_peers_close_are_all_delivered():
+    """20 messages and a close frame in one TCP segment: more than the queue holds, and the
+    connection is CLOSED before recv() runs.  The application never asked to close, so every
+    message reaches it (§7.1.2: data before the close frame is data), then recv() raises."""
+    done = asyncio.get_running_loop().create_future()
+
+    async def handler(ws):
+        await until(lambda: ws.connection.state is State.CLOSED)  # the whole burst is parsed
+        received = []
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                received.append(await ws.recv())
+        done.set_result((received, info.value.code))
+
+    async with serve(handler, "127.0.0.1", 0, max_queue=16, ping_interval=None) as server:
+        reader, writer = await raw_client(server.port)
+        writer.write(b"".join(masked(1, f"m{i}".encode()) for i in range(20)) + CLOSE_1000)
+        received, code = await done
+        writer.close()
+    assert received == [f"m{i}" for i in range(20)]
+    assert code == 1000
+
+
+def _silent_client(port: int) -> socket.socket:
+    """A client that completes the handshake and then never reads: the server's sends back up."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\n"
+                 f"Sec-WebSocket-Version: 13\r\n\r\n".encode("ascii"))
+    return sock
+
+
+@pytest.mark.parametrize("fragmented", [False, True])
+@asyncio_test
+async def test_close_is_bounded_by_close_timeout_when_the_peer_does_not_read(fragmented):
+    """close() while send() waits for a peer that reads nothing (and, fragmented, while that
+    send holds the send lock): the close frame goes out at once (a control frame may go between
+    fragments, §5.4), and close_timeout ends the wait.  Before, close() waited for the send."""
+    started = asyncio.get_running_loop().create_future()
+
+    async def handler(ws):
+        started.set_result(ws)
+        with pytest.raises(ConnectionClosed):
+            if fragmented:
+                await ws.send(b"x" * 65536 for _ in range(1000))
+            while True:
+                await ws.send(b"x" * 65536)
+
+    async with serve(handler, "127.0.0.1", 0, ping_interval=None, close_timeout=0.2) as server:
+        sock = _silent_client(server.port)
+        ws = await started
+        await until(lambda: ws._writing_paused and ws._send_lock.locked() == fragmented)
+        await asyncio.wait_for(ws.close(), 5)  # a guard: close_timeout (0.2 s) ends it
+        assert ws.connection.state is State.CLOSED or ws.transport.is_closing()
+        sock.close()
+
+
+@asyncio_test
+async def test_server_shutdown_is_bounded_when_a_peer_does_not_read():
+    started = asyncio.get_running_loop().create_future()
+
+    async def handler(ws):
+        started.set_result(ws)
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await ws.send(b"x" * 65536)
+
+    server = await serve(handler, "127.0.0.1", 0, ping_interval=None, close_timeout=0.2)
+    sock = _silent_client(server.port)
+    ws = await started
+    await until(lambda: ws._writing_paused)
+    server.close()  # sends 1001 to the silent client
+    await asyncio.wait_for(server.wait_closed(), 5)  # a guard: close_timeout ends it
+    assert not server.connections
+    sock.close()
 
 
 @asyncio_test
