@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Iterable
+from typing import Any, Iterable
 
 import h11
 
@@ -135,6 +135,18 @@ def error_response(status: int, message: str, headers: Iterable[tuple[str, str]]
     return format_response(status, all_headers, body)
 
 
+def _head_size(first_line: int, headers: Any) -> int:
+    """The size of a header block as h11 parsed it (``headers``: h11's, with raw_items()):
+    the first line's ``first_line`` bytes and CRLF, ``name: value`` CRLF per field, then the
+    empty line.
+
+    h11's ``max_incomplete_event_size`` only bounds a header block that is still arriving;
+    one that arrives complete in a single read is never measured, so we measure it here.
+    """
+    return first_line + 2 + sum(len(name) + len(value) + 4
+                                for name, value in headers.raw_items()) + 2
+
+
 class _NeedData:
     def __repr__(self) -> str:
         return "NEED_DATA"
@@ -152,6 +164,7 @@ class RequestParser:
 
     def __init__(self, *, max_header_size: int = 16 * 1024, max_body_size: int = 1 << 20) -> None:
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_size)
+        self.max_header_size = max_header_size
         self.max_body_size = max_body_size
         self._request: Request | None = None
         self._body = bytearray()
@@ -176,6 +189,10 @@ class RequestParser:
                     return self._finish()
                 return NEED_DATA
             if isinstance(event, h11.Request):
+                request_line = len(event.method) + len(event.target) + 10  # 2 SP, "HTTP/1.1"
+                if _head_size(request_line, event.headers) > self.max_header_size:
+                    raise HandshakeError(431, f"request header fields exceed "
+                                              f"{self.max_header_size} bytes")
                 if not event.http_version.startswith(b"1."):  # h11 takes any HTTP/d.d
                     raise HandshakeError(505, f"HTTP/{event.http_version.decode()} is not "
                                               "supported: this server speaks HTTP/1.1")
@@ -234,6 +251,7 @@ class ResponseParser:
                  headers: Iterable[tuple[str, str]] = (("Host", "localhost"),),
                  max_header_size: int = 16 * 1024, max_body_size: int = 1 << 20) -> None:
         self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_header_size)
+        self.max_header_size = max_header_size
         # h11 must see the request go out to expect a response; the bytes themselves are ours.
         self._conn.send(h11.Request(method=method, target=target, headers=list(headers)))
         self._conn.send(h11.EndOfMessage())
@@ -256,6 +274,11 @@ class ResponseParser:
                 if self._response is not None:
                     return self._response
                 return NEED_DATA
+            if isinstance(event, (h11.InformationalResponse, h11.Response)):
+                status_line = 13 + len(event.reason)  # "HTTP/1.1 101 " + reason
+                if _head_size(status_line, event.headers) > self.max_header_size:
+                    raise HandshakeError(0, f"response header fields exceed "
+                                            f"{self.max_header_size} bytes")
             if isinstance(event, h11.InformationalResponse):
                 response = Response(event.status_code, Headers(event.headers.raw_items()),
                                     event.reason.decode("latin-1"), event.http_version.decode())

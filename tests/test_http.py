@@ -155,6 +155,26 @@ def test_oversize_request_headers_are_431():
     assert info.value.status == 431
 
 
+def test_oversize_request_headers_in_one_chunk_are_431():
+    """h11 bounds a header block while it is incomplete; one that arrives whole in a single
+    read is measured by RequestParser itself."""
+    request = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2000 + b"\r\n\r\n"
+    with pytest.raises(HandshakeError) as info:
+        RequestParser(max_header_size=1024).receive_data(request)
+    assert info.value.status == 431
+    assert RequestParser(max_header_size=len(request)).receive_data(request).method == "GET"
+    with pytest.raises(HandshakeError):
+        RequestParser(max_header_size=len(request) - 1).receive_data(request)
+
+
+def test_oversize_response_headers_in_one_chunk_are_refused():
+    response = (b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nX-Big: "
+                + b"a" * 2000 + b"\r\n\r\n")
+    with pytest.raises(HandshakeError, match="response header fields exceed 1024 bytes"):
+        ResponseParser(max_header_size=1024).receive_data(response)
+    assert ResponseParser(max_header_size=len(response)).receive_data(response).status == 403
+
+
 def test_eof_before_a_complete_request():
     parser = RequestParser()
     assert parser.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n") is NEED_DATA

@@ -256,10 +256,12 @@ class Connection:
         if self._msg_opcode is Opcode.TEXT:
             # §8.1: validate as we go, so invalid UTF-8 fails at the first bad fragment.
             try:
-                self._msg_parts.append(self._utf8.decode(frame.payload, final=frame.fin))
+                text = self._utf8.decode(frame.payload, final=frame.fin)
             except UnicodeDecodeError:
                 raise InvalidUTF8("text message is not valid UTF-8") from None
-        else:
+            if text:  # empty fragments add nothing: a stream of them must not grow a list
+                self._msg_parts.append(text)
+        elif frame.payload:
             self._msg_parts.append(frame.payload)
         if frame.fin:
             parts, opcode = self._msg_parts, self._msg_opcode
@@ -341,6 +343,10 @@ class Connection:
         """
         handshake = self._server_handshake()
         if subprotocol is not None:
+            # §4.2.2 step 5.5: the server picks one of the subprotocols the client offered.
+            if subprotocol not in handshake.offered_subprotocols:
+                raise LocalProtocolError(f"subprotocol {subprotocol!r} was not offered by the "
+                                         f"client (it offered {handshake.offered_subprotocols})")
             handshake.subprotocol = subprotocol
         self.subprotocol = handshake.subprotocol
         self._handshake_done = True

@@ -499,6 +499,16 @@ def test_message_size_limit_across_fragments():
     assert_failed(s, events, 1009, PayloadTooBig)
 
 
+def test_endless_empty_fragments_hold_no_memory():
+    """Empty CONT frames carry no payload, so the size limit never stops them: they must not
+    add anything to the message being assembled, or memory would grow without bound."""
+    s = server(max_message_size=1024)
+    assert s.receive_data(from_client(Opcode.TEXT, b"x", fin=False)) == []
+    assert s.receive_data(from_client(Opcode.CONT, b"", fin=False) * 100_000) == []
+    assert len(s._msg_parts) == 1
+    assert s.receive_data(from_client(Opcode.CONT, b"y")) == [TextMessage("xy")]
+
+
 def test_message_exactly_at_the_limit_across_fragments():
     s = server(max_message_size=10)
     data = from_client(Opcode.BINARY, bytes(6), fin=False) + from_client(Opcode.CONT, bytes(4))
@@ -670,6 +680,17 @@ def test_server_accept_can_override_the_subprotocol():
     s.receive_data(c.handshake.request_bytes())
     response = s.accept(subprotocol="chat")
     assert b"Sec-WebSocket-Protocol: chat\r\n" in response
+
+
+def test_server_cannot_pick_a_subprotocol_the_client_did_not_offer():
+    """§4.2.2 step 5.5: the server's choice must be one of the client's offers (a client that
+    gets another one fails the handshake, §4.1)."""
+    c, s = handshake_pair()  # the client offers "chat" only
+    s.receive_data(c.handshake.request_bytes())
+    with pytest.raises(LocalProtocolError, match="'superchat' was not offered"):
+        s.accept(subprotocol="superchat")
+    assert s.state is State.CONNECTING  # nothing was sent; the server may still accept or reject
+    assert b"Sec-WebSocket-Protocol: chat\r\n" in s.accept(subprotocol="chat")
 
 
 def test_server_rejects_a_bad_request_through_the_connection():
