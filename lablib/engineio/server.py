@@ -159,6 +159,7 @@ class _Link:
     held_reply: asyncio.Future | None = None     #: resolved with its HTTPReply
     websocket: _WebSocket | None = None          #: the session's WebSocket (probing or upgraded)
     connected: bool = False                      #: the connect handler accepted the session
+    posting: bool = False                        #: a POST's messages are being handled
 
 
 @dataclass(eq=False)
@@ -241,7 +242,11 @@ class Server:
         return self._tcp_server.sockets[0].getsockname()[1]
 
     async def send(self, sid: str, data: str | bytes) -> None:
-        """Send a message; like python-engineio, an unknown or closed sid is ignored (logged)."""
+        """Send a message; like python-engineio, an unknown or closed sid is ignored (logged).
+
+        Text with a ``\x1e`` (the polling payload's separator) raises LocalProtocolError while
+        the session is on polling.
+        """
         link = self._links.get(sid)
         if link is None:
             logger.warning("send to an unknown session %s: dropped", sid)
@@ -532,12 +537,35 @@ class Server:
             if answer is None:
                 return False, b""  # the client went away
             reply = answer
+        elif link is not None and request.method == "POST" and isinstance(reply, HTTPReply) \
+                and reply.status == 200:
+            reply = await self._receive_post(link, result.outputs, reply)
         elif link is not None:
             await self._apply(link, result.outputs)
         assert isinstance(reply, HTTPReply)
         close = _wants_close(request, reply)
         writer.write(_with_close(reply) if close else reply.to_bytes())
         return not close, leftover
+
+    async def _receive_post(self, link: _Link, outputs: Sequence[Output],
+                            reply: HTTPReply) -> HTTPReply:
+        """Hand a POST's messages to the application; the POST is answered once they are handled.
+
+        A client sends its next POST only after the answer, so a second POST of the session
+        while the first one's messages are still being handled breaks the protocol: as the
+        reference server (``polling.ts``, "data request overlap from client"), it gets a 400
+        and the session closes ("transport error").  Otherwise the handlers of two POSTs
+        would run at the same time, and those of one session run in order.
+        """
+        if link.posting:
+            await self._apply(link, link.session.fail("transport error"))
+            return HTTPReply(400, (("Content-Length", "0"),))
+        link.posting = True
+        try:
+            await self._apply(link, outputs)
+        finally:
+            link.posting = False
+        return reply
 
     async def _wait_for_answer(self, link: _Link, future: asyncio.Future, reader: asyncio.StreamReader,
                                leftover: bytes) -> tuple[HTTPReply | None, bytes]:

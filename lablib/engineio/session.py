@@ -64,8 +64,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..errors import EngineIOError, PacketError
-from .packets import OpenInfo, Packet, PacketType, decode_packet, decode_payload
+from ..errors import EngineIOError, LocalProtocolError, PacketError
+from .packets import (RECORD_SEPARATOR, OpenInfo, Packet, PacketType, decode_packet,
+                      decode_payload)
 
 __all__ = [
     "Transport", "State", "Output", "Event", "Action",
@@ -207,8 +208,17 @@ class ServerSession:
         return self.send_packet(Packet(PacketType.MESSAGE, data))
 
     def send_packet(self, packet: Packet) -> list[Output]:
+        """Queue a packet (delivered now if a transport can take it).
+
+        Over polling, text with a ``\x1e`` is refused (LocalProtocolError) here, before it is
+        queued: the payload that carried it could not be encoded, so the GET would get no
+        answer, and the packets queued with it would be lost.
+        """
         if self.state not in _ALIVE:
             return []  # the reference silently drops packets sent while closing or closed
+        if (self.transport is Transport.POLLING and isinstance(packet.data, str)
+                and RECORD_SEPARATOR in packet.data):
+            raise LocalProtocolError("a polling payload cannot carry the record separator \x1e")
         if len(self.buffer) >= self.max_buffered_packets:
             return self._fail("transport error")
         self.buffer.append(packet)

@@ -14,9 +14,12 @@ import json
 import logging
 import random
 
+import pytest
+
 from lablib.engineio.server import Server, serve
 from lablib.engineio.server_core import generate_sid
 from lablib.engineio.session import State, Transport
+from lablib.errors import LocalProtocolError
 from lablib.websocket.connection import (Accepted, BinaryMessage, Connection, ConnectionClosed, Role,
                                          TextMessage)
 from lablib.websocket.handshake import ClientHandshake
@@ -272,6 +275,52 @@ async def test_a_second_concurrent_get_is_500_and_ends_the_session():
         assert body == b"1"  # the held GET gets the close packet
         assert rec.events[-1] == ("disconnect", sid, "transport error")
         first.close(), second.close()
+
+
+@asyncio_test
+async def test_a_post_while_the_previous_one_is_handled_is_400_and_ends_the_session():
+    """Handlers of one session run in order; a client posts again only once answered.  A
+    second POST meanwhile is refused as by the reference (polling.ts, "data request overlap
+    from client")."""
+    server = Server()
+    handled, release = [], asyncio.Event()
+    closed = asyncio.get_running_loop().create_future()
+
+    @server.on("message")
+    async def message(sid, data):
+        handled.append(data)
+        await release.wait()
+
+    server.on("disconnect", lambda sid, reason: closed.set_result(reason))
+    async with serve(server, "127.0.0.1", 0) as srv:
+        first, second = await HTTP.open(srv.port), await HTTP.open(srv.port)
+        sid = await handshake(first)
+        first.send("POST", q(sid), b"4first")
+        await until(lambda: handled)
+        head, _ = await second.request("POST", q(sid), b"4second")
+        assert status(head) == b"HTTP/1.1 400 Bad Request"
+        assert await closed == "transport error"
+        release.set()
+        head, body = await first.answer()
+        assert (status(head), body) == (b"HTTP/1.1 200 OK", b"ok")
+        assert handled == ["first"]
+        first.close(), second.close()
+
+
+@asyncio_test
+async def test_text_with_the_record_separator_is_refused_over_polling_and_nothing_is_lost():
+    rec = Recorder()
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        http = await HTTP.open(srv.port)
+        sid = await handshake(http)
+        http.send("GET", q(sid))
+        await until(lambda: srv.sessions[sid].poll_held)
+        with pytest.raises(LocalProtocolError, match="record separator"):
+            await rec.server.send(sid, "a\x1eb")
+        await rec.server.send(sid, "after")
+        head, body = await http.answer()  # the held GET is answered, not left hanging
+        assert (status(head), body) == (b"HTTP/1.1 200 OK", b"4after")
+        http.close()
 
 
 @asyncio_test

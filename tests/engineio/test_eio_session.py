@@ -8,6 +8,7 @@ from lablib.engineio.packets import OpenInfo, Packet, PacketType
 from lablib.engineio.session import (AnswerPoll, CloseWebSocket, HoldPoll, MessageReceived,
                                      PongReceived, RefuseRequest, SendWebSocket, ServerSession,
                                      SessionClosed, State, Transport, Upgraded, UpgradeAborted)
+from lablib.errors import LocalProtocolError
 
 M, PING, PONG, CLOSE, NOOP, UPGRADE = (PacketType.MESSAGE, PacketType.PING, PacketType.PONG,
                                        PacketType.CLOSE, PacketType.NOOP, PacketType.UPGRADE)
@@ -274,6 +275,18 @@ def test_websocket_only_session():
 
 
 # --- bounded buffer -------------------------------------------------------------------------------
+
+def test_polling_refuses_text_with_the_record_separator_before_queueing_it():
+    """A payload could not carry it: the GET that took it would get no answer, and what was
+    queued with it would be lost.  Refused up front; the rest goes out as usual."""
+    session = opened()
+    assert session.send("first") == []
+    with pytest.raises(LocalProtocolError, match="record separator"):
+        session.send("a\x1eb")
+    assert session.receive_poll(1.0) == [HoldPoll(), AnswerPoll((Packet(PacketType.MESSAGE, "first"),))]
+    upgraded_session = upgraded()  # over a WebSocket the separator is just a character
+    assert upgraded_session.send("a\x1eb") == [SendWebSocket((Packet(PacketType.MESSAGE, "a\x1eb"),))]
+
 
 def test_buffer_bound_closes_the_session():
     session = opened(max_buffered_packets=3)
