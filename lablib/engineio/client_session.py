@@ -164,11 +164,15 @@ class ClientSession:
         """Close the session ("forced close"): a close packet, then the WebSocket if any."""
         if self.state not in _ALIVE:
             return self._closed("forced close") if self.state is ClientState.HANDSHAKE else []
-        close = Packet(PacketType.CLOSE)
+        # Messages sent while UPGRADING wait for the "5"; closing now, they go first, over the
+        # transport the close packet takes (engine.io-client too sends what it buffered
+        # before its close packet).
+        packets = (*self._buffer, Packet(PacketType.CLOSE))
+        self._buffer.clear()
         if self.transport is Transport.WEBSOCKET:
-            outputs: list[Output] = [SendWebSocket((close,))]
+            outputs: list[Output] = [SendWebSocket(packets)]
         else:
-            outputs = [SendPolling((close,))]
+            outputs = [SendPolling(packets)]
         return outputs + self._close_websocket() + self._closed("forced close")
 
     # --- the upgrade -------------------------------------------------------------------------

@@ -60,6 +60,16 @@ def test_upgrade_steps():
     assert client.close(0.5) == [SendWebSocket((Packet(CLOSE),)), CloseWebSocket(), SessionClosed("forced close")]
 
 
+def test_close_while_upgrading_sends_the_held_messages_first():
+    """A message sent while UPGRADING waits for the "5"; close() now must not drop it."""
+    client = opened()
+    client.start_upgrade(0.1)
+    assert client.receive_websocket_message("3probe", 0.2) == [PausePolling()]
+    assert client.send("important") == []
+    assert client.close(0.3) == [SendPolling((Packet(M, "important"), Packet(CLOSE))),
+                                 CloseWebSocket(), SessionClosed("forced close")]
+
+
 def test_failed_probe_goes_back_to_polling():
     client = opened()
     client.start_upgrade(0.1)
