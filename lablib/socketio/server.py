@@ -52,7 +52,8 @@ The flow of one event
    Acks do not go through the queue, which is why a handler can ``await sio.call(sid, ...)``
    on its own client without waiting for itself.  The queue is bounded (``max_queue``): when
    a client sends faster than its handlers run, its receive path waits, and Engine.IO stops
-   reading from it (for polling: the POST is answered later).
+   reading from it (for polling: the POST is answered later) - except while a ``call()`` to
+   that client waits for its ack, which may come behind the events that filled the queue.
 
 Timers
 ------
@@ -158,6 +159,7 @@ class _Connection:
     space: asyncio.Event = field(default_factory=asyncio.Event)   #: set when the queue shrinks
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     worker: asyncio.Task | None = None
+    calls: int = 0   #: call()s to this client waiting for their ack (see _on_eio_message)
 
     def put(self, event: Any) -> None:
         self.queue.append(event)
@@ -339,12 +341,18 @@ class Server:
         key = (namespace, sid, ack_id)
         future = self._acks[key] = loop.create_future()
         self._wake()   # its timeout is a new deadline
+        conn = self._connections.get(self._eio_sid_of.get((namespace, sid), ""))
+        if conn is not None:
+            conn.calls += 1
+            conn.space.set()   # a receive path waiting for room must read on: see there
         try:
             await self._apply(outputs)
             args = await future
         finally:
             if self._acks.get(key) is future:
                 del self._acks[key]
+            if conn is not None:
+                conn.calls -= 1
         if not args:
             return None
         return args[0] if len(args) == 1 else args
@@ -449,8 +457,12 @@ class Server:
 
     async def _on_eio_message(self, eio_sid: str, data: str | bytes) -> None:
         conn = self._connections.get(eio_sid)
-        while conn is not None and len(conn.queue) >= self.max_queue:
-            conn.space.clear()          # backpressure: wait for the worker to catch up
+        # Backpressure: wait for the worker to catch up.  Not while a call() to this client
+        # waits for its ack: the ack may be behind this message, and the handler that the
+        # worker is running may be the one waiting for it.  The queue may then grow past
+        # max_queue, for as long as the call's timeout at most.
+        while conn is not None and len(conn.queue) >= self.max_queue and not conn.calls:
+            conn.space.clear()
             await conn.space.wait()
         await self._apply(self.core.receive(eio_sid, data, self._now()))
 

@@ -431,6 +431,29 @@ async def test_emit_with_callback():
     assert acks == [("ok", 1)]
 
 
+@asyncio_test
+async def test_a_handler_can_call_its_own_client_while_the_queue_is_full():
+    """The handler waits for an ack; meanwhile the client's events fill the queue; the ack
+    comes behind them.  The receive path must read on to it instead of waiting for room."""
+    sio = Server(rng=random.Random(5), close_timeout=0.3, max_queue=1)
+    answers = []
+
+    @sio.on("go")
+    async def go(sid):
+        answers.append(await sio.call("question", to=sid, timeout=GUARD_TIMEOUT))
+
+    sio.on("x", lambda sid: None)
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        await raw.join()
+        await raw.send('2["go"]', '2["x"]', '2["x"]', '2["x"]')
+        assert await raw.recv() == '20["question"]'
+        await raw.send('30["answer"]')
+        await until(lambda: answers)
+        await raw.close()
+    assert answers == ["answer"]
+
+
 # --- namespaces, rooms, broadcast -----------------------------------------------------------------
 
 @asyncio_test
