@@ -30,7 +30,8 @@ Rules the reference server leaves to chance, decided here:
   client.  A packet that does not decode closes it ("parse error").
 * A CONNECT for a namespace the connection is already in (or is joining) is refused with
   CONNECT_ERROR ``{"message": "Already connected"}`` (the reference creates a second socket).
-* Packets for a namespace the connection has not joined are ignored, as in the reference.
+* Packets for a namespace the connection has not joined are ignored, as python-socketio does
+  (the Node server closes the whole connection instead: "invalid state" in its client.ts).
 * No namespace joined within ``connect_timeout`` ms of the connection opening: it is closed
   (the reference's ``connectTimeout``, 45000 ms).
 * Ack ids of server-sent events count from 0 per namespace (the reference's ``nsp._ids``), so a
@@ -210,7 +211,7 @@ class ServerCore:
             return self._close(conn, "protocol error")
         socket = conn.sockets.get(packet.namespace)
         if socket is None:
-            return []   # not (yet) joined: ignored, as the reference does
+            return []   # not (yet) joined: ignored, as python-socketio does (see above)
         if packet.type is PacketType.DISCONNECT:
             return self._remove_socket(socket, "client namespace disconnect")
         args = tuple(packet.data)
