@@ -149,8 +149,11 @@ def captures(draw):
             chunks.append(Chunk(t, draw(st.sampled_from(["c2s", "s2c"])),
                                 draw(st.binary(min_size=1, max_size=300))))
         client_ip, server_ip = draw(addresses)
-        conv = Conversation(i, (client_ip, port), (server_ip, draw(st.integers(1, 65535))),
-                            chunks, start=start)
+        # Two different endpoints: in a connection from one endpoint to itself, no segment
+        # says which way it went, so its FIN cannot be told apart from the peer's.
+        server_port = draw(st.integers(1, 65535).filter(
+            lambda p, client=(client_ip, port), ip=server_ip: (ip, p) != client))
+        conv = Conversation(i, (client_ip, port), (server_ip, server_port), chunks, start=start)
         if draw(st.booleans()):
             conv.end = t + draw(st.integers(0, 10**6)) / 1e6
             conv.reset = draw(st.booleans())
