@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e .
+	$(PY) -m lablib.services.mqtt install >/dev/null   # amqtt, in a venv of its own (see lablib/services/mqtt.py)
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lablib)" >/dev/null
 	touch $(STAMP)
 

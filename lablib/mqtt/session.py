@@ -111,8 +111,8 @@ class ClientSession:
         return len(self._inflight) < self.max_inflight
 
     def next_deadline(self) -> float | None:
-        """When :meth:`tick` has something to do (None: keep alive is off, or not connected)."""
-        if self.state is State.DISCONNECTED or not self.keep_alive:
+        """When :meth:`tick` has something to do (None: keep alive is off, or not connected yet)."""
+        if self.state is not State.CONNECTED or not self.keep_alive:
             return None
         if self._ping_sent_at is not None:
             return self._ping_sent_at + self.ping_timeout
