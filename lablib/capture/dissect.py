@@ -210,7 +210,8 @@ class Decoder:
 DECODERS: list[Decoder] = []
 
 #: Modules whose import registers the built-in decoders, imported on first use (if they exist).
-DECODER_MODULES: tuple[str, ...] = ("lablib.engineio.dissect", "lablib.socketio.dissect")
+DECODER_MODULES: tuple[str, ...] = ("lablib.engineio.dissect", "lablib.socketio.dissect",
+                                     "lablib.mqtt.dissect")
 _loaded = False
 
 
