@@ -36,8 +36,8 @@ from ..errors import ConnectionClosed
 from ..websocket.client import connect as ws_connect
 from . import packets as p
 from .errors import MQTTError, MQTTProtocolError
-from .events import (Connected, Event, MessageReceived, PublishAcknowledged, SubscribeAcknowledged,
-                     UnsubscribeAcknowledged)
+from .events import (Connected, Event, MessageReceived, PongReceived, PublishAcknowledged,
+                     SubscribeAcknowledged, UnsubscribeAcknowledged)
 from .session import ClientSession, State
 
 __all__ = ["Client", "SUBPROTOCOL"]
@@ -71,6 +71,7 @@ class Client:
         self.ws = None
         self.connected: Connected | None = None   #: the last CONNACK's event
         self.error: BaseException | None = None   #: why the last connection ended, if not cleanly
+        self.pongs = 0                            #: PINGRESPs received (keep alive at work)
         self._messages: asyncio.Queue[MessageReceived] = asyncio.Queue(max_queue)
         self._waiters: dict[int, asyncio.Future] = {}
         self._connack: asyncio.Future | None = None
@@ -219,6 +220,8 @@ class Client:
         if isinstance(event, Connected):
             if self._connack is not None and not self._connack.done():
                 self._connack.set_result(event)
+        elif isinstance(event, PongReceived):
+            self.pongs += 1
         elif isinstance(event, MessageReceived):
             await self._messages.put(event)       # full: stop reading (backpressure)
         elif isinstance(event, (PublishAcknowledged, SubscribeAcknowledged,
