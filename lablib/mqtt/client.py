@@ -35,7 +35,7 @@ from typing import AsyncIterator, Callable, Iterable
 from ..errors import ConnectionClosed
 from ..websocket.client import connect as ws_connect
 from . import packets as p
-from .errors import MQTTError, MQTTProtocolError
+from .errors import ConnectionRefused, MQTTError, MQTTProtocolError
 from .events import (Connected, Event, MessageReceived, PongReceived, PublishAcknowledged,
                      SubscribeAcknowledged, UnsubscribeAcknowledged)
 from .session import ClientSession, State
@@ -211,8 +211,9 @@ class Client:
             self.error = exc
         except MQTTError as exc:                  # §4.8: a violation closes the connection
             self.error = exc
+            refused = isinstance(exc, ConnectionRefused)   # not a violation: the server said no
             with contextlib.suppress(ConnectionClosed):
-                await ws.close(1002, exc.reason[:100])
+                await ws.close(1000 if refused else 1002, "" if refused else exc.reason[:100])
         finally:
             self._connection_ended(ws)
 

@@ -22,7 +22,7 @@ class Connected(Event):
 
     ``session_present``: the server kept our session (§3.2.2.2).  ``resent``: Packet Identifiers of
     the PUBLISH (DUP=1) and PUBREL packets re-sent because of it (§4.4).  ``discarded``: those we
-    had in flight but dropped because the server has no session for us ([MQTT-3.2.2-...]: a client
+    had in flight but dropped because the server has no session for us (§3.2.2.2: a client
     with session state that receives Session Present 0 must discard it) - lost messages.
     """
 

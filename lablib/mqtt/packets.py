@@ -586,7 +586,7 @@ def _decode_subscribe(r: _Reader, flags: int) -> Subscribe:
         qos = r.uint8("Requested QoS")
         if qos & 0xFC:
             raise MalformedPacket("SUBSCRIBE: reserved bits 7-2 of Requested QoS are not 0 "
-                                  "(§3.8.3.1 [MQTT-3-8.3-4])")
+                                  "(§3.8.3.1 [MQTT-3.8.3-4])")
         topics.append((topic_filter, qos))
     return Subscribe(packet_id, tuple(topics))
 

@@ -98,7 +98,7 @@ async def test_inflight_window_bounds_unacknowledged_messages(broker):
         assert sorted([(await sub.recv()).payload for _ in range(10)]) == sorted(b"%d" % i for i in range(10))
 
 
-@pytest.mark.parametrize("qos, ack", [(1, b"\x40"), (2, b"\x50")])
+@pytest.mark.parametrize("qos, ack", [(1, b"\x40"), (2, b"\x50")], ids=["qos1", "qos2"])
 @asyncio_test
 async def test_persistent_session_resends_inflight_with_dup_after_a_cut(broker, qos, ack):
     """§4.4: the PUBLISH is re-sent with DUP=1 and its original id on the new connection.

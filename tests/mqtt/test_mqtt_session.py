@@ -1,6 +1,10 @@
 """The sans-I/O client session: flows of §4.3, retransmission on reconnect (§4.4), keep alive."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lablib.errors import LablibError
 
 from lablib.mqtt.errors import ConnectionRefused, MQTTProtocolError, SessionError
 from lablib.mqtt.events import (Connected, MessageReceived, PongReceived, PublishAcknowledged,
@@ -231,3 +235,13 @@ def test_disconnect_sends_disconnect():
     session.disconnect(now=1)
     assert session.data_to_send() == b"\xe0\x00"
     assert session.state is State.DISCONNECTED
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=64))
+def test_random_bytes_into_a_connected_session_raise_only_lablib_errors(data):
+    session = connected()
+    try:
+        session.receive_data(data, now=1)
+    except LablibError:
+        pass
