@@ -88,7 +88,10 @@ class Client:
     # --- connection -----------------------------------------------------------------------------
 
     async def connect(self) -> Connected:
-        """Open the WebSocket, send CONNECT, wait for CONNACK (raises ConnectionRefused if refused)."""
+        """Open the WebSocket, send CONNECT, wait for CONNACK (raises ConnectionRefused if refused).
+
+        ``open_timeout`` bounds the WebSocket handshake and, again, the wait for CONNACK.
+        """
         if self._reader is not None:
             await self._wait_tasks()      # the previous connection's tasks have ended
         ws = await ws_connect(self.url, subprotocols=[SUBPROTOCOL], max_size=self.max_packet_size + 5,
@@ -103,7 +106,13 @@ class Client:
         self._reader = asyncio.create_task(self._read_loop(ws))
         self._timer = asyncio.create_task(self._keepalive_loop())
         await self._flush()
-        self.connected = await asyncio.shield(self._connack)
+        try:
+            async with asyncio.timeout(self.open_timeout):    # a silent server must not hang us
+                self.connected = await asyncio.shield(self._connack)
+        except TimeoutError:
+            self.drop()
+            await self._wait_tasks()
+            raise TimeoutError(f"no CONNACK within open_timeout={self.open_timeout}s") from None
         return self.connected
 
     async def disconnect(self) -> None:

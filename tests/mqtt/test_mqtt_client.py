@@ -98,3 +98,13 @@ async def test_a_publish_waiting_for_its_ack_fails_when_the_connection_drops():
         with pytest.raises(ConnectionClosed):
             await publishing
         assert client.session.inflight == (1,)   # kept: it goes out again on reconnect
+
+
+@asyncio_test
+async def test_a_server_that_never_sends_connack_gives_a_timeout_not_a_hang():
+    server, received = scripted()            # reads CONNECT, answers nothing
+    async with server as s:
+        client = Client(f"ws://127.0.0.1:{s.port}/mqtt", "c", open_timeout=0.2)
+        with pytest.raises(TimeoutError, match="no CONNACK"):
+            await client.connect()
+        assert client.ws.transport.is_closing()
