@@ -130,7 +130,7 @@ class EventStreamParser:
 
     def _fail(self, reason: str) -> None:
         self._failed = PayloadTooBig(reason)
-        self._buffer.clear()
+        self._buffer = bytearray()   # (the old one may be under a running finditer)
         self._reset_event()
         raise self._failed
 
