@@ -8,7 +8,8 @@ The connection's life follows the WHATWG HTML standard, §9.2.3 "Processing mode
   must **fail the connection**: no reconnection.  Here a ``204 No Content`` - the server's way
   of saying "stop" - ends the iteration quietly; any other status or type raises
   :class:`~lablib.errors.HandshakeError`;
-* a network error, and the end of the body (clean or cut), make it **reestablish the
+* a network error (refused, reset, an answer that is not HTTP), and the end of the body
+  (clean or cut), make it **reestablish the
   connection**: wait the reconnection time (3 s, or the last ``retry`` the server sent), then
   ask again with ``Last-Event-ID``;
 * the body is interpreted by :class:`~lablib.sse.codec.EventStreamParser`.
@@ -157,7 +158,11 @@ class EventSource:
             parser = EventStreamParser(max_size=self.max_size, last_event_id=self.last_event_id)
             while True:
                 data = await reader.read(self.read_size)
-                for item in stream.receive_data(data):
+                try:
+                    items = stream.receive_data(data)
+                except HandshakeError as exc:     # not HTTP: for fetch, a network error
+                    raise ConnectionError(exc.reason) from None
+                for item in items:
                     if isinstance(item, Response):
                         if not self._announced(item):
                             return
