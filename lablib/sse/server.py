@@ -21,6 +21,12 @@ client, a proxy and the dissector can tell "the server finished" from "the netwo
 When the handler returns, the server sends the last chunk and closes the connection; if the
 client goes away, the handler task is cancelled.  ``server.close()`` ends every stream the same
 clean way.  A handler that raises before opening gets a 500; after opening, its stream ends.
+
+Limits (constructor arguments): ``request_timeout`` and ``max_request_size`` for the request;
+``send_timeout``: a client that stops reading (its TCP window full) for that long is dropped,
+and the handler's ``send`` raises :class:`~lablib.errors.ConnectionClosed`, so a stalled client
+never holds a handler forever.  ``headers`` are added to every 200 head (e.g.
+``Access-Control-Allow-Origin`` for a browser's ``EventSource`` from another origin).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Iterable
 
 from ..errors import ConnectionClosed, HandshakeError, LocalProtocolError
 from ..http import NEED_DATA, Request, RequestParser, error_response, format_response
@@ -52,8 +58,12 @@ class EventStream:
     """The server's side of one event-stream response (see the module docstring)."""
 
     def __init__(self, request: Request, writer: asyncio.StreamWriter, *,
-                 retry: int | None, keepalive: float | None) -> None:
+                 retry: int | None = None, keepalive: float | None = None,
+                 headers: Iterable[tuple[str, str]] = (),
+                 send_timeout: float | None = None) -> None:
         self.request = request
+        self.headers = list(headers)
+        self.send_timeout = send_timeout
         self.last_event_id: str | None = request.headers.get("last-event-id")
         self.retry, self.keepalive = retry, keepalive
         self.opened = False       # the 200 head went out
@@ -77,7 +87,7 @@ class EventStream:
             return
         self.answered = self.opened = True
         head = format_response(200, [("Content-Type", MEDIA_TYPE), ("Cache-Control", "no-store"),
-                                     ("Transfer-Encoding", "chunked")])
+                                     ("Transfer-Encoding", "chunked")] + self.headers)
         first = chunk(encode(retry=self.retry)) if self.retry is not None else b""
         await self._write(head + first)
 
@@ -115,7 +125,14 @@ class EventStream:
         async with self._lock:
             self._writer.write(data)
             self._activity.set()
-            await self._writer.drain()
+            try:
+                async with asyncio.timeout(self.send_timeout):
+                    await self._writer.drain()
+            except TimeoutError:     # a client that stopped reading: drop it, never wait forever
+                self._writer.transport.abort()
+                self.closed.set()
+                raise ConnectionClosed(1006, f"the client read nothing for "
+                                             f"{self.send_timeout} s") from None
 
     async def _keepalives(self) -> None:
         """A comment after every ``keepalive`` seconds without a write."""
@@ -146,9 +163,11 @@ class Server:
     """A listening SSE server; ``port`` is the port the OS chose when you asked for 0."""
 
     def __init__(self, handler: Handler, host: str, port: int, *, retry: int | None = None,
-                 keepalive: float | None = 15.0, max_request_size: int = 16 * 1024,
+                 keepalive: float | None = 15.0, headers: Iterable[tuple[str, str]] = (),
+                 send_timeout: float | None = 60.0, max_request_size: int = 16 * 1024,
                  request_timeout: float = 10.0) -> None:
         self.handler = handler
+        self.headers, self.send_timeout = list(headers), send_timeout
         self.host, self.requested_port = host, port
         self.retry, self.keepalive = retry, keepalive
         self.max_request_size, self.request_timeout = max_request_size, request_timeout
@@ -216,7 +235,8 @@ class Server:
         return result
 
     async def _respond(self, request: Request, reader, writer) -> None:
-        stream = EventStream(request, writer, retry=self.retry, keepalive=self.keepalive)
+        stream = EventStream(request, writer, retry=self.retry, keepalive=self.keepalive,
+                             headers=self.headers, send_timeout=self.send_timeout)
         self.streams.add(stream)
         handler = asyncio.create_task(self._run_handler(stream))
         watchers = [asyncio.create_task(self._watch_client(reader, stream, handler))]

@@ -130,3 +130,27 @@ async def test_bad_requests_get_an_http_error_never_a_traceback():
     assert garbage.startswith(b"HTTP/1.1 400 ")
     assert failing.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
     assert b"boom" not in failing
+
+
+@asyncio_test(timeout=20)
+async def test_a_client_that_stops_reading_is_dropped_after_send_timeout():
+    from lablib.capture.relay import Relay
+    from lablib.errors import ConnectionClosed
+
+    outcome = asyncio.get_running_loop().create_future()
+
+    async def handler(stream):
+        try:
+            while True:                                   # until TCP flow control pushes back
+                await stream.send("x" * 65536)
+        except ConnectionClosed as exc:
+            outcome.set_result(exc)
+
+    async with serve(handler, send_timeout=0.2, keepalive=None) as server, \
+            Relay("127.0.0.1", server.port, max_buffered=1) as relay:
+        relay.stall("s2c")                                # the "client" reads nothing
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        writer.write(get())
+        closed = await outcome
+        writer.close()
+    assert "read nothing" in closed.reason
