@@ -102,6 +102,13 @@ def test_a_cr_at_a_chunk_boundary_followed_by_lf():
     assert parser.receive_data(b"\ndata: y\r\r") == [EventReceived("y")]
 
 
+def test_the_lf_of_a_split_crlf_is_not_an_empty_line():
+    parser = EventStreamParser()
+    assert parser.receive_data(b"data: x\r") == []
+    assert parser.receive_data(b"\ndata: y\r") == []
+    assert parser.receive_data(b"\n\r\n") == [EventReceived("x\ny")]
+
+
 def test_a_cr_cr_dispatches_at_once():
     # CR alone ends a line: no need to wait for a possible LF.
     assert EventStreamParser().receive_data(b"data: x\r\r") == [EventReceived("x")]
@@ -214,6 +221,9 @@ def test_any_chunking_gives_the_same_items(pieces, cuts):
     got = [item for part in _chunked(stream, cuts) for item in parser.receive_data(part)]
     assert got == expected
     assert (parser.last_event_id, parser.retry) == (whole.last_event_id, whole.retry)
+    bytewise = EventStreamParser()                 # every boundary at once: one byte a chunk
+    assert [item for i in range(len(stream))
+            for item in bytewise.receive_data(stream[i:i + 1])] == expected
 
 
 @settings(max_examples=300, deadline=None)
