@@ -7,7 +7,8 @@ For each request the server calls ``await handler(stream)`` with an :class:`Even
 * ``await stream.send("data", event=..., id=...)`` (or ``send(EventReceived(...))``) writes one
   event; ``await stream.comment("...")`` a comment;
 * ``await stream.reject(204)`` answers without a stream: 204 tells an ``EventSource`` to stop
-  reconnecting (§9.2.3: any status but 200 "fails the connection"); other statuses work too.
+  reconnecting (§9.2.3: any status but 200 "fails the connection"); other statuses work too;
+  ``await stream.respond(200, html, "text/html")`` serves an ordinary page instead.
 
 The response head (``200``, ``Content-Type: text/event-stream``, ``Cache-Control: no-store``)
 goes out with the first event or comment, or on ``await stream.open()``; then the server's
@@ -109,13 +110,23 @@ class EventStream:
 
     async def reject(self, status: int = 204, message: str = "") -> None:
         """Answer ``status`` instead of a stream (204: "stop reconnecting")."""
+        if status == 204:
+            await self._answer(format_response(204, [("Connection", "close")]))
+        else:
+            await self.respond(status, message or f"status {status}")
+
+    async def respond(self, status: int, body: str,
+                      content_type: str = "text/plain; charset=utf-8") -> None:
+        """Answer with an ordinary response and close: an error, or a page (e.g. the HTML that
+        hosts a browser's ``EventSource``, served from the same origin as the stream)."""
+        await self._answer(error_response(status, body, [("Cache-Control", "no-store")],
+                                          content_type=content_type))
+
+    async def _answer(self, response: bytes) -> None:
         if self.answered:
             raise LocalProtocolError("the response has already started")
         self.answered = True
-        if status == 204:
-            await self._write(format_response(204, [("Connection", "close")]))
-        else:
-            await self._write(error_response(status, message or f"status {status}"))
+        await self._write(response)
 
     # -- driver ---------------------------------------------------------------------------------
 

@@ -154,3 +154,15 @@ async def test_a_client_that_stops_reading_is_dropped_after_send_timeout():
         closed = await outcome
         writer.close()
     assert "read nothing" in closed.reason
+
+
+@asyncio_test
+async def test_respond_serves_an_ordinary_page():
+    async def handler(stream):
+        if stream.path == "/":
+            await stream.respond(200, "<p>hi</p>", "text/html")
+
+    async with serve(handler) as server:
+        page = await exchange(server.port, get("/"))
+    assert page == (b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Type: text/html\r\n"
+                    b"Content-Length: 10\r\nConnection: close\r\n\r\n<p>hi</p>\n")
