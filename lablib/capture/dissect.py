@@ -87,6 +87,7 @@ from ..http import NEED_DATA as HTTP_NEED_DATA
 from ..http import Headers, Request, RequestParser, Response, ResponseParser
 from ..websocket.frames import (NEED_DATA as WS_NEED_DATA, CloseCode, Frame, FrameParser, Opcode,
                                 parse_close_payload)
+from ..sse.httpstream import ResponseStream  # moves to ..http with its rewrite
 from ..websocket.handshake import accept_key
 from .records import Capture, Chunk, Conversation, Direction
 
@@ -166,6 +167,7 @@ class Message:
     target: str | None = None
     headers: Headers | None = None    #: for an HTTP body: the message's headers
     obj: Any = None                   #: the carrier's object (Request, Response, Frame, packet)
+    complete: bool = True             #: False: an HTTP body that has not ended (see STREAMED_TYPES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +213,13 @@ DECODERS: list[Decoder] = []
 
 #: Modules whose import registers the built-in decoders, imported on first use (if they exist).
 DECODER_MODULES: tuple[str, ...] = ("lablib.engineio.dissect", "lablib.socketio.dissect",
-                                     "lablib.mqtt.dissect")
+                                     "lablib.mqtt.dissect", "lablib.sse.dissect")
+
+#: Media types whose body is a stream of self-delimited messages (``text/event-stream``, added
+#: by lablib.sse.dissect): a response of such a type whose body has not ended - still open, or
+#: cut - is shown with its head and handed to the decoders with the body so far
+#: (``Message.complete`` False).  Any other unfinished response is only a ``truncated`` error.
+STREAMED_TYPES: set[str] = set()
 _loaded = False
 
 
@@ -444,9 +452,13 @@ class _Dissector:
             try:   # a body delimited by the end of the connection (RFC 9112 §6.3 rule 8)
                 response = parser.receive_eof()
             except HandshakeError as exc:
+                if self.streamed(stream, request, data):
+                    return None
                 return self._http_failed(stream, "truncated", incomplete, exc)
             size = len(data)
         if response is HTTP_NEED_DATA:
+            if self.streamed(stream, request, data):
+                return None
             return self._http_failed(stream, "truncated", incomplete, None)
         summary = f"HTTP/{response.http_version} {response.status} {response.reason}".rstrip()
         if response.body:
@@ -464,6 +476,35 @@ class _Dissector:
                 summary += " [wrong Sec-WebSocket-Accept]"
         self._http_message(stream, "response", summary, fields, data[:size], response)
         return response
+
+    def streamed(self, stream: _Stream, request: Request | None, data: bytes) -> bool:
+        """A response of a :data:`STREAMED_TYPES` type whose body has not ended: its head, the
+        body so far to the decoders, then (if the connection is over) a ``truncated`` error."""
+        head = ResponseStream(method=request.method if request else "GET")
+        try:
+            items = head.receive_data(data) + (head.receive_data(b"") if self.eof else [])
+        except HandshakeError:
+            return False
+        response = head.response
+        if response is None or _media_type(response) not in STREAMED_TYPES:
+            return False
+        response.body = b"".join(item for item in items if isinstance(item, bytes))
+        summary = (f"HTTP/{response.http_version} {response.status} {response.reason} "
+                   f"body={len(response.body)}B so far, " + ("cut" if self.eof else "open"))
+        fields = {"status": response.status, "reason": response.reason,
+                  "http_version": response.http_version, "headers": response.headers.items(),
+                  "body": response.body, "complete": False}
+        record = self.emit(stream, "http", "response", summary, fields, stream.offset, data,
+                           response)
+        stream.offset += len(data)
+        self.decode(record, Message("http", response.body, _utf8(response.body),
+                                    stream.direction, self.target, response.headers, response,
+                                    complete=False))
+        if self.eof:
+            self.emit(stream, "error", "truncated", "the connection ended inside the body",
+                      {"error": "the connection ended inside the body"}, stream.offset, b"")
+        stream.failed = True
+        return True
 
     def _http_failed(self, stream: _Stream, kind: str, summary: str, exc: Exception | None):
         self.error(stream, kind, summary, obj=exc)
@@ -789,6 +830,11 @@ class _Upgrade:
 
 
 # --- HTTP helpers -------------------------------------------------------------------------------
+
+def _media_type(message: Request | Response) -> str:
+    """The Content-Type without parameters, lower-cased (RFC 9110 §8.3.1)."""
+    return (message.headers.get("content-type") or "").split(";")[0].strip().lower()
+
 
 def _is_upgrade(request: Request) -> bool:
     return "upgrade" in request.headers.tokens("connection") and "upgrade" in request.headers
