@@ -9,6 +9,8 @@
 // Commands:
 //   {"cmd": "broadcast", "rooms": [...], "except": [...], "event": "e", "args": [...]}
 //   {"cmd": "fetchSockets", "rooms": [...]}
+//   {"cmd": "serverSideEmit", "event": "e", "args": [...]}
+//   {"cmd": "broadcastWithAck", "rooms": [...], "timeout": ms, "event": "e", "args": [...]}
 //   {"cmd": "connectClient", "name": "a", "rooms": [...]}   a socket.io-client joining rooms
 //   {"cmd": "exit"}
 // Binary values travel in JSON as {"$bin": "<hex>"} both ways.
@@ -70,6 +72,15 @@ async function main() {
     async broadcast(c) {
       io.to(c.rooms || []).except(c.except || []).emit(c.event, ...fromJSON(c.args || []));
       return { done: "broadcast" };
+    },
+    async serverSideEmit(c) {
+      io.serverSideEmit(c.event, ...fromJSON(c.args || []));
+      return { done: "serverSideEmit" };
+    },
+    async broadcastWithAck(c) {            // an emit that waits for the clients' acks
+      io.to(c.rooms || []).timeout(c.timeout).emit(c.event, ...fromJSON(c.args || []),
+        (err, responses) => say({ acks: toJSON(responses || []), error_: err && String(err) }));
+      return { done: "broadcastWithAck" };
     },
     async fetchSockets(c) {
       const sockets = await io.in(c.rooms || []).fetchSockets();

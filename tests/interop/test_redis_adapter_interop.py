@@ -208,3 +208,25 @@ def test_python_request_is_understood_by_node(redis_url, peer, subscriber):  # n
     assert [s["id"] for s in fetched] == [sid]
     assert "joined-by-python" in fetched[0]["rooms"]
     publisher.close()
+
+
+def test_node_server_side_emit_and_broadcast_with_ack(subscriber, peer):
+    uid = peer.ready["uid"]
+    peer.send(cmd="serverSideEmit", event="hello-servers", args=[{"n": 1}])
+    payload = _next_message(subscriber)["data"]
+    assert payload == b'{"uid":"' + uid.encode() + b'","type":6,"data":["hello-servers",{"n":1}]}'
+    request = decode_request(payload)
+    assert request == Request(RequestType.SERVER_SIDE_EMIT, uid, data=["hello-servers", {"n": 1}])
+    assert encode_request(request) == payload
+
+    peer.send(cmd="broadcastWithAck", rooms=["room1"], timeout=60000, event="ask",
+              args=[{"$bin": "0a"}])
+    message = _next_message(subscriber)
+    assert message["channel"] == b"socket.io-request#/#"
+    payload = message["data"]
+    assert payload[:1] == b"\x85"                     # a MessagePack map of 5: not JSON
+    request = decode_request(payload)
+    assert request.type == RequestType.BROADCAST and request.uid == uid
+    assert request.packet == Packet(PacketType.EVENT, "/", ["ask", b"\x0a"])
+    assert request.opts == BroadcastOptions(("room1",), (), {"timeout": 60000})
+    assert encode_request(request) == payload
