@@ -506,10 +506,10 @@ def decode_response(payload: bytes) -> Response:
         except (ValueError, TypeError):
             raise PacketError(f"unknown response type {kind!r}") from None
     count = wire.get("clientCount")
+    if isinstance(count, float) and math.isfinite(count) and count.is_integer():
+        count = int(count)   # a JavaScript number may arrive as a MessagePack float
     if count is not None and (type(count) is not int or count < 0):
-        if not (isinstance(count, float) and math.isfinite(count) and count == int(count)):
-            raise PacketError(f"clientCount must be a count, not {count!r}")
-        count = int(count)
+        raise PacketError(f"clientCount must be a count, not {count!r}")
     return Response(_optional_str(wire, "requestId"), kind,
                     wire.get("sockets"), wire.get("rooms"), wire.get("data", ABSENT), count,
                     wire.get("packet", ABSENT))

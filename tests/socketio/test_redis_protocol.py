@@ -222,6 +222,13 @@ def test_malformed_requests_raise_packet_error(payload):
         decode_request(payload)
 
 
+@pytest.mark.parametrize("payload", [b'{"clientCount":-1}', b'{"clientCount":"2"}',
+                                     b'{"clientCount":1.5}', b'{"type":99}', b'{"requestId":7}'])
+def test_malformed_responses_raise_packet_error(payload):
+    with pytest.raises(PacketError):
+        decode_response(payload)
+
+
 def test_absent_is_not_none():
     assert Request(RequestType.SERVER_SIDE_EMIT, "u").data is ABSENT
     assert encode_request(Request(RequestType.SERVER_SIDE_EMIT, "u", data=None)) == \
