@@ -71,6 +71,7 @@ WINDOW = 65535                 #: the (unscaled) window field of synthesized seg
 WINDOW_SCALE = 7               #: announced in the SYNs: the real window is 65535 << 7 ≈ 8 MiB
 LOOPBACK_MAC = "00:00:00:00:00:00"  #: the loopback interface's Ethernet address
 TTL = 64                       #: IPv4 TTL / IPv6 hop limit of synthesized packets (Linux default)
+TCP_PROTO = 6                  #: the IP protocol number of TCP
 
 
 def internet_checksum(data: bytes) -> int:
@@ -300,7 +301,8 @@ def _records(reader: RawPcapReader, file: _File, size: int) -> Iterator[Frame]:
     number, last_time = 0, (0, 0, 10**6)
     while True:
         try:
-            # scapy's iterator cuts every record to 65535 bytes; ours reach 14 + 65535
+            # not `for data, meta in reader`: scapy's iterator cuts every record to 65535
+            # bytes (its MTU), and our frames reach 14 + 65535
             data, meta = reader._read_packet(SNAPLEN)
         except EOFError:
             break
@@ -313,7 +315,7 @@ def _records(reader: RawPcapReader, file: _File, size: int) -> Iterator[Frame]:
         last_time = frame.seconds, frame.fraction, frame.resolution
         yield frame
     if file.cut_at is not None:
-        raise CaptureError(f"record {number}: the file ends inside it (at byte {file.cut_at}); "
+        raise CaptureError(f"the file ends inside a record (at byte {file.cut_at}); "
                            "was it copied while still being written?")
     if file.tell() < size:
         raise CaptureError(f"record {number + 1}: malformed (bad length or byte-order field) "
@@ -395,9 +397,6 @@ def _tcp_bytes(ip: IP | IPv6, truncated: bool, number: int) -> bytes | None:
                                "capture again with a larger snaplen (tcpdump -s 0)")
         raise CaptureError(f"packet {number}: IP length {total} exceeds the {captured} bytes captured")
     return ip.original[start:total]
-
-
-TCP_PROTO = 6   #: the IP protocol number of TCP
 
 
 def decode_frame(linktype: int, data: bytes, time: float, *, truncated: bool = False,
