@@ -17,8 +17,10 @@ How we use scapy, and why (measured with scapy 2.8 on Linux):
   us if it still overflowed.
 * We read raw bytes (``recv_raw``) with a buffer larger than scapy's default of 65535: a
   loopback frame can be 14 + 65535 bytes, and a short buffer silently truncates it.
-* Filtering by port happens in Python, on the decoded headers (like ``sniff(lfilter=...)``): a
-  kernel BPF ``filter=`` would need libpcap to compile it.
+* Filtering by port happens in Python, on the headers scapy decodes (like
+  ``sniff(lfilter=...)``): a kernel BPF ``filter=`` would need libpcap to compile it.  Decoding
+  costs ~150 µs a packet and the loopback carries everyone's traffic, so a byte search for the
+  port sieves the frames first, and decoding waits until the reading is done.
 * Draining runs in a worker thread (``asyncio.to_thread``) so the event loop keeps serving the
   connections — a closing handshake still in flight — while we read.
 """
@@ -47,6 +49,9 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 SOL_PACKET = 263           # linux/socket.h
 PACKET_STATISTICS = 6      # linux/if_packet.h: struct tpacket_stats {tp_packets, tp_drops}
 FRAME_BUFFER = 65535 + 1024  # larger than any loopback frame (14 + 65535 bytes)
+#: A TCP port, if a frame carries it, lies within its first bytes: link layer (≤ 22 bytes with
+#: two VLAN tags), IPv4 header with options (≤ 60) or IPv6 (40), then the two ports.
+HEADERS = 128
 
 HOW_TO_RELAY = ("use the relay instead: async with lablib.capture.relay.Relay(host, port) as "
                 "relay: ... and connect the client to relay.port")
@@ -177,6 +182,8 @@ class Sniffer:
         # deadline bounds it in any case.
         started = time.time()
         deadline = time.monotonic() + max(1.0, 20 * self.idle)
+        port = self.port.to_bytes(2, "big")
+        queued: list[tuple[float, bytes]] = []
         while time.monotonic() < deadline and select.select([sock.ins], [], [], self.idle)[0]:
             _, raw, stamp = sock.recv_raw(FRAME_BUFFER)
             if raw is None:                           # the outgoing copy of a loopback packet
@@ -184,6 +191,11 @@ class Sniffer:
             stamp = time.time() if stamp is None else stamp
             if stamp > started + self.idle:
                 break
+            if port in raw[:HEADERS]:                 # a cheap sieve; decoding decides below
+                queued.append((stamp, raw))
+        # Decoded after reading, not while: scapy takes ~150 µs a packet, and the deadline
+        # above must bound the reading only.
+        for stamp, raw in queued:
             try:
                 seg = pcap.decode_frame(self.linktype, raw, stamp - self._t0)
             except CaptureError:   # not a well-formed TCP/IP packet: not one of ours either
@@ -227,12 +239,8 @@ class Sniffer:
         return pcap.dump_frames(self.frames, self.linktype, nanosecond=True)
 
     def write_pcap(self, dest: str | os.PathLike | BinaryIO) -> None:
-        data = self.pcap_bytes()
-        if hasattr(dest, "write"):
-            dest.write(data)
-        else:
-            with open(dest, "wb") as f:
-                f.write(data)
+        """Write :meth:`pcap_bytes` to a path or a binary file object."""
+        pcap.write_bytes(self.pcap_bytes(), dest)
 
     def packets(self):
         """The packets as scapy objects (``scapy.plist.PacketList``), to ``.show()`` in a notebook."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import shutil
 import struct
@@ -75,6 +76,26 @@ def test_synthesized_packets_have_the_checksums_scapy_computes():
         again = Ether(bytes(p))
         assert (again[TCP].chksum, again[IP].chksum if IP in again else None) == ours
         assert (IP in p) or (IPv6 in p)
+
+
+def test_synthesized_frames_exact_bytes():
+    """The frames scapy builds, byte for byte (the same bytes the hand-packed writer made)."""
+    conv = Conversation(0, ("127.0.0.1", 50000), ("127.0.0.1", 8080), [Chunk(0.5, "c2s", b"hi")],
+                        start=0.25)
+    frames = pcap.synthesize(conv)
+    eth = "000000000000" "000000000000" "0800"           # loopback MACs, IPv4
+    assert frames[0] == (0.25, bytes.fromhex(
+        eth + "4500 0030 0000 4000 4006 3cc6 7f000001 7f000001"      # DF, TTL 64, TCP
+        "c350 1f90 10000000 00000000 7002 ffff 9911 0000"            # SYN, 28 header bytes
+        "0204ffd7 01 030307"))                                       # MSS 65495, NOP, WS 7
+    assert frames[3] == (0.5, bytes.fromhex(
+        eth + "4500 002a 0002 4000 4006 3cca 7f000001 7f000001"
+        "c350 1f90 10000001 80000001 5018 ffff d67b 0000" "6869"))   # PSH|ACK "hi"
+    v6 = Conversation(1, ("::1", 50001), ("::1", 8080), [Chunk(0.5, "s2c", b"v6")], start=0.25)
+    assert pcap.synthesize(v6)[3] == (0.5, bytes.fromhex(
+        "000000000000" "000000000000" "86dd"
+        "6000 0000 0016 06 40" + "00" * 15 + "01" + "00" * 15 + "01"   # hop limit 64
+        "1f90 c351 80010001 10010001 5018 ffff c6ac 0000" "7636"))
 
 
 def test_handshake_data_and_close_sequence_numbers():
@@ -234,6 +255,41 @@ def test_reads_every_link_type_byte_order_and_container(linktype, order, contain
     else:
         data = _classic(frames, linktype, order, nanosecond=container == "pcap-ns")
     assert_same(sample_capture(), read_pcap(io.BytesIO(data), t0=EPOCH))
+
+
+@pytest.mark.parametrize("inet6", [24, 28, 30])         # AF_INET6 of NetBSD, FreeBSD, macOS
+@pytest.mark.parametrize("order", ["<", ">"])            # the writer's byte order
+def test_null_link_type_any_inet6_value_in_either_byte_order(inet6, order):
+    frames = [(t, struct.pack(order + "I", 2 if f[12:14] == b"\x08\x00" else inet6) + f[14:])
+              for t, f in _frames_of(sample_capture())]
+    raw = _classic(frames, 147)                          # 147: _relink leaves the frames alone
+    raw = raw[:20] + struct.pack("<I", LINKTYPE_NULL) + raw[24:]
+    assert_same(sample_capture(), read_pcap(raw, t0=EPOCH))
+
+
+def test_vlan_tagged_ethernet():
+    tags = bytes.fromhex("88a8 0064 8100 00c8")          # 802.1ad outer tag, 802.1Q inner tag
+    frames = [(t, f[:12] + tags + f[12:]) for t, f in _frames_of(sample_capture())]
+    assert_same(sample_capture(), read_pcap(_classic(frames, LINKTYPE_ETHERNET), t0=EPOCH))
+
+
+def test_gzip_compressed_capture():
+    data = _pcapng(_frames_of(sample_capture()), LINKTYPE_ETHERNET)
+    assert_same(sample_capture(), read_pcap(gzip.compress(data), t0=EPOCH))
+    with pytest.raises(CaptureError, match="gzip"):
+        read_pcap(gzip.compress(data)[:-20])
+
+
+@pytest.mark.parametrize("container", ["pcap", "pcapng"])
+def test_a_file_cut_short_is_an_error_not_a_shorter_capture(container):
+    frames = _frames_of(sample_capture())
+    data = _classic(frames, LINKTYPE_ETHERNET) if container == "pcap" else \
+        _pcapng(frames, LINKTYPE_ETHERNET)
+    last = len(frames[-1][1])
+    for cut in (1, 8, last // 2, last + 8):              # inside the last record / block
+        with pytest.raises(CaptureError, match="ends inside"):
+            read_pcap(data[:-cut])
+    assert len(list(read_frames(data))) == len(frames)
 
 
 def test_non_tcp_packets_are_skipped():
