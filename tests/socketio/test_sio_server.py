@@ -475,6 +475,29 @@ async def test_two_namespaces_share_one_engineio_connection():
         await raw.close()
 
 
+@asyncio_test
+async def test_a_namespace_at_the_end_of_the_packet():
+    """``0/admin`` and ``1/admin`` (no trailing ','), as socket.io-parser reads them: the
+    namespace runs to the end of the text.  Our answers still write ``/admin,``."""
+    sio, events = make_server()
+    sio.on("echo", lambda sid, x: ("admin", x), namespace="/admin")
+    eio_sid, main_sid, admin_sid = expected_sids(3)
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        await raw.send("0/nowhere")
+        assert await raw.recv() == '4/nowhere,{"message":"Invalid namespace"}'
+        assert await raw.join() == main_sid
+        await raw.send("0/admin")
+        assert await raw.recv() == '0/admin,{"sid":"%s"}' % admin_sid
+        await raw.send("1/admin")   # leaves /admin only
+        await until(lambda: not sio.core.is_connected(admin_sid, "/admin"))
+        assert sio.core.is_connected(main_sid, "/")
+        await raw.send('2/admin,1["echo","x"]', '22["echo","y"]')
+        assert await raw.recv() == '32["y"]'   # nothing for /admin: it was left
+        assert len(sio.eio.sessions) == 1
+        await raw.close()
+
+
 async def open_clients(port: int, count: int) -> tuple[list[Raw], list[str]]:
     clients, sids = [], []
     for _ in range(count):
