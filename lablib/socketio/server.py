@@ -91,12 +91,12 @@ import builtins
 import inspect
 import logging
 import random
+import secrets
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..engineio.server import Server as EngineServer
-from ..engineio.server import serve as engineio_serve
 from ..errors import LablibError, LocalProtocolError
 from ..http import Request
 from .adapter import Adapter, InMemoryAdapter
@@ -207,32 +207,46 @@ class Server:
     """A Socket.IO v5 server for asyncio, on lablib's Engine.IO server (path ``/socket.io/``).
 
     ``namespaces``: the namespaces clients may join besides those that have handlers
-    (``["/"]`` when None, like python-socketio), or ``"*"`` for any.  ``rng`` (e.g.
-    ``random.Random(1)``) draws the Engine.IO and the Socket.IO sids, so a seeded server gives
-    the same sids on every run.  ``connect_timeout`` (ms): a connection that joins no namespace
-    in that time is closed.  ``max_attachments`` bounds a client's binary packet.
+    (``["/"]`` when None, like python-socketio), or ``"*"`` for any.  ``rng`` draws the
+    Engine.IO and the Socket.IO sids: by default the OS CSPRNG (``secrets.SystemRandom()``,
+    sids are bearer tokens); pass a seeded ``random.Random(1)`` only to get the same sids on
+    every run (notebooks, tests).  ``connect_timeout`` (ms): a connection that joins no
+    namespace in that time is closed.  ``max_attachments`` bounds a client's binary packet.
     ``max_queue``: events of one client waiting for its handlers before the server stops
     reading from it.  ``adapter_factory(namespace)`` makes each namespace's room registry.
 
-    Engine.IO settings (milliseconds) go to :class:`lablib.engineio.server.Server`:
-    ``ping_interval``, ``ping_timeout``, ``cors_allowed_origins``, ``path`` and any other
-    keyword (``transports``, ``max_payload``, ``close_timeout``, ...).  ``sio.eio`` is that
-    server (its ``sessions`` are the Engine.IO connections), ``sio.core`` the
-    :class:`ServerCore`.
+    The Engine.IO settings go, by name, to :class:`lablib.engineio.server.Server` (see there;
+    times in milliseconds as on the wire, driver limits in seconds and bytes): ``path``,
+    ``ping_interval``, ``ping_timeout``, ``cors_allowed_origins``, ``cors_credentials``,
+    ``max_payload``, ``upgrade_timeout``, ``transports``, ``allow_upgrades``,
+    ``allow_request``, ``max_buffered_packets``, ``max_request_size``, ``request_timeout``,
+    ``close_timeout``.  ``sio.eio`` is that server (its ``sessions`` are the Engine.IO
+    connections), ``sio.core`` the :class:`ServerCore`.
     """
 
     def __init__(self, namespaces: Iterable[str] | str | None = None, *,
                  rng: random.Random | None = None, path: str = "/socket.io/",
                  ping_interval: int = 25000, ping_timeout: int = 20000,
-                 cors_allowed_origins: str | Iterable[str] | None = None,
+                 cors_allowed_origins: str | Sequence[str] | None = None,
+                 cors_credentials: bool = True,
                  connect_timeout: int = 45000, max_attachments: int = DEFAULT_MAX_ATTACHMENTS,
                  max_queue: int = 256,
                  adapter_factory: Callable[[str], Adapter] | None = None,
-                 **engineio_options: Any) -> None:
-        rng = rng if rng is not None else random.Random()
+                 max_payload: int = 1_000_000, upgrade_timeout: int = 10000,
+                 transports: Sequence[str] = ("polling", "websocket"),
+                 allow_upgrades: bool = True,
+                 allow_request: Callable[[Request], bool | str | None] | None = None,
+                 max_buffered_packets: int = 10_000, max_request_size: int = 16 * 1024,
+                 request_timeout: float = 60.0, close_timeout: float = 5.0) -> None:
+        rng = rng if rng is not None else secrets.SystemRandom()
         self.eio = EngineServer(path=path, ping_interval=ping_interval, ping_timeout=ping_timeout,
-                                cors_allowed_origins=cors_allowed_origins, rng=rng,
-                                **engineio_options)
+                                cors_allowed_origins=cors_allowed_origins,
+                                cors_credentials=cors_credentials, max_payload=max_payload,
+                                upgrade_timeout=upgrade_timeout, transports=transports,
+                                allow_upgrades=allow_upgrades, allow_request=allow_request,
+                                max_buffered_packets=max_buffered_packets, rng=rng,
+                                max_request_size=max_request_size,
+                                request_timeout=request_timeout, close_timeout=close_timeout)
         self.core = ServerCore(
             namespaces="*" if namespaces == "*" else list(namespaces or ["/"]),
             adapter_factory=adapter_factory or (lambda namespace: InMemoryAdapter()),
@@ -657,12 +671,60 @@ class Server:
         return task
 
 
-class serve(engineio_serve):
+class serve:
     """``async with serve(sio, host, port) as server`` (or ``server = await serve(...)``).
 
     ``sio`` is a :class:`Server`, or a mapping ``{"event": handler, ...}`` (namespace "/")
-    for a new Server built with ``**settings``.  ``server`` is the Socket.IO server, started:
-    ``server.port`` is the port it listens on.  Same mechanics as Engine.IO's ``serve``.
+    for a new Server built with the keyword options below (those of :class:`Server`, with the
+    same defaults; giving any with a ready Server is a TypeError).  ``server`` is the Socket.IO
+    server, started: ``server.port`` is the port it listens on.  Leaving the ``async with``
+    closes it.
     """
 
-    server_class = Server
+    def __init__(self, sio: Server | Mapping[str, Callable[..., Any]],
+                 host: str = "127.0.0.1", port: int = 0, *,
+                 namespaces: Iterable[str] | str | None = None,
+                 rng: random.Random | None = None, path: str = "/socket.io/",
+                 ping_interval: int = 25000, ping_timeout: int = 20000,
+                 cors_allowed_origins: str | Sequence[str] | None = None,
+                 cors_credentials: bool = True,
+                 connect_timeout: int = 45000, max_attachments: int = DEFAULT_MAX_ATTACHMENTS,
+                 max_queue: int = 256,
+                 adapter_factory: Callable[[str], Adapter] | None = None,
+                 max_payload: int = 1_000_000, upgrade_timeout: int = 10000,
+                 transports: Sequence[str] = ("polling", "websocket"),
+                 allow_upgrades: bool = True,
+                 allow_request: Callable[[Request], bool | str | None] | None = None,
+                 max_buffered_packets: int = 10_000, max_request_size: int = 16 * 1024,
+                 request_timeout: float = 60.0, close_timeout: float = 5.0) -> None:
+        options = dict(
+            namespaces=namespaces, rng=rng, path=path, ping_interval=ping_interval,
+            ping_timeout=ping_timeout, cors_allowed_origins=cors_allowed_origins,
+            cors_credentials=cors_credentials, connect_timeout=connect_timeout,
+            max_attachments=max_attachments, max_queue=max_queue,
+            adapter_factory=adapter_factory, max_payload=max_payload,
+            upgrade_timeout=upgrade_timeout, transports=transports,
+            allow_upgrades=allow_upgrades, allow_request=allow_request,
+            max_buffered_packets=max_buffered_packets, max_request_size=max_request_size,
+            request_timeout=request_timeout, close_timeout=close_timeout)
+        if isinstance(sio, Server):
+            defaults = inspect.signature(serve).parameters
+            changed = sorted(name for name, value in options.items()
+                             if value is not defaults[name].default)
+            if changed:
+                raise TypeError(f"options go to Server(...) when a Server is given: {changed}")
+            self.server = sio
+        else:
+            self.server = Server(**options)
+            for event, handler in sio.items():
+                self.server.on(event, handler)
+        self.host, self.port = host, port
+
+    def __await__(self):
+        return self.server.start(self.host, self.port).__await__()
+
+    async def __aenter__(self) -> Server:
+        return await self.server.start(self.host, self.port)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.server.close()

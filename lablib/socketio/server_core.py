@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import heapq
 import random
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -100,8 +101,9 @@ class ServerCore:
     ``namespaces``: the namespaces clients may join; ``"*"`` accepts any (each created when first
     asked for, and kept: as with the reference's dynamic namespaces, a client can make the
     server hold many).  ``adapter_factory(namespace)`` makes each namespace's room registry.  ``rng``
-    draws the Socket.IO sids (20 characters, like the reference's base64id): pass
-    ``random.Random(seed)`` for reproducible sessions.  ``max_attachments`` bounds each binary
+    draws the Socket.IO sids (20 characters, like the reference's base64id): by default the
+    OS CSPRNG (``secrets.SystemRandom()``); pass ``random.Random(seed)`` only for reproducible
+    sessions (notebooks, tests).  ``max_attachments`` bounds each binary
     packet a client sends.
     """
 
@@ -109,7 +111,7 @@ class ServerCore:
                  adapter_factory: Callable[[str], Adapter] = lambda namespace: InMemoryAdapter(),
                  rng: random.Random | None = None, connect_timeout: int = 45000,
                  max_attachments: int = DEFAULT_MAX_ATTACHMENTS) -> None:
-        self.rng = rng if rng is not None else random.Random()
+        self.rng = rng if rng is not None else secrets.SystemRandom()
         self.connect_timeout = connect_timeout
         self.max_attachments = max_attachments
         self._adapter_factory = adapter_factory

@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import inspect
 import json
 import random
+import secrets
 
 import pytest
 
 from lablib.engineio.client import Client
 from lablib.engineio.server_core import generate_sid
 from lablib.socketio.server import ConnectionRefusedError, DisconnectedError, Server, serve
+from lablib.socketio.server_core import ServerCore
 from tests.aio_support import GUARD_TIMEOUT, asyncio_test, until
 
 SEED = 5
@@ -647,3 +650,37 @@ async def test_serve_a_mapping_of_handlers_awaited():
         await raw.close()
     finally:
         await server.close()
+
+
+# --- secure defaults and the serve() signature ------------------------------------------------------
+
+def test_sids_come_from_the_system_csprng_by_default():
+    """Engine.IO and Socket.IO sids are bearer tokens: without an explicit ``rng`` both come
+    from ``secrets`` (the OS CSPRNG), never from a Mersenne Twister; seeding ``random`` does
+    not make them reproducible.  A seeded generator is used only when passed."""
+    sio = Server()
+    assert isinstance(sio.core.rng, secrets.SystemRandom)
+    assert isinstance(sio.eio.core.rng, secrets.SystemRandom)
+    assert isinstance(ServerCore().rng, secrets.SystemRandom)
+    random.seed(1)
+    first = ServerCore()._new_sid()
+    random.seed(1)
+    assert ServerCore()._new_sid() != first
+    seeded = random.Random(SEED)
+    sio = Server(rng=seeded)
+    assert sio.core.rng is seeded and sio.eio.core.rng is seeded
+
+
+def test_serve_takes_explicit_keyword_options():
+    """``serve()``'s options are named in its signature, with their defaults (no **options)."""
+    parameters = inspect.signature(serve).parameters
+    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    for name in ("namespaces", "rng", "path", "ping_interval", "ping_timeout",
+                 "cors_allowed_origins", "connect_timeout", "max_attachments", "max_queue",
+                 "max_payload", "transports", "close_timeout"):
+        assert parameters[name].kind is inspect.Parameter.KEYWORD_ONLY, name
+        assert parameters[name].annotation is not inspect.Parameter.empty, name
+    assert parameters["ping_interval"].default == 25000
+    assert parameters["connect_timeout"].default == 45000
+    with pytest.raises(TypeError):
+        serve({}, "127.0.0.1", 0, no_such_option=1)
