@@ -29,7 +29,7 @@ from typing import Any
 __all__ = [
     "Output", "Event", "Action",
     "ConnectRequested", "Connected", "ConnectError", "EventReceived", "AckReceived",
-    "AckTimedOut", "AckCancelled", "Disconnected",
+    "AckTimedOut", "AckCancelled", "Disconnected", "Undelivered",
     "ReconnectScheduled", "ReconnectAttempt", "Reconnected", "ReconnectError", "ReconnectFailed",
     "SendTo", "CloseConnection", "Send", "OpenEngine", "CloseEngine",
 ]
@@ -128,6 +128,20 @@ class Disconnected(Event):
 
     namespace: str
     sid: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Undelivered(Event):
+    """Server: a packet reached nobody, and the driver should say so (log it, count it).
+
+    An ``emit`` whose ``to`` names no socket (an unknown or disconnected sid, an empty room),
+    or one kept for a pending socket that was then refused or lost (``to`` is its sid).
+    Nothing is sent; it is not an error (the reference silently does nothing).
+    """
+
+    namespace: str
+    to: str       #: the sid or room(s) it was addressed to
     reason: str
 
 
