@@ -102,7 +102,7 @@ from ..http import Request
 from .adapter import Adapter, InMemoryAdapter
 from .packets import DEFAULT_MAX_ATTACHMENTS
 from .protocol import (AckCancelled, AckReceived, AckTimedOut, CloseConnection, ConnectRequested,
-                       Disconnected, EventReceived, Output, SendTo)
+                       Disconnected, EventReceived, Output, SendTo, Undelivered)
 from .server_core import DEFAULT_REFUSAL, ServerCore
 
 __all__ = ["Server", "serve", "ConnectionRefusedError", "DisconnectedError"]
@@ -147,7 +147,7 @@ _DONE = _Done()
 
 @dataclass(eq=False)
 class _Connection:
-    """One Engine.IO connection: its handshake request, its event queue and worker, its lock."""
+    """One Engine.IO connection: its handshake request, its event queue and worker."""
 
     eio_sid: str
     request: Request
@@ -157,7 +157,6 @@ class _Connection:
     queue: deque = field(default_factory=deque)
     worker_waiting: asyncio.Future | None = None   #: resolved by the next put()
     space: asyncio.Event = field(default_factory=asyncio.Event)   #: set when the queue shrinks
-    write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     worker: asyncio.Task | None = None
     calls: int = 0   #: call()s to this client waiting for their ack (see _on_eio_message)
 
@@ -215,13 +214,22 @@ class Server:
     ``max_queue``: events of one client waiting for its handlers before the server stops
     reading from it.  ``adapter_factory(namespace)`` makes each namespace's room registry.
 
+    Sending: an emit to one client (``to=sid``), a ``call`` and an acknowledgement wait while
+    that client does not read (backpressure on the sender).  A broadcast - to a room, to
+    several, to the whole namespace, with or without ``callback`` - is encoded once and
+    handed to every member without waiting for any one of them: up to ``max_write_buffer``
+    bytes (4 MiB) may wait for a member, and a member with more than that still waiting is
+    disconnected ("transport error", logged), so a slow reader never delays the others and
+    the memory it can pin is bounded.  An emit whose ``to`` reaches nobody is a no-op,
+    logged at debug level and counted in :attr:`undelivered`.
+
     The Engine.IO settings go, by name, to :class:`lablib.engineio.server.Server` (see there;
     times in milliseconds as on the wire, driver limits in seconds and bytes): ``path``,
     ``ping_interval``, ``ping_timeout``, ``cors_allowed_origins``, ``cors_credentials``,
     ``max_payload``, ``upgrade_timeout``, ``transports``, ``allow_upgrades``,
     ``allow_request``, ``max_buffered_packets``, ``max_request_size``, ``request_timeout``,
-    ``close_timeout``.  ``sio.eio`` is that server (its ``sessions`` are the Engine.IO
-    connections), ``sio.core`` the :class:`ServerCore`.
+    ``close_timeout``, ``max_write_buffer``.  ``sio.eio`` is that server (its ``sessions``
+    are the Engine.IO connections), ``sio.core`` the :class:`ServerCore`.
     """
 
     def __init__(self, namespaces: Iterable[str] | str | None = None, *,
@@ -237,7 +245,8 @@ class Server:
                  allow_upgrades: bool = True,
                  allow_request: Callable[[Request], bool | str | None] | None = None,
                  max_buffered_packets: int = 10_000, max_request_size: int = 16 * 1024,
-                 request_timeout: float = 60.0, close_timeout: float = 5.0) -> None:
+                 request_timeout: float = 60.0, close_timeout: float = 5.0,
+                 max_write_buffer: int = 4 * 1024 * 1024) -> None:
         rng = rng if rng is not None else secrets.SystemRandom()
         self.eio = EngineServer(path=path, ping_interval=ping_interval, ping_timeout=ping_timeout,
                                 cors_allowed_origins=cors_allowed_origins,
@@ -246,7 +255,8 @@ class Server:
                                 allow_upgrades=allow_upgrades, allow_request=allow_request,
                                 max_buffered_packets=max_buffered_packets, rng=rng,
                                 max_request_size=max_request_size,
-                                request_timeout=request_timeout, close_timeout=close_timeout)
+                                request_timeout=request_timeout, close_timeout=close_timeout,
+                                max_write_buffer=max_write_buffer)
         self.core = ServerCore(
             namespaces="*" if namespaces == "*" else list(namespaces or ["/"]),
             adapter_factory=adapter_factory or (lambda namespace: InMemoryAdapter()),
@@ -255,7 +265,11 @@ class Server:
         self.handlers: dict[str, dict[str, Callable[..., Any]]] = {}   # namespace -> event -> f
         self._connections: dict[str, _Connection] = {}                 # eio sid -> connection
         self._eio_sid_of: dict[tuple[str, str], str] = {}              # (namespace, sid) -> eio sid
-        self._connecting: dict[tuple[str, str], list[str]] = {}        # rooms entered meanwhile
+        #: packets that reached nobody: an emit whose ``to`` named no socket (an unknown or
+        #: disconnected sid, an empty room), one kept for a connecting client that was then
+        #: refused, or one for a client whose connection closed before it was written.  Each
+        #: is a no-op, logged at debug level (logger "lablib.socketio.server").
+        self.undelivered = 0
         self._acks: dict[tuple[str, str, int], Any] = {}               # -> Future or callback
         self._sessions: dict[tuple[str, str], dict] = {}
         self._tasks: set[asyncio.Task] = set()     # workers and async ack callbacks
@@ -313,18 +327,23 @@ class Server:
         to = to if to is not None else room
         skip = skip_sid if skip_sid is not None else ()
         if not self._has_namespace(namespace):   # e.g. a "*" namespace nobody asked for yet
+            if to is not None:
+                self._undelivered(Undelivered(namespace, str(to), "no such namespace"))
             return
+        # One client named by its sid: its socket's backpressure applies (we wait while it
+        # does not read).  Anything else is a broadcast: written to every member's bounded
+        # buffer without waiting for any one of them (see _write).
+        direct = isinstance(to, str) and self.core.is_connected(to, namespace)
         if callback is None:
-            await self._apply(self.core.emit(event, args, namespace=namespace, to=to,
-                                             skip_sids=skip))
-            return
-        outputs: list[Output] = []
-        for sid in self.core.adapter(namespace).broadcast_targets(to, skip):
-            if self.core.is_connected(sid, namespace):
-                ack_id, out = self.core.emit_with_ack(sid, event, args, namespace=namespace)
+            outputs = self.core.emit(event, args, namespace=namespace, to=to, skip_sids=skip)
+        else:
+            ack_id, reached, outputs = self.core.emit_with_acks(event, args, namespace=namespace,
+                                                                to=to, skip_sids=skip)
+            for sid in reached:
                 self._acks[(namespace, sid, ack_id)] = callback
-                outputs += out
-        await self._apply(outputs)
+        await self._apply(outputs, wait=direct)
+        if not direct:
+            await asyncio.sleep(0)   # let the loop write to the sockets that can take it
 
     async def send(self, data: Any, to: str | Iterable[str] | None = None,
                    room: str | Iterable[str] | None = None,
@@ -375,23 +394,11 @@ class Server:
 
     def enter_room(self, sid: str, room: str, namespace: str | None = None) -> _Done:
         """Put ``sid`` in ``room`` (also from its connect handler, before it is accepted)."""
-        namespace = namespace or "/"
-        pending = self._connecting.get((namespace, sid))
-        if pending is not None:
-            if room not in pending:
-                pending.append(room)
-        else:
-            self.core.enter_room(sid, room, namespace)
+        self.core.enter_room(sid, room, namespace or "/")
         return _DONE
 
     def leave_room(self, sid: str, room: str, namespace: str | None = None) -> _Done:
-        namespace = namespace or "/"
-        pending = self._connecting.get((namespace, sid))
-        if pending is not None:
-            if room in pending:
-                pending.remove(room)
-        else:
-            self.core.leave_room(sid, room, namespace)
+        self.core.leave_room(sid, room, namespace or "/")
         return _DONE
 
     def close_room(self, room: str, namespace: str | None = None) -> _Done:
@@ -403,11 +410,7 @@ class Server:
 
     def rooms(self, sid: str, namespace: str | None = None) -> list[str]:
         """The rooms ``sid`` is in, its own room first."""
-        namespace = namespace or "/"
-        pending = self._connecting.get((namespace, sid))
-        if pending is not None:
-            return [sid, *pending]
-        return self.core.rooms(sid, namespace)
+        return self.core.rooms(sid, namespace or "/")
 
     async def get_session(self, sid: str, namespace: str | None = None) -> dict:
         """The dict the application keeps for ``sid`` (a new empty one the first time)."""
@@ -488,11 +491,12 @@ class Server:
 
     # --- carrying out the core's outputs -----------------------------------------------------
 
-    async def _apply(self, outputs: list[Output]) -> None:
-        """Do what the core asks, in order (see the module docstring, step 2)."""
+    async def _apply(self, outputs: list[Output], wait: bool = True) -> None:
+        """Do what the core asks, in order (see the module docstring, step 2).  ``wait=False``:
+        a broadcast, whose writes never wait for a client (see :meth:`_write`)."""
         for output in outputs:   # (the most frequent outputs are tested first)
             if isinstance(output, SendTo):
-                await self._write(output.eio_sid, output.messages)
+                await self._write(output.eio_sid, output.messages, wait)
             elif isinstance(output, EventReceived):
                 self._enqueue(self._eio_sid_of.get((output.namespace, output.sid)), output)
             elif isinstance(output, AckReceived):
@@ -505,20 +509,29 @@ class Server:
                 self._enqueue(output.eio_sid, output)
             elif isinstance(output, Disconnected):
                 self._enqueue(self._eio_sid_of.pop((output.namespace, output.sid), None), output)
+            elif isinstance(output, Undelivered):
+                self._undelivered(output)
 
-    async def _write(self, eio_sid: str, messages: tuple[str | bytes, ...]) -> None:
-        conn = self._connections.get(eio_sid)
-        if conn is None:
-            return   # the connection is gone: what was for it is dropped
-        if len(messages) == 1 and not conn.write_lock.locked():
-            # One message (no attachments) and nobody in the middle of a packet: eio.send()
-            # hands it to Engine.IO before it can wait for anything (only its drain waits),
-            # so nothing can get in between and the lock is not needed.
-            await self.eio.send(eio_sid, messages[0])
+    def _undelivered(self, output: Undelivered) -> None:
+        self.undelivered += 1
+        logger.debug("nothing delivered to %s in %s: %s", output.to, output.namespace,
+                     output.reason)
+
+    async def _write(self, eio_sid: str, messages: tuple[str | bytes, ...], wait: bool) -> None:
+        """Hand a packet's messages to Engine.IO, all of them before anything can wait, so a
+        packet and its attachments are never interleaved with another packet's.
+
+        ``wait``: then wait while the client does not read (backpressure on whoever sends to
+        that one client).  A broadcast does not wait (``wait=False``): Engine.IO keeps what
+        the client has not taken yet, up to ``max_write_buffer`` bytes, and disconnects a
+        client past that - one slow member never delays the others.
+        """
+        if eio_sid not in self._connections:   # the connection is gone
+            self._undelivered(Undelivered("?", eio_sid, "the connection closed"))
             return
-        async with conn.write_lock:   # a packet and its attachments stay together
-            for message in messages:
-                await self.eio.send(eio_sid, message)
+        last = len(messages) - 1
+        for index, message in enumerate(messages):
+            await self.eio.send(eio_sid, message, wait=wait and index == last)
 
     def _enqueue(self, eio_sid: str | None, event: Output) -> None:
         conn = self._connections.get(eio_sid) if eio_sid is not None else None
@@ -569,7 +582,6 @@ class Server:
 
     async def _handle_connect(self, conn: _Connection, request: ConnectRequested) -> None:
         key = (request.namespace, request.sid)
-        self._connecting[key] = []
         handler = self.handlers.get(request.namespace, {}).get("connect")
         message, data, accepted = DEFAULT_REFUSAL, None, True
         try:
@@ -585,7 +597,6 @@ class Server:
         except Exception:
             logger.exception("the connect handler of %s failed", request.namespace)
             accepted = False
-        rooms = self._connecting.pop(key)
         if not accepted:
             self._sessions.pop(key, None)
             await self._apply(self.core.refuse(request.eio_sid, request.namespace, message, data))
@@ -595,9 +606,7 @@ class Server:
             self._sessions.pop(key, None)
             return
         self._eio_sid_of[key] = request.eio_sid
-        for room in rooms:
-            self.core.enter_room(request.sid, room, request.namespace)
-        await self._apply(outputs)
+        await self._apply(outputs)   # CONNECT, what the handler emitted, the held packets
 
     async def _handle_event(self, event: EventReceived) -> None:
         handlers = self.handlers.get(event.namespace, {})
@@ -696,7 +705,8 @@ class serve:
                  allow_upgrades: bool = True,
                  allow_request: Callable[[Request], bool | str | None] | None = None,
                  max_buffered_packets: int = 10_000, max_request_size: int = 16 * 1024,
-                 request_timeout: float = 60.0, close_timeout: float = 5.0) -> None:
+                 request_timeout: float = 60.0, close_timeout: float = 5.0,
+                 max_write_buffer: int = 4 * 1024 * 1024) -> None:
         options = dict(
             namespaces=namespaces, rng=rng, path=path, ping_interval=ping_interval,
             ping_timeout=ping_timeout, cors_allowed_origins=cors_allowed_origins,
@@ -706,7 +716,8 @@ class serve:
             upgrade_timeout=upgrade_timeout, transports=transports,
             allow_upgrades=allow_upgrades, allow_request=allow_request,
             max_buffered_packets=max_buffered_packets, max_request_size=max_request_size,
-            request_timeout=request_timeout, close_timeout=close_timeout)
+            request_timeout=request_timeout, close_timeout=close_timeout,
+            max_write_buffer=max_write_buffer)
         if isinstance(sio, Server):
             defaults = inspect.signature(serve).parameters
             changed = sorted(name for name, value in options.items()
