@@ -30,13 +30,19 @@ The flow of one event
 2. ``core.receive(eio_sid, message, now)`` decodes the packet (a binary packet waits for its
    attachments) and returns outputs, which :meth:`Server._apply` carries out in order:
 
-   * :class:`SendTo` - the messages go to ``eio.send()``, under the connection's write lock,
-     so a packet's text and its attachments are never interleaved with another packet's;
+   * :class:`SendTo` - the messages go to ``eio.send()``, all of a packet's with no await in
+     between, so its text and its attachments are never interleaved with another packet's;
+     a broadcast's without waiting for any member (see :class:`Server`, "Sending");
    * :class:`CloseConnection` - ``eio.disconnect()``;
    * :class:`AckReceived` / :class:`AckTimedOut` / :class:`AckCancelled` - settle the waiting
      ``call()`` (or run the ``emit(callback=...)``) at once, on the receive path;
    * :class:`ConnectRequested` / :class:`EventReceived` / :class:`Disconnected` - queued for
-     the application.
+     the application;
+   * :class:`Undelivered` - logged at debug level and counted (:attr:`Server.undelivered`).
+
+   Packets that arrive while the client's CONNECT waits for the connect handler are held by
+   the core and come out of ``core.accept()`` after the CONNECT answer (with what the
+   handler emitted to the client), so they are queued behind it.
 
 3. Each Engine.IO connection has one *worker* task that takes the queued events in order and
    awaits their handlers: the connect handler (then ``core.accept()`` or ``core.refuse()``),
@@ -79,7 +85,12 @@ Differences from python-socketio's AsyncServer
 * ``await sio.disconnect(sid)`` sends the DISCONNECT and queues the disconnect handler on the
   client's worker; it does not wait for the handler to run.
 * ``call()`` to a sid that is not connected, or whose client disconnects while we wait,
-  raises :class:`DisconnectedError` at once (python-socketio waits for the timeout).
+  raises :class:`DisconnectedError` at once (python-socketio waits for the timeout); so does
+  a ``call()`` from a connect handler to its own client, which cannot answer before the
+  handler has accepted it (``emit`` with ``callback`` works).
+* A broadcast never waits for a member and drops one that falls ``max_write_buffer`` behind;
+  python-socketio queues without bound.  An emit with ``callback`` to a room sends one packet
+  with one ack id (Node does the same); python-socketio numbers each member's copy.
 * A namespace catch-all handler (``namespace="*"``) and class-based namespaces are not
   offered; the event catch-all ``@sio.on("*")`` (``handler(event, sid, *args)``) is.
 """
@@ -103,7 +114,7 @@ from .adapter import Adapter, InMemoryAdapter
 from .packets import DEFAULT_MAX_ATTACHMENTS
 from .protocol import (AckCancelled, AckReceived, AckTimedOut, CloseConnection, ConnectRequested,
                        Disconnected, EventReceived, Output, SendTo, Undelivered)
-from .server_core import DEFAULT_REFUSAL, ServerCore
+from .server_core import DEFAULT_MAX_HELD_PACKETS, DEFAULT_REFUSAL, ServerCore
 
 __all__ = ["Server", "serve", "ConnectionRefusedError", "DisconnectedError"]
 
@@ -210,7 +221,9 @@ class Server:
     Engine.IO and the Socket.IO sids: by default the OS CSPRNG (``secrets.SystemRandom()``,
     sids are bearer tokens); pass a seeded ``random.Random(1)`` only to get the same sids on
     every run (notebooks, tests).  ``connect_timeout`` (ms): a connection that joins no
-    namespace in that time is closed.  ``max_attachments`` bounds a client's binary packet.
+    namespace in that time is closed.  ``max_attachments`` bounds a client's binary packet,
+    ``max_held_packets`` the packets it may send behind a CONNECT not yet answered (more
+    closes its connection).
     ``max_queue``: events of one client waiting for its handlers before the server stops
     reading from it.  ``adapter_factory(namespace)`` makes each namespace's room registry.
 
@@ -238,7 +251,7 @@ class Server:
                  cors_allowed_origins: str | Sequence[str] | None = None,
                  cors_credentials: bool = True,
                  connect_timeout: int = 45000, max_attachments: int = DEFAULT_MAX_ATTACHMENTS,
-                 max_queue: int = 256,
+                 max_held_packets: int = DEFAULT_MAX_HELD_PACKETS, max_queue: int = 256,
                  adapter_factory: Callable[[str], Adapter] | None = None,
                  max_payload: int = 1_000_000, upgrade_timeout: int = 10000,
                  transports: Sequence[str] = ("polling", "websocket"),
@@ -260,7 +273,8 @@ class Server:
         self.core = ServerCore(
             namespaces="*" if namespaces == "*" else list(namespaces or ["/"]),
             adapter_factory=adapter_factory or (lambda namespace: InMemoryAdapter()),
-            rng=rng, connect_timeout=connect_timeout, max_attachments=max_attachments)
+            rng=rng, connect_timeout=connect_timeout, max_attachments=max_attachments,
+            max_held_packets=max_held_packets)
         self.max_queue = max_queue
         self.handlers: dict[str, dict[str, Callable[..., Any]]] = {}   # namespace -> event -> f
         self._connections: dict[str, _Connection] = {}                 # eio sid -> connection
@@ -320,7 +334,13 @@ class Server:
 
         With ``callback``, each recipient is asked for an acknowledgement and
         ``callback(*args)`` runs when it comes (no timeout: use :meth:`call` for that).
-        Emitting in a namespace nobody has joined yet reaches nobody.
+
+        To one connected sid, waits while that client does not read; anything else is a
+        broadcast, which waits for no member (see "Sending" in the class docstring).  From a
+        connect handler, an emit to the connecting client (by sid, or by a room it entered)
+        goes out right after the CONNECT answer.  A ``to`` that reaches nobody (an unknown or
+        gone sid, an empty room, a namespace nobody joined) is a no-op, logged at debug level
+        and counted in :attr:`undelivered`.
         """
         namespace = namespace or "/"
         args = _as_args(data)
@@ -698,7 +718,7 @@ class serve:
                  cors_allowed_origins: str | Sequence[str] | None = None,
                  cors_credentials: bool = True,
                  connect_timeout: int = 45000, max_attachments: int = DEFAULT_MAX_ATTACHMENTS,
-                 max_queue: int = 256,
+                 max_held_packets: int = DEFAULT_MAX_HELD_PACKETS, max_queue: int = 256,
                  adapter_factory: Callable[[str], Adapter] | None = None,
                  max_payload: int = 1_000_000, upgrade_timeout: int = 10000,
                  transports: Sequence[str] = ("polling", "websocket"),
@@ -711,7 +731,8 @@ class serve:
             namespaces=namespaces, rng=rng, path=path, ping_interval=ping_interval,
             ping_timeout=ping_timeout, cors_allowed_origins=cors_allowed_origins,
             cors_credentials=cors_credentials, connect_timeout=connect_timeout,
-            max_attachments=max_attachments, max_queue=max_queue,
+            max_attachments=max_attachments, max_held_packets=max_held_packets,
+            max_queue=max_queue,
             adapter_factory=adapter_factory, max_payload=max_payload,
             upgrade_timeout=upgrade_timeout, transports=transports,
             allow_upgrades=allow_upgrades, allow_request=allow_request,

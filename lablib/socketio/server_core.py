@@ -10,7 +10,8 @@ Engine.IO sid.  The driver reports what happens to them and carries out what com
 
     -> SendTo(eio_sid, messages)             write these messages, in order
        CloseConnection(eio_sid, reason)      close that Engine.IO session
-       ConnectRequested / EventReceived / AckReceived / AckTimedOut / AckCancelled / Disconnected
+       ConnectRequested / EventReceived / AckReceived / AckTimedOut / AckCancelled /
+       Disconnected / Undelivered (an emit that reached nobody)
 
 The exchange (Socket.IO protocol v5, "Exchange protocol")::
 

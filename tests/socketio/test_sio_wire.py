@@ -179,6 +179,7 @@ async def test_a_member_that_never_reads_neither_delays_a_broadcast_nor_holds_me
         assert not any(sid in reasons for sid in healthy_sids)
         assert most_held <= BOUND + MESSAGE + 1024
         assert "reads too slowly" in caplog.text
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
         if with_acks:
             await until(lambda: len(acks) == 2 * COUNT)
         assert (await slow.peer.read_all()) is not None   # its connection was aborted
