@@ -603,7 +603,7 @@ class AsyncClient:
         if link.lost_reason is not None or link.eio.state is ClientState.CLOSED:
             self._link = None
             link.retired = True
-            reason = link.lost_reason or link.eio.disconnect_reason or "transport close"
+            reason = link.lost_reason or link.eio.disconnect_reason or TRANSPORT_CLOSE
             self._apply(self.core.engine_failed(reason, self._now()))
             return
         link.opened = True
