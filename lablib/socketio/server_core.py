@@ -382,7 +382,7 @@ class ServerCore:
         after its CONNECT answer.  A ``to`` that reaches nobody outputs :class:`Undelivered`.
         """
         packet = Packet(PacketType.EVENT, namespace, self._event_data(event, args))
-        return self._deliver(packet, namespace, to, skip_sids, event)[1]
+        return self._deliver(packet, namespace, to, skip_sids)[1]
 
     def _targets(self, ns: _Namespace, to: str | Iterable[str] | None,
                  skip_sids: str | Iterable[str]) -> tuple[list[_Socket], list[_Socket]]:
@@ -398,7 +398,7 @@ class ServerCore:
         return connected, pending
 
     def _deliver(self, packet: Packet, namespace: str, to: str | Iterable[str] | None,
-                 skip_sids: str | Iterable[str], event: str,
+                 skip_sids: str | Iterable[str],
                  deadline: float | None = None) -> tuple[list[str], list[Output]]:
         """Send ``packet`` (encoded once) to the targets; register its ack id (if any) with
         each.  Returns the sids reached and the outputs."""
@@ -433,7 +433,7 @@ class ServerCore:
         ack_id = self._next_ack_id(namespace)
         packet = Packet(PacketType.EVENT, namespace, self._event_data(event, args), ack_id)
         deadline = None if timeout is None else now + timeout
-        reached, out = self._deliver(packet, namespace, to, skip_sids, event, deadline)
+        reached, out = self._deliver(packet, namespace, to, skip_sids, deadline)
         return ack_id, reached, out
 
     def _next_ack_id(self, namespace: str) -> int:
