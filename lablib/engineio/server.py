@@ -105,6 +105,10 @@ class _WebSocket:
         self._early: list[bytes] | None = []
         self._close_timer: asyncio.TimerHandle | None = None
 
+    def opened_transport(self) -> bool:
+        """True once the 101 is written (frames go to the transport, not to ``_early``)."""
+        return self._early is None
+
     def opened(self) -> None:
         early, self._early = self._early or [], None
         for data in early:
@@ -160,6 +164,9 @@ class _Link:
     websocket: _WebSocket | None = None          #: the session's WebSocket (probing or upgraded)
     connected: bool = False                      #: the connect handler accepted the session
     posting: bool = False                        #: a POST's messages are being handled
+    #: bytes of the messages sent since the session's buffer was last handed to a transport
+    #: (what a polling client has not fetched yet; see Server.send)
+    queued_bytes: int = 0
 
 
 @dataclass(eq=False)
@@ -197,7 +204,7 @@ class Server:
                  allow_request: Callable[[Request], bool | str | None] | None = None,
                  max_buffered_packets: int = 10_000, rng: random.Random | None = None,
                  max_request_size: int = 16 * 1024, request_timeout: float = 60.0,
-                 close_timeout: float = 5.0) -> None:
+                 close_timeout: float = 5.0, max_write_buffer: int = 4 * 1024 * 1024) -> None:
         self.core = EngineServerCore(
             path=path, ping_interval=ping_interval, ping_timeout=ping_timeout,
             max_payload=max_payload, upgrade_timeout=upgrade_timeout, transports=transports,
@@ -207,6 +214,7 @@ class Server:
         self.max_request_size = max_request_size
         self.request_timeout = request_timeout
         self.close_timeout = close_timeout
+        self.max_write_buffer = max_write_buffer
         self.handlers: dict[str, Callable[..., Any]] = {}
         self._links: dict[str, _Link] = {}
         self._connections: set[_TCPConnection] = set()
@@ -241,8 +249,17 @@ class Server:
         assert self._tcp_server is not None, "the server is not started"
         return self._tcp_server.sockets[0].getsockname()[1]
 
-    async def send(self, sid: str, data: str | bytes) -> None:
+    async def send(self, sid: str, data: str | bytes, *, wait: bool = True) -> None:
         """Send a message; like python-engineio, an unknown or closed sid is ignored (logged).
+
+        ``wait=True``: over a WebSocket, wait while the client does not read what we wrote
+        (backpressure: a client that never reads stalls its sender until the heartbeat drops
+        it).  ``wait=False`` (a broadcast, which must not wait for its slowest member): never
+        wait; what the client has not taken yet - the WebSocket's write buffer, or the
+        messages a polling client has not fetched - may grow to ``max_write_buffer`` bytes
+        (plus the message that crosses it); a client that still has more than that waiting
+        when the next message comes is disconnected instead ("transport error", the cause
+        logged as a warning) and its buffer freed.
 
         Text with a ``\x1e`` (the polling payload's separator) raises LocalProtocolError while
         the session is on polling.
@@ -251,7 +268,18 @@ class Server:
         if link is None:
             logger.warning("send to an unknown session %s: dropped", sid)
             return
+        websocket = link.websocket
+        if not wait:
+            waiting = link.queued_bytes
+            if websocket is not None and websocket.opened_transport():
+                waiting += websocket.writer.transport.get_write_buffer_size()
+            if waiting > self.max_write_buffer:
+                await self._drop_slow_client(link, waiting)
+                return
+        link.queued_bytes += len(data)
         await self._apply(link, link.session.send(data))
+        if not wait:
+            return
         websocket = link.websocket
         # Backpressure: a WebSocket client that does not read slows its sender down.  With
         # nothing left in the transport's buffer (the usual case: the kernel took it all),
@@ -262,6 +290,17 @@ class Server:
                 await websocket.writer.drain()
             except ConnectionError:
                 pass
+
+    async def _drop_slow_client(self, link: _Link, waiting: int) -> None:
+        """A client with more than ``max_write_buffer`` bytes waiting: close the session and
+        abort its TCP connection (it does not read: a closing handshake would wait in vain)."""
+        logger.warning("session %s: %d bytes waiting for the client, more than max_write_buffer "
+                       "(%d): it reads too slowly, disconnected", link.session.sid, waiting,
+                       self.max_write_buffer)
+        websocket = link.websocket
+        await self._apply(link, link.session.fail("transport error"))
+        if websocket is not None:
+            websocket.writer.transport.abort()   # frees what it holds at once
 
     async def disconnect(self, sid: str | None = None) -> None:
         """Close one session (or all of them with ``sid=None``) from the server."""
@@ -352,6 +391,8 @@ class Server:
             self._wakeup.set()
 
     def _act(self, link: _Link, action: Action) -> None:
+        if isinstance(action, (AnswerPoll, SendWebSocket)):
+            link.queued_bytes = 0   # the session's buffer went to a transport
         if isinstance(action, AnswerPoll):
             self._answer_held_poll(link, self.core.answer_held_poll(link.held_request, action.packets)
                                    if link.held_request is not None else None)

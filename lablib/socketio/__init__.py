@@ -14,10 +14,14 @@ from .adapter import Adapter, InMemoryAdapter
 from .backoff import Backoff, backoff_delay
 from .server_core import ServerCore
 from .client_core import ClientCore, EngineState, NamespaceState
+from .protocol import (IO_CLIENT_DISCONNECT, IO_SERVER_DISCONNECT, PING_TIMEOUT, TRANSPORT_CLOSE,
+                       TRANSPORT_ERROR)
 
 __all__ = [
     "DEFAULT_MAX_ATTACHMENTS", "MAX_ACK_ID", "RESERVED_EVENTS", "Decoder", "Packet", "PacketType",
     "decode", "deconstruct", "encode", "has_binary", "reconstruct",
     "Adapter", "InMemoryAdapter", "Backoff", "backoff_delay",
     "ServerCore", "ClientCore", "EngineState", "NamespaceState",
+    "IO_SERVER_DISCONNECT", "IO_CLIENT_DISCONNECT", "PING_TIMEOUT", "TRANSPORT_CLOSE",
+    "TRANSPORT_ERROR",
 ]

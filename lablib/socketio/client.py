@@ -37,7 +37,10 @@ sends one CONNECT per namespace - ``0`` for "/", ``0/room,{"token":"t"}`` with a
 that single connection (namespaces are multiplexed: one Engine.IO session carries them all).
 The server answers ``0{"sid":"..."}`` (accepted: the ``connect`` handler runs) or
 ``4{"message":"..."}`` (refused: ``connect_error`` runs, and ``connect()`` raises
-:class:`ConnectionError`).
+:class:`NamespaceRefusedError` with the server's ``message`` and ``data``).  When Engine.IO
+itself cannot connect (connection refused, a timeout, an HTTP error) ``connect()`` raises
+:class:`TransportError` instead, whose ``__cause__`` is the underlying exception.  Both
+subclass :class:`ConnectionError` (python-socketio raises its ``ConnectionError`` for both).
 
 **2. Events and acks.**  ``emit`` hands an EVENT packet to Engine.IO: one text message, then
 one binary message per ``bytes`` value found in the data (binary attachments).  With a
@@ -111,12 +114,17 @@ from ..engineio.client import Client as EngineIOClient
 from ..engineio.client_session import ClientState
 from ..errors import EngineIOError, HandshakeError, LablibError, LocalProtocolError
 from .client_core import ClientCore, EngineState, NamespaceState
-from .protocol import (AckCancelled, AckReceived, AckTimedOut, CloseEngine, ConnectError,
+from .protocol import (IO_CLIENT_DISCONNECT, IO_SERVER_DISCONNECT, PING_TIMEOUT, TRANSPORT_CLOSE,
+                       TRANSPORT_ERROR, AckCancelled, AckReceived, AckTimedOut, CloseEngine, ConnectError,
                        Connected, Disconnected, EventReceived, OpenEngine, Output,
                        ReconnectAttempt, Reconnected, ReconnectError, ReconnectFailed,
                        ReconnectScheduled, Send)
 
-__all__ = ["AsyncClient", "ConnectionError", "MANAGER_EVENTS"]
+__all__ = [
+    "AsyncClient", "ConnectionError", "NamespaceRefusedError", "TransportError", "MANAGER_EVENTS",
+    "IO_SERVER_DISCONNECT", "IO_CLIENT_DISCONNECT", "PING_TIMEOUT", "TRANSPORT_CLOSE",
+    "TRANSPORT_ERROR",
+]
 
 logger = logging.getLogger("lablib.socketio.client")
 
@@ -141,6 +149,38 @@ class ConnectionError(LablibError):  # noqa: A001 - python-socketio's name, on p
         super().__init__(message)
         self.errors = dict(errors or {})
         self.data = dict(data or {})
+
+
+class NamespaceRefusedError(ConnectionError):
+    """The server refused a namespace: it answered CONNECT with CONNECT_ERROR.
+
+    ``namespace``, ``message`` and ``server_data`` are those of the (first) refusal - the server's
+    words, e.g. from its connect handler's ``ConnectionRefusedError(message, data)``;
+    ``errors``/``data`` (maps, see :class:`ConnectionError`) hold every refused namespace.
+    Retrying will not help unless what the server objected to (auth, say) changes.
+    """
+
+    def __init__(self, namespace: str, message: str, data: Any = None,
+                 errors: Mapping[str, str] | None = None,
+                 all_data: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message, errors if errors is not None else {namespace: message},
+                         all_data if all_data is not None else {namespace: data})
+        self.namespace = namespace
+        self.message = message
+        self.server_data = data   #: the CONNECT_ERROR's data (None if it had none)
+
+
+class TransportError(ConnectionError):
+    """Engine.IO could not connect: the server is unreachable (connection refused), did not
+    answer in time, or answered the handshake with an error.  Nothing reached Socket.IO.
+
+    ``description`` says what happened (as socket.io-client's ``TransportError``); the
+    exception that caused it is ``__cause__``.  Trying again later may work.
+    """
+
+    def __init__(self, description: str, errors: Mapping[str, str] | None = None) -> None:
+        super().__init__(description, errors)
+        self.description = description
 
 
 class _Link:
@@ -210,6 +250,7 @@ class AsyncClient:
         self._callbacks: dict[tuple[str, int], Callable[..., Any]] = {}
         self._waiters: dict[tuple[str, int], asyncio.Future] = {}
         self._failures: dict[str, ConnectError] = {}
+        self._transport_failure: BaseException | None = None   # why Engine.IO did not open
         self._sids: dict[str, str] = {}
         self._running = False
         self._changed: asyncio.Event | None = None
@@ -328,8 +369,9 @@ class AsyncClient:
         if self.core.state is not EngineState.OPEN:
             errors = {name: error.message for name, error in self._failures.items()}
             message = next(iter(errors.values()), "connection failed")
+            cause, self._transport_failure = self._transport_failure, None
             await self._give_up()
-            raise ConnectionError(message, errors)
+            raise TransportError(message, errors) from cause
         if not wait:
             return
 
@@ -344,12 +386,16 @@ class AsyncClient:
         await self._give_up()
         if not failures:
             raise ConnectionError("timed out waiting for the namespaces to connect")
+        first = next(iter(failures.values()))
         if len(failures) == 1:
-            message = next(iter(failures.values())).message
+            message = first.message
         else:
             message = "; ".join(f"{name}: {error.message}" for name, error in failures.items())
-        raise ConnectionError(message, {n: e.message for n, e in failures.items()},
-                              {n: e.data for n, e in failures.items()})
+        error = NamespaceRefusedError(first.namespace, first.message, first.data,
+                                      {n: e.message for n, e in failures.items()},
+                                      {n: e.data for n, e in failures.items()})
+        error.args = (message,)
+        raise error
 
     async def _give_up(self) -> None:
         """connect() failed: leave every namespace (this stops any reconnection) and wait."""
@@ -362,6 +408,7 @@ class AsyncClient:
         self.core = self._new_core()
         self.reconnect_delays_ms = []
         self._failures = {}
+        self._transport_failure = None
         self._sids = {}
         self._callbacks.clear()
         self._events.clear()
@@ -544,6 +591,7 @@ class AsyncClient:
                                    headers=self._headers)
         except Exception as exc:   # whatever it is, the core must hear that opening failed
             logger.info("Engine.IO connection failed: %r", exc)
+            self._transport_failure = exc
             if self._link is link:
                 self._link = None
                 link.retired = True
@@ -555,7 +603,7 @@ class AsyncClient:
         if link.lost_reason is not None or link.eio.state is ClientState.CLOSED:
             self._link = None
             link.retired = True
-            reason = link.lost_reason or link.eio.disconnect_reason or "transport close"
+            reason = link.lost_reason or link.eio.disconnect_reason or TRANSPORT_CLOSE
             self._apply(self.core.engine_failed(reason, self._now()))
             return
         link.opened = True

@@ -54,10 +54,10 @@ from ..errors import LocalProtocolError, PacketError
 from .backoff import Backoff
 from .packets import (DEFAULT_MAX_ATTACHMENTS, MAX_ACK_ID, RESERVED_EVENTS, Decoder, Packet,
                       PacketType, encode)
-from .protocol import (AckCancelled, AckReceived, AckTimedOut, CloseEngine, ConnectError,
-                       Connected, Disconnected, EventReceived, OpenEngine, Output,
-                       ReconnectAttempt, Reconnected, ReconnectError, ReconnectFailed,
-                       ReconnectScheduled, Send)
+from .protocol import (IO_CLIENT_DISCONNECT, IO_SERVER_DISCONNECT, PARSE_ERROR, AckCancelled,
+                       AckReceived, AckTimedOut, CloseEngine, ConnectError, Connected,
+                       Disconnected, EventReceived, OpenEngine, Output, ReconnectAttempt,
+                       Reconnected, ReconnectError, ReconnectFailed, ReconnectScheduled, Send)
 
 __all__ = ["ClientCore", "EngineState", "NamespaceState"]
 
@@ -160,7 +160,7 @@ class ClientCore:
 
         (If every namespace was left while it was opening, the answer is CloseEngine.)"""
         if self.state is EngineState.CLOSED:
-            return [CloseEngine("io client disconnect")]
+            return [CloseEngine(IO_CLIENT_DISCONNECT)]
         if self.state is not EngineState.OPENING:
             raise LocalProtocolError(f"engine_opened in state {self.state.name}")
         self.state = EngineState.OPEN
@@ -238,7 +238,7 @@ class ClientCore:
         try:
             packet = self._decoder.receive(message)
         except PacketError:
-            return [CloseEngine("parse error")] + self._connection_lost("parse error", now)
+            return [CloseEngine(PARSE_ERROR)] + self._connection_lost(PARSE_ERROR, now)
         if packet is None:
             return []
         socket = self._sockets.get(packet.namespace)
@@ -253,8 +253,8 @@ class ClientCore:
             return []   # only a connected namespace hears events, acks and disconnects
         if kind is PacketType.DISCONNECT:
             socket.state = NamespaceState.IDLE
-            out = self._socket_closed(socket, "io server disconnect")
-            return out + self._close_if_unwanted("io server disconnect")
+            out = self._socket_closed(socket, IO_SERVER_DISCONNECT)
+            return out + self._close_if_unwanted(IO_SERVER_DISCONNECT)
         assert socket.sid is not None
         args = tuple(packet.data)
         if kind in (PacketType.EVENT, PacketType.BINARY_EVENT):
@@ -286,7 +286,7 @@ class ClientCore:
             error = ConnectError(socket.namespace, str(data.get("message", "")), data.get("data"))
         else:
             error = ConnectError(socket.namespace, str(data))
-        return [error] + self._close_if_unwanted("io client disconnect")
+        return [error] + self._close_if_unwanted(IO_CLIENT_DISCONNECT)
 
     def _socket_closed(self, socket: _Socket, reason: str) -> list[Output]:
         """``socket`` stops being connected: cancel the acks of emits already sent."""
@@ -375,9 +375,9 @@ class ClientCore:
             socket = self._socket(name)
             if socket.state is NamespaceState.CONNECTED:
                 out += self._send(Packet(PacketType.DISCONNECT, name))
-                out += self._socket_closed(socket, "io client disconnect")
+                out += self._socket_closed(socket, IO_CLIENT_DISCONNECT)
             socket.state = NamespaceState.IDLE
-        return out + self._close_if_unwanted("io client disconnect")
+        return out + self._close_if_unwanted(IO_CLIENT_DISCONNECT)
 
     # --- timers ----------------------------------------------------------------------------
 

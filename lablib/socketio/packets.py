@@ -7,11 +7,15 @@ Every Socket.IO packet travels as one Engine.IO *message*.  Its text is (Socket.
     type         = "0" / "1" / "2" / "3" / "4" / "5" / "6"
                  ; CONNECT DISCONNECT EVENT ACK CONNECT_ERROR BINARY_EVENT BINARY_ACK
     attachments  = 1*DIGIT        ; only for BINARY_EVENT and BINARY_ACK
-    namespace    = "/" *char      ; left out for the main namespace "/"
+    namespace    = "/" *char      ; left out for the main namespace "/"; it ends at the
+                                  ; first "," or at the end of the text ("0/admin")
     ack-id       = 1*DIGIT        ; an event asking for an acknowledgement, and its ACK
 
 So ``2["foo"]`` is the event "foo" on "/", ``2/admin,13["foo"]`` the same on "/admin" asking
 for ack 13, ``3/admin,13["bar"]`` its acknowledgement, ``0/admin,`` a connection request.
+The decoder also takes ``0/admin`` and ``1/admin`` (no ","), as socket.io-parser and
+python-socketio do: a namespace with nothing after it runs to the end of the text.  The
+encoder always writes the ",".
 
 **Binary attachments.** JSON has no bytes.  Each ``bytes`` value found anywhere in the data (at
 any depth of lists and dicts) is taken out and replaced by a *placeholder*
@@ -464,9 +468,10 @@ class Decoder:
         namespace = "/"
         if text.startswith("/", pos):
             comma = text.find(",", pos)
-            if comma < 0:
-                raise PacketError("a namespace must be followed by ','")
-            namespace, pos = text[pos:comma], comma + 1
+            if comma < 0:   # "0/admin": the namespace runs to the end (socket.io-parser)
+                namespace, pos = text[pos:], len(text)
+            else:
+                namespace, pos = text[pos:comma], comma + 1
         ack_id, pos = _parse_ack_id(text, pos)
         data = _parse_json(text[pos:]) if pos < len(text) else None
         problem = _shape_problem(kind, data, ack_id, self.reserved_events)

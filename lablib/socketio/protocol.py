@@ -19,6 +19,9 @@ Disconnect reasons are the reference's strings::
     "forced server close"                  "parse error"            (the server sent garbage)
     "parse error" / "protocol error"       Engine.IO's: "transport close", "ping timeout", ...
     Engine.IO's: "transport close", "ping timeout", "transport error", ...
+
+The client side's are socket.io-client's ``Socket.DisconnectReason``, exported by name below
+(and from :mod:`lablib.socketio.client`) so that an application compares with a constant.
 """
 
 from __future__ import annotations
@@ -27,12 +30,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "IO_SERVER_DISCONNECT", "IO_CLIENT_DISCONNECT", "PING_TIMEOUT", "TRANSPORT_CLOSE",
+    "TRANSPORT_ERROR", "PARSE_ERROR",
     "Output", "Event", "Action",
     "ConnectRequested", "Connected", "ConnectError", "EventReceived", "AckReceived",
-    "AckTimedOut", "AckCancelled", "Disconnected",
+    "AckTimedOut", "AckCancelled", "Disconnected", "Undelivered",
     "ReconnectScheduled", "ReconnectAttempt", "Reconnected", "ReconnectError", "ReconnectFailed",
     "SendTo", "CloseConnection", "Send", "OpenEngine", "CloseEngine",
 ]
+
+# --- disconnect reasons of the client (socket.io-client's DisconnectReason) --------------------
+
+IO_SERVER_DISCONNECT = "io server disconnect"   #: the server sent DISCONNECT (no reconnection)
+IO_CLIENT_DISCONNECT = "io client disconnect"   #: we called disconnect() (no reconnection)
+PING_TIMEOUT = "ping timeout"           #: the server's pings stopped coming (Engine.IO)
+TRANSPORT_CLOSE = "transport close"     #: the connection was closed (by the server, or cut)
+TRANSPORT_ERROR = "transport error"     #: the connection failed (e.g. a network error)
+PARSE_ERROR = "parse error"             #: the server sent a packet we cannot decode
 
 
 class Output:
@@ -131,6 +145,20 @@ class Disconnected(Event):
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Undelivered(Event):
+    """Server: a packet reached nobody, and the driver should say so (log it, count it).
+
+    An ``emit`` whose ``to`` names no socket (an unknown or disconnected sid, an empty room),
+    or one kept for a pending socket that was then refused or lost (``to`` is its sid).
+    Nothing is sent; it is not an error (the reference silently does nothing).
+    """
+
+    namespace: str
+    to: str       #: the sid or room(s) it was addressed to
+    reason: str
+
+
 # --- events, client only: reconnection ---------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -203,4 +231,4 @@ class CloseEngine(Action):
     """Client: close the Engine.IO connection.  The core already counts it as closed (a later
     ``engine_closed`` is ignored); if a reconnection follows, the core schedules it itself."""
 
-    reason: str = field(default="io client disconnect")
+    reason: str = field(default=IO_CLIENT_DISCONNECT)

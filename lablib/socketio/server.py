@@ -30,13 +30,19 @@ The flow of one event
 2. ``core.receive(eio_sid, message, now)`` decodes the packet (a binary packet waits for its
    attachments) and returns outputs, which :meth:`Server._apply` carries out in order:
 
-   * :class:`SendTo` - the messages go to ``eio.send()``, under the connection's write lock,
-     so a packet's text and its attachments are never interleaved with another packet's;
+   * :class:`SendTo` - the messages go to ``eio.send()``, all of a packet's with no await in
+     between, so its text and its attachments are never interleaved with another packet's;
+     a broadcast's without waiting for any member (see :class:`Server`, "Sending");
    * :class:`CloseConnection` - ``eio.disconnect()``;
    * :class:`AckReceived` / :class:`AckTimedOut` / :class:`AckCancelled` - settle the waiting
      ``call()`` (or run the ``emit(callback=...)``) at once, on the receive path;
    * :class:`ConnectRequested` / :class:`EventReceived` / :class:`Disconnected` - queued for
-     the application.
+     the application;
+   * :class:`Undelivered` - logged at debug level and counted (:attr:`Server.undelivered`).
+
+   Packets that arrive while the client's CONNECT waits for the connect handler are held by
+   the core and come out of ``core.accept()`` after the CONNECT answer (with what the
+   handler emitted to the client), so they are queued behind it.
 
 3. Each Engine.IO connection has one *worker* task that takes the queued events in order and
    awaits their handlers: the connect handler (then ``core.accept()`` or ``core.refuse()``),
@@ -79,7 +85,12 @@ Differences from python-socketio's AsyncServer
 * ``await sio.disconnect(sid)`` sends the DISCONNECT and queues the disconnect handler on the
   client's worker; it does not wait for the handler to run.
 * ``call()`` to a sid that is not connected, or whose client disconnects while we wait,
-  raises :class:`DisconnectedError` at once (python-socketio waits for the timeout).
+  raises :class:`DisconnectedError` at once (python-socketio waits for the timeout); so does
+  a ``call()`` from a connect handler to its own client, which cannot answer before the
+  handler has accepted it (``emit`` with ``callback`` works).
+* A broadcast never waits for a member and drops one that falls ``max_write_buffer`` behind;
+  python-socketio queues without bound.  An emit with ``callback`` to a room sends one packet
+  with one ack id (Node does the same); python-socketio numbers each member's copy.
 * A namespace catch-all handler (``namespace="*"``) and class-based namespaces are not
   offered; the event catch-all ``@sio.on("*")`` (``handler(event, sid, *args)``) is.
 """
@@ -91,19 +102,19 @@ import builtins
 import inspect
 import logging
 import random
+import secrets
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..engineio.server import Server as EngineServer
-from ..engineio.server import serve as engineio_serve
 from ..errors import LablibError, LocalProtocolError
 from ..http import Request
 from .adapter import Adapter, InMemoryAdapter
 from .packets import DEFAULT_MAX_ATTACHMENTS
 from .protocol import (AckCancelled, AckReceived, AckTimedOut, CloseConnection, ConnectRequested,
-                       Disconnected, EventReceived, Output, SendTo)
-from .server_core import DEFAULT_REFUSAL, ServerCore
+                       Disconnected, EventReceived, Output, SendTo, Undelivered)
+from .server_core import DEFAULT_MAX_HELD_PACKETS, DEFAULT_REFUSAL, ServerCore
 
 __all__ = ["Server", "serve", "ConnectionRefusedError", "DisconnectedError"]
 
@@ -147,7 +158,7 @@ _DONE = _Done()
 
 @dataclass(eq=False)
 class _Connection:
-    """One Engine.IO connection: its handshake request, its event queue and worker, its lock."""
+    """One Engine.IO connection: its handshake request, its event queue and worker."""
 
     eio_sid: str
     request: Request
@@ -157,7 +168,6 @@ class _Connection:
     queue: deque = field(default_factory=deque)
     worker_waiting: asyncio.Future | None = None   #: resolved by the next put()
     space: asyncio.Event = field(default_factory=asyncio.Event)   #: set when the queue shrinks
-    write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     worker: asyncio.Task | None = None
     calls: int = 0   #: call()s to this client waiting for their ack (see _on_eio_message)
 
@@ -207,41 +217,73 @@ class Server:
     """A Socket.IO v5 server for asyncio, on lablib's Engine.IO server (path ``/socket.io/``).
 
     ``namespaces``: the namespaces clients may join besides those that have handlers
-    (``["/"]`` when None, like python-socketio), or ``"*"`` for any.  ``rng`` (e.g.
-    ``random.Random(1)``) draws the Engine.IO and the Socket.IO sids, so a seeded server gives
-    the same sids on every run.  ``connect_timeout`` (ms): a connection that joins no namespace
-    in that time is closed.  ``max_attachments`` bounds a client's binary packet.
+    (``["/"]`` when None, like python-socketio), or ``"*"`` for any.  ``rng`` draws the
+    Engine.IO and the Socket.IO sids: by default the OS CSPRNG (``secrets.SystemRandom()``,
+    sids are bearer tokens); pass a seeded ``random.Random(1)`` only to get the same sids on
+    every run (notebooks, tests).  ``connect_timeout`` (ms): a connection that joins no
+    namespace in that time is closed.  ``max_attachments`` bounds a client's binary packet,
+    ``max_held_packets`` the packets it may send behind a CONNECT not yet answered (more
+    closes its connection).
     ``max_queue``: events of one client waiting for its handlers before the server stops
     reading from it.  ``adapter_factory(namespace)`` makes each namespace's room registry.
 
-    Engine.IO settings (milliseconds) go to :class:`lablib.engineio.server.Server`:
-    ``ping_interval``, ``ping_timeout``, ``cors_allowed_origins``, ``path`` and any other
-    keyword (``transports``, ``max_payload``, ``close_timeout``, ...).  ``sio.eio`` is that
-    server (its ``sessions`` are the Engine.IO connections), ``sio.core`` the
-    :class:`ServerCore`.
+    Sending: an emit to one client (``to=sid``), a ``call`` and an acknowledgement wait while
+    that client does not read (backpressure on the sender).  A broadcast - to a room, to
+    several, to the whole namespace, with or without ``callback`` - is encoded once and
+    handed to every member without waiting for any one of them: up to ``max_write_buffer``
+    bytes (4 MiB) may wait for a member, and a member with more than that still waiting is
+    disconnected ("transport error", logged), so a slow reader never delays the others and
+    the memory it can pin is bounded.  An emit whose ``to`` reaches nobody is a no-op,
+    logged at debug level and counted in :attr:`undelivered`.
+
+    The Engine.IO settings go, by name, to :class:`lablib.engineio.server.Server` (see there;
+    times in milliseconds as on the wire, driver limits in seconds and bytes): ``path``,
+    ``ping_interval``, ``ping_timeout``, ``cors_allowed_origins``, ``cors_credentials``,
+    ``max_payload``, ``upgrade_timeout``, ``transports``, ``allow_upgrades``,
+    ``allow_request``, ``max_buffered_packets``, ``max_request_size``, ``request_timeout``,
+    ``close_timeout``, ``max_write_buffer``.  ``sio.eio`` is that server (its ``sessions``
+    are the Engine.IO connections), ``sio.core`` the :class:`ServerCore`.
     """
 
     def __init__(self, namespaces: Iterable[str] | str | None = None, *,
                  rng: random.Random | None = None, path: str = "/socket.io/",
                  ping_interval: int = 25000, ping_timeout: int = 20000,
-                 cors_allowed_origins: str | Iterable[str] | None = None,
+                 cors_allowed_origins: str | Sequence[str] | None = None,
+                 cors_credentials: bool = True,
                  connect_timeout: int = 45000, max_attachments: int = DEFAULT_MAX_ATTACHMENTS,
-                 max_queue: int = 256,
+                 max_held_packets: int = DEFAULT_MAX_HELD_PACKETS, max_queue: int = 256,
                  adapter_factory: Callable[[str], Adapter] | None = None,
-                 **engineio_options: Any) -> None:
-        rng = rng if rng is not None else random.Random()
+                 max_payload: int = 1_000_000, upgrade_timeout: int = 10000,
+                 transports: Sequence[str] = ("polling", "websocket"),
+                 allow_upgrades: bool = True,
+                 allow_request: Callable[[Request], bool | str | None] | None = None,
+                 max_buffered_packets: int = 10_000, max_request_size: int = 16 * 1024,
+                 request_timeout: float = 60.0, close_timeout: float = 5.0,
+                 max_write_buffer: int = 4 * 1024 * 1024) -> None:
+        rng = rng if rng is not None else secrets.SystemRandom()
         self.eio = EngineServer(path=path, ping_interval=ping_interval, ping_timeout=ping_timeout,
-                                cors_allowed_origins=cors_allowed_origins, rng=rng,
-                                **engineio_options)
+                                cors_allowed_origins=cors_allowed_origins,
+                                cors_credentials=cors_credentials, max_payload=max_payload,
+                                upgrade_timeout=upgrade_timeout, transports=transports,
+                                allow_upgrades=allow_upgrades, allow_request=allow_request,
+                                max_buffered_packets=max_buffered_packets, rng=rng,
+                                max_request_size=max_request_size,
+                                request_timeout=request_timeout, close_timeout=close_timeout,
+                                max_write_buffer=max_write_buffer)
         self.core = ServerCore(
             namespaces="*" if namespaces == "*" else list(namespaces or ["/"]),
             adapter_factory=adapter_factory or (lambda namespace: InMemoryAdapter()),
-            rng=rng, connect_timeout=connect_timeout, max_attachments=max_attachments)
+            rng=rng, connect_timeout=connect_timeout, max_attachments=max_attachments,
+            max_held_packets=max_held_packets)
         self.max_queue = max_queue
         self.handlers: dict[str, dict[str, Callable[..., Any]]] = {}   # namespace -> event -> f
         self._connections: dict[str, _Connection] = {}                 # eio sid -> connection
         self._eio_sid_of: dict[tuple[str, str], str] = {}              # (namespace, sid) -> eio sid
-        self._connecting: dict[tuple[str, str], list[str]] = {}        # rooms entered meanwhile
+        #: packets that reached nobody: an emit whose ``to`` named no socket (an unknown or
+        #: disconnected sid, an empty room), one kept for a connecting client that was then
+        #: refused, or one for a client whose connection closed before it was written.  Each
+        #: is a no-op, logged at debug level (logger "lablib.socketio.server").
+        self.undelivered = 0
         self._acks: dict[tuple[str, str, int], Any] = {}               # -> Future or callback
         self._sessions: dict[tuple[str, str], dict] = {}
         self._tasks: set[asyncio.Task] = set()     # workers and async ack callbacks
@@ -292,25 +334,36 @@ class Server:
 
         With ``callback``, each recipient is asked for an acknowledgement and
         ``callback(*args)`` runs when it comes (no timeout: use :meth:`call` for that).
-        Emitting in a namespace nobody has joined yet reaches nobody.
+
+        To one connected sid, waits while that client does not read; anything else is a
+        broadcast, which waits for no member (see "Sending" in the class docstring).  From a
+        connect handler, an emit to the connecting client (by sid, or by a room it entered)
+        goes out right after the CONNECT answer.  A ``to`` that reaches nobody (an unknown or
+        gone sid, an empty room, a namespace nobody joined) is a no-op, logged at debug level
+        and counted in :attr:`undelivered`.
         """
         namespace = namespace or "/"
         args = _as_args(data)
         to = to if to is not None else room
         skip = skip_sid if skip_sid is not None else ()
         if not self._has_namespace(namespace):   # e.g. a "*" namespace nobody asked for yet
+            if to is not None:
+                self._undelivered(Undelivered(namespace, str(to), "no such namespace"))
             return
+        # One client named by its sid: its socket's backpressure applies (we wait while it
+        # does not read).  Anything else is a broadcast: written to every member's bounded
+        # buffer without waiting for any one of them (see _write).
+        direct = isinstance(to, str) and self.core.is_connected(to, namespace)
         if callback is None:
-            await self._apply(self.core.emit(event, args, namespace=namespace, to=to,
-                                             skip_sids=skip))
-            return
-        outputs: list[Output] = []
-        for sid in self.core.adapter(namespace).broadcast_targets(to, skip):
-            if self.core.is_connected(sid, namespace):
-                ack_id, out = self.core.emit_with_ack(sid, event, args, namespace=namespace)
+            outputs = self.core.emit(event, args, namespace=namespace, to=to, skip_sids=skip)
+        else:
+            ack_id, reached, outputs = self.core.emit_with_acks(event, args, namespace=namespace,
+                                                                to=to, skip_sids=skip)
+            for sid in reached:
                 self._acks[(namespace, sid, ack_id)] = callback
-                outputs += out
-        await self._apply(outputs)
+        await self._apply(outputs, wait=direct)
+        if not direct:
+            await asyncio.sleep(0)   # let the loop write to the sockets that can take it
 
     async def send(self, data: Any, to: str | Iterable[str] | None = None,
                    room: str | Iterable[str] | None = None,
@@ -361,23 +414,11 @@ class Server:
 
     def enter_room(self, sid: str, room: str, namespace: str | None = None) -> _Done:
         """Put ``sid`` in ``room`` (also from its connect handler, before it is accepted)."""
-        namespace = namespace or "/"
-        pending = self._connecting.get((namespace, sid))
-        if pending is not None:
-            if room not in pending:
-                pending.append(room)
-        else:
-            self.core.enter_room(sid, room, namespace)
+        self.core.enter_room(sid, room, namespace or "/")
         return _DONE
 
     def leave_room(self, sid: str, room: str, namespace: str | None = None) -> _Done:
-        namespace = namespace or "/"
-        pending = self._connecting.get((namespace, sid))
-        if pending is not None:
-            if room in pending:
-                pending.remove(room)
-        else:
-            self.core.leave_room(sid, room, namespace)
+        self.core.leave_room(sid, room, namespace or "/")
         return _DONE
 
     def close_room(self, room: str, namespace: str | None = None) -> _Done:
@@ -389,11 +430,7 @@ class Server:
 
     def rooms(self, sid: str, namespace: str | None = None) -> list[str]:
         """The rooms ``sid`` is in, its own room first."""
-        namespace = namespace or "/"
-        pending = self._connecting.get((namespace, sid))
-        if pending is not None:
-            return [sid, *pending]
-        return self.core.rooms(sid, namespace)
+        return self.core.rooms(sid, namespace or "/")
 
     async def get_session(self, sid: str, namespace: str | None = None) -> dict:
         """The dict the application keeps for ``sid`` (a new empty one the first time)."""
@@ -474,11 +511,12 @@ class Server:
 
     # --- carrying out the core's outputs -----------------------------------------------------
 
-    async def _apply(self, outputs: list[Output]) -> None:
-        """Do what the core asks, in order (see the module docstring, step 2)."""
+    async def _apply(self, outputs: list[Output], wait: bool = True) -> None:
+        """Do what the core asks, in order (see the module docstring, step 2).  ``wait=False``:
+        a broadcast, whose writes never wait for a client (see :meth:`_write`)."""
         for output in outputs:   # (the most frequent outputs are tested first)
             if isinstance(output, SendTo):
-                await self._write(output.eio_sid, output.messages)
+                await self._write(output.eio_sid, output.messages, wait)
             elif isinstance(output, EventReceived):
                 self._enqueue(self._eio_sid_of.get((output.namespace, output.sid)), output)
             elif isinstance(output, AckReceived):
@@ -491,20 +529,29 @@ class Server:
                 self._enqueue(output.eio_sid, output)
             elif isinstance(output, Disconnected):
                 self._enqueue(self._eio_sid_of.pop((output.namespace, output.sid), None), output)
+            elif isinstance(output, Undelivered):
+                self._undelivered(output)
 
-    async def _write(self, eio_sid: str, messages: tuple[str | bytes, ...]) -> None:
-        conn = self._connections.get(eio_sid)
-        if conn is None:
-            return   # the connection is gone: what was for it is dropped
-        if len(messages) == 1 and not conn.write_lock.locked():
-            # One message (no attachments) and nobody in the middle of a packet: eio.send()
-            # hands it to Engine.IO before it can wait for anything (only its drain waits),
-            # so nothing can get in between and the lock is not needed.
-            await self.eio.send(eio_sid, messages[0])
+    def _undelivered(self, output: Undelivered) -> None:
+        self.undelivered += 1
+        logger.debug("nothing delivered to %s in %s: %s", output.to, output.namespace,
+                     output.reason)
+
+    async def _write(self, eio_sid: str, messages: tuple[str | bytes, ...], wait: bool) -> None:
+        """Hand a packet's messages to Engine.IO, all of them before anything can wait, so a
+        packet and its attachments are never interleaved with another packet's.
+
+        ``wait``: then wait while the client does not read (backpressure on whoever sends to
+        that one client).  A broadcast does not wait (``wait=False``): Engine.IO keeps what
+        the client has not taken yet, up to ``max_write_buffer`` bytes, and disconnects a
+        client past that - one slow member never delays the others.
+        """
+        if eio_sid not in self._connections:   # the connection is gone
+            self._undelivered(Undelivered("?", eio_sid, "the connection closed"))
             return
-        async with conn.write_lock:   # a packet and its attachments stay together
-            for message in messages:
-                await self.eio.send(eio_sid, message)
+        last = len(messages) - 1
+        for index, message in enumerate(messages):
+            await self.eio.send(eio_sid, message, wait=wait and index == last)
 
     def _enqueue(self, eio_sid: str | None, event: Output) -> None:
         conn = self._connections.get(eio_sid) if eio_sid is not None else None
@@ -555,7 +602,6 @@ class Server:
 
     async def _handle_connect(self, conn: _Connection, request: ConnectRequested) -> None:
         key = (request.namespace, request.sid)
-        self._connecting[key] = []
         handler = self.handlers.get(request.namespace, {}).get("connect")
         message, data, accepted = DEFAULT_REFUSAL, None, True
         try:
@@ -571,7 +617,6 @@ class Server:
         except Exception:
             logger.exception("the connect handler of %s failed", request.namespace)
             accepted = False
-        rooms = self._connecting.pop(key)
         if not accepted:
             self._sessions.pop(key, None)
             await self._apply(self.core.refuse(request.eio_sid, request.namespace, message, data))
@@ -581,9 +626,7 @@ class Server:
             self._sessions.pop(key, None)
             return
         self._eio_sid_of[key] = request.eio_sid
-        for room in rooms:
-            self.core.enter_room(request.sid, room, request.namespace)
-        await self._apply(outputs)
+        await self._apply(outputs)   # CONNECT, what the handler emitted, the held packets
 
     async def _handle_event(self, event: EventReceived) -> None:
         handlers = self.handlers.get(event.namespace, {})
@@ -657,12 +700,63 @@ class Server:
         return task
 
 
-class serve(engineio_serve):
+class serve:
     """``async with serve(sio, host, port) as server`` (or ``server = await serve(...)``).
 
     ``sio`` is a :class:`Server`, or a mapping ``{"event": handler, ...}`` (namespace "/")
-    for a new Server built with ``**settings``.  ``server`` is the Socket.IO server, started:
-    ``server.port`` is the port it listens on.  Same mechanics as Engine.IO's ``serve``.
+    for a new Server built with the keyword options below (those of :class:`Server`, with the
+    same defaults; giving any with a ready Server is a TypeError).  ``server`` is the Socket.IO
+    server, started: ``server.port`` is the port it listens on.  Leaving the ``async with``
+    closes it.
     """
 
-    server_class = Server
+    def __init__(self, sio: Server | Mapping[str, Callable[..., Any]],
+                 host: str = "127.0.0.1", port: int = 0, *,
+                 namespaces: Iterable[str] | str | None = None,
+                 rng: random.Random | None = None, path: str = "/socket.io/",
+                 ping_interval: int = 25000, ping_timeout: int = 20000,
+                 cors_allowed_origins: str | Sequence[str] | None = None,
+                 cors_credentials: bool = True,
+                 connect_timeout: int = 45000, max_attachments: int = DEFAULT_MAX_ATTACHMENTS,
+                 max_held_packets: int = DEFAULT_MAX_HELD_PACKETS, max_queue: int = 256,
+                 adapter_factory: Callable[[str], Adapter] | None = None,
+                 max_payload: int = 1_000_000, upgrade_timeout: int = 10000,
+                 transports: Sequence[str] = ("polling", "websocket"),
+                 allow_upgrades: bool = True,
+                 allow_request: Callable[[Request], bool | str | None] | None = None,
+                 max_buffered_packets: int = 10_000, max_request_size: int = 16 * 1024,
+                 request_timeout: float = 60.0, close_timeout: float = 5.0,
+                 max_write_buffer: int = 4 * 1024 * 1024) -> None:
+        options = dict(
+            namespaces=namespaces, rng=rng, path=path, ping_interval=ping_interval,
+            ping_timeout=ping_timeout, cors_allowed_origins=cors_allowed_origins,
+            cors_credentials=cors_credentials, connect_timeout=connect_timeout,
+            max_attachments=max_attachments, max_held_packets=max_held_packets,
+            max_queue=max_queue,
+            adapter_factory=adapter_factory, max_payload=max_payload,
+            upgrade_timeout=upgrade_timeout, transports=transports,
+            allow_upgrades=allow_upgrades, allow_request=allow_request,
+            max_buffered_packets=max_buffered_packets, max_request_size=max_request_size,
+            request_timeout=request_timeout, close_timeout=close_timeout,
+            max_write_buffer=max_write_buffer)
+        if isinstance(sio, Server):
+            defaults = inspect.signature(serve).parameters
+            changed = sorted(name for name, value in options.items()
+                             if value is not defaults[name].default)
+            if changed:
+                raise TypeError(f"options go to Server(...) when a Server is given: {changed}")
+            self.server = sio
+        else:
+            self.server = Server(**options)
+            for event, handler in sio.items():
+                self.server.on(event, handler)
+        self.host, self.port = host, port
+
+    def __await__(self):
+        return self.server.start(self.host, self.port).__await__()
+
+    async def __aenter__(self) -> Server:
+        return await self.server.start(self.host, self.port)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.server.close()

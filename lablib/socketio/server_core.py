@@ -10,7 +10,8 @@ Engine.IO sid.  The driver reports what happens to them and carries out what com
 
     -> SendTo(eio_sid, messages)             write these messages, in order
        CloseConnection(eio_sid, reason)      close that Engine.IO session
-       ConnectRequested / EventReceived / AckReceived / AckTimedOut / AckCancelled / Disconnected
+       ConnectRequested / EventReceived / AckReceived / AckTimedOut / AckCancelled /
+       Disconnected / Undelivered (an emit that reached nobody)
 
 The exchange (Socket.IO protocol v5, "Exchange protocol")::
 
@@ -32,6 +33,16 @@ Rules the reference server leaves to chance, decided here:
   CONNECT_ERROR ``{"message": "Already connected"}`` (the reference creates a second socket).
 * Packets for a namespace the connection has not joined are ignored, as python-socketio does
   (the Node server closes the whole connection instead: "invalid state" in its client.ts).
+  Packets for a namespace whose CONNECT is still pending are *held* (at most
+  ``max_held_packets``; more closes the connection, "protocol error") until the application
+  decides: handled in order right after the CONNECT answer, or dropped with the refusal.
+  (A client may send ``40`` and ``421["echo","x"]`` in one read; python-socketio answers both.)
+* While a CONNECT is pending the socket already has its sid: ``enter_room``/``leave_room``
+  and emits addressed to it (by sid or by a room it entered) are kept and take effect right
+  after the CONNECT answer, as with python-socketio and Node, where a connect handler may
+  greet its client.  A broadcast to the whole namespace does not reach it (it is not
+  connected yet).  An ``emit`` with a ``to`` that reaches no socket at all (an unknown or
+  disconnected sid, an empty room) outputs :class:`Undelivered`, never nothing.
 * No namespace joined within ``connect_timeout`` ms of the connection opening: it is closed
   (the reference's ``connectTimeout``, 45000 ms).
 * Ack ids of server-sent events count from 0 per namespace (the reference's ``nsp._ids``), so a
@@ -46,6 +57,7 @@ from __future__ import annotations
 
 import heapq
 import random
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -55,12 +67,13 @@ from .adapter import Adapter, InMemoryAdapter
 from .packets import (DEFAULT_MAX_ATTACHMENTS, MAX_ACK_ID, RESERVED_EVENTS, Decoder, Packet,
                       PacketType, encode)
 from .protocol import (AckCancelled, AckReceived, AckTimedOut, CloseConnection, ConnectRequested,
-                       Disconnected, EventReceived, Output, SendTo)
+                       Disconnected, EventReceived, Output, SendTo, Undelivered)
 
 __all__ = ["ServerCore", "INVALID_NAMESPACE", "DEFAULT_REFUSAL"]
 
 INVALID_NAMESPACE = "Invalid namespace"             #: the reference server's message
 DEFAULT_REFUSAL = "Connection rejected by server"   #: python-socketio's default message
+DEFAULT_MAX_HELD_PACKETS = 256   #: packets held behind a pending CONNECT (see the module doc)
 
 
 @dataclass(slots=True)
@@ -72,6 +85,11 @@ class _Socket:
     eio_sid: str
     auth: dict | None
     acks: dict[int, float | None] = field(default_factory=dict)  # ack id -> deadline (or None)
+    # While its CONNECT is pending (see the module docstring):
+    pending: bool = False
+    rooms: list[str] = field(default_factory=list)      # rooms entered meanwhile
+    outbox: list[tuple] = field(default_factory=list)   # messages emitted to it meanwhile
+    inbox: list[Packet] = field(default_factory=list)   # its client's packets held meanwhile
 
 
 @dataclass(slots=True)
@@ -79,6 +97,7 @@ class _Namespace:
     name: str
     adapter: Adapter
     sockets: dict[str, _Socket] = field(default_factory=dict)   # sid -> socket
+    connecting: dict[str, _Socket] = field(default_factory=dict)   # sid -> pending socket
     next_ack_id: int = 0
 
 
@@ -90,7 +109,7 @@ class _Connection:
     decoder: Decoder
     connect_deadline: float | None
     sockets: dict[str, _Socket] = field(default_factory=dict)   # namespace -> socket
-    pending: dict[str, ConnectRequested] = field(default_factory=dict)  # namespace -> request
+    pending: dict[str, _Socket] = field(default_factory=dict)   # namespace -> pending socket
     seen_connect: bool = False
 
 
@@ -100,18 +119,21 @@ class ServerCore:
     ``namespaces``: the namespaces clients may join; ``"*"`` accepts any (each created when first
     asked for, and kept: as with the reference's dynamic namespaces, a client can make the
     server hold many).  ``adapter_factory(namespace)`` makes each namespace's room registry.  ``rng``
-    draws the Socket.IO sids (20 characters, like the reference's base64id): pass
-    ``random.Random(seed)`` for reproducible sessions.  ``max_attachments`` bounds each binary
-    packet a client sends.
+    draws the Socket.IO sids (20 characters, like the reference's base64id): by default the
+    OS CSPRNG (``secrets.SystemRandom()``); pass ``random.Random(seed)`` only for reproducible
+    sessions (notebooks, tests).  ``max_attachments`` bounds each binary
+    packet a client sends; ``max_held_packets`` the packets held behind a pending CONNECT.
     """
 
     def __init__(self, *, namespaces: Iterable[str] | str = ("/",),
                  adapter_factory: Callable[[str], Adapter] = lambda namespace: InMemoryAdapter(),
                  rng: random.Random | None = None, connect_timeout: int = 45000,
-                 max_attachments: int = DEFAULT_MAX_ATTACHMENTS) -> None:
-        self.rng = rng if rng is not None else random.Random()
+                 max_attachments: int = DEFAULT_MAX_ATTACHMENTS,
+                 max_held_packets: int = DEFAULT_MAX_HELD_PACKETS) -> None:
+        self.rng = rng if rng is not None else secrets.SystemRandom()
         self.connect_timeout = connect_timeout
         self.max_attachments = max_attachments
+        self.max_held_packets = max_held_packets
         self._adapter_factory = adapter_factory
         self._any_namespace = namespaces == "*"
         self._namespaces: dict[str, _Namespace] = {}
@@ -137,16 +159,29 @@ class ServerCore:
         return self._namespace(namespace).adapter
 
     def enter_room(self, sid: str, room: str, namespace: str = "/") -> None:
-        self._socket(sid, namespace)
+        """Put ``sid`` in ``room`` (a pending socket enters it when accepted)."""
+        socket = self._socket(sid, namespace, pending=True)
+        if socket.pending:
+            if room != sid and room not in socket.rooms:
+                socket.rooms.append(room)
+            return
         self.adapter(namespace).join(sid, room)
 
     def leave_room(self, sid: str, room: str, namespace: str = "/") -> None:
-        self._socket(sid, namespace)
+        socket = self._socket(sid, namespace, pending=True)
+        if socket.pending:
+            if room in socket.rooms:
+                socket.rooms.remove(room)
+            return
         self.adapter(namespace).leave(sid, room)
 
     def rooms(self, sid: str, namespace: str = "/") -> list[str]:
-        """The rooms ``sid`` is in (its own room first)."""
-        return self.adapter(namespace).rooms_of(sid)
+        """The rooms ``sid`` is in (its own room first), pending sockets included."""
+        ns = self._namespace(namespace)
+        pending = ns.connecting.get(sid)
+        if pending is not None:
+            return [sid, *pending.rooms]
+        return ns.adapter.rooms_of(sid)
 
     def sids(self, namespace: str = "/") -> list[str]:
         """The connected sids of ``namespace``, in connection order."""
@@ -164,15 +199,22 @@ class ServerCore:
         except KeyError:
             raise LocalProtocolError(f"unknown namespace {name!r}") from None
 
-    def _socket(self, sid: str, namespace: str) -> _Socket:
-        try:
-            return self._namespace(namespace).sockets[sid]
-        except KeyError:
-            raise LocalProtocolError(f"no socket {sid!r} in namespace {namespace!r}") from None
+    def _socket(self, sid: str, namespace: str, *, pending: bool = False) -> _Socket:
+        """The connected socket ``sid`` (or the pending one too, with ``pending=True``)."""
+        ns = self._namespace(namespace)
+        socket = ns.sockets.get(sid) or (ns.connecting.get(sid) if pending else None)
+        if socket is None:
+            raise LocalProtocolError(f"no socket {sid!r} in namespace {namespace!r}")
+        return socket
 
     def is_connected(self, sid: str, namespace: str = "/") -> bool:
         ns = self._namespaces.get(namespace)
         return ns is not None and sid in ns.sockets
+
+    def is_connecting(self, sid: str, namespace: str = "/") -> bool:
+        """True while ``sid``'s CONNECT waits for accept()/refuse()."""
+        ns = self._namespaces.get(namespace)
+        return ns is not None and sid in ns.connecting
 
     # --- the Engine.IO connections ---------------------------------------------------------
 
@@ -190,6 +232,8 @@ class ServerCore:
         if conn is None:
             return []
         out: list[Output] = []
+        for socket in list(conn.pending.values()):
+            out += self._drop_pending(socket, reason)
         for socket in list(conn.sockets.values()):
             out += self._remove_socket(socket, reason)
         return out
@@ -211,7 +255,17 @@ class ServerCore:
             return self._close(conn, "protocol error")
         socket = conn.sockets.get(packet.namespace)
         if socket is None:
-            return []   # not (yet) joined: ignored, as python-socketio does (see above)
+            pending = conn.pending.get(packet.namespace)
+            if pending is None:
+                return []   # not joined: ignored, as python-socketio does (see above)
+            if len(pending.inbox) >= self.max_held_packets:
+                return self._close(conn, "protocol error")
+            pending.inbox.append(packet)   # handled once the CONNECT is accepted
+            return []
+        return self._dispatch(socket, packet)
+
+    def _dispatch(self, socket: _Socket, packet: Packet) -> list[Output]:
+        """A packet of a connected socket: DISCONNECT, EVENT or ACK."""
         if packet.type is PacketType.DISCONNECT:
             return self._remove_socket(socket, "client namespace disconnect")
         args = tuple(packet.data)
@@ -235,32 +289,46 @@ class ServerCore:
         if name in conn.sockets or name in conn.pending:
             return self._send(conn.eio_sid, Packet(PacketType.CONNECT_ERROR, name,
                                                    {"message": "Already connected"}))
-        request = ConnectRequested(conn.eio_sid, name, self._new_sid(), packet.data)
-        conn.pending[name] = request
-        return [request]
+        socket = _Socket(self._new_sid(), name, conn.eio_sid, packet.data, pending=True)
+        conn.pending[name] = socket
+        self._namespaces[name].connecting[socket.sid] = socket
+        return [ConnectRequested(conn.eio_sid, name, socket.sid, packet.data)]
 
     def _new_sid(self) -> str:
         while True:
             sid = generate_sid(self.rng)
-            if all(sid not in ns.sockets for ns in self._namespaces.values()):
+            if all(sid not in ns.sockets and sid not in ns.connecting
+                   for ns in self._namespaces.values()):
                 return sid
 
     def accept(self, eio_sid: str, namespace: str = "/") -> list[Output]:
-        """Accept the pending connection: the socket joins its own room, CONNECT {"sid"} goes out.
+        """Accept the pending connection: the socket joins its own room (then those entered
+        meanwhile), CONNECT {"sid"} goes out, then what was emitted to it meanwhile, then the
+        client's packets held behind its CONNECT are handled, in order.
 
         Returns [] if the request is gone (the client left or the connection closed meanwhile).
         """
         conn = self._connections.get(eio_sid)
-        request = conn.pending.pop(namespace, None) if conn else None
-        if conn is None or request is None:
+        socket = conn.pending.pop(namespace, None) if conn else None
+        if conn is None or socket is None:
             return []
-        socket = _Socket(request.sid, namespace, eio_sid, request.auth)
+        ns = self._namespaces[namespace]
+        del ns.connecting[socket.sid]
+        socket.pending = False
         conn.sockets[namespace] = socket
         conn.connect_deadline = None
-        ns = self._namespaces[namespace]
         ns.sockets[socket.sid] = socket
-        ns.adapter.join(socket.sid, socket.sid)
-        return self._send(eio_sid, Packet(PacketType.CONNECT, namespace, {"sid": socket.sid}))
+        for room in (socket.sid, *socket.rooms):
+            ns.adapter.join(socket.sid, room)
+        out = self._send(eio_sid, Packet(PacketType.CONNECT, namespace, {"sid": socket.sid}))
+        out += [SendTo(eio_sid, messages) for messages in socket.outbox]
+        inbox = socket.inbox
+        socket.rooms, socket.outbox, socket.inbox = [], [], []
+        for packet in inbox:
+            if not self.is_connected(socket.sid, namespace):
+                break   # a held DISCONNECT: what followed it is for a socket that left
+            out += self._dispatch(socket, packet)
+        return out
 
     def refuse(self, eio_sid: str, namespace: str = "/", message: str = DEFAULT_REFUSAL,
                data: Any = None) -> list[Output]:
@@ -269,12 +337,26 @@ class ServerCore:
         ``data`` is left out of the JSON when None (as JSON.stringify drops ``undefined``).
         """
         conn = self._connections.get(eio_sid)
-        if conn is None or conn.pending.pop(namespace, None) is None:
+        socket = conn.pending.pop(namespace, None) if conn else None
+        if conn is None or socket is None:
             return []
         error: dict[str, Any] = {"message": message}
         if data is not None:
             error["data"] = data
-        return self._send(eio_sid, Packet(PacketType.CONNECT_ERROR, namespace, error))
+        out = self._send(eio_sid, Packet(PacketType.CONNECT_ERROR, namespace, error))
+        return out + self._drop_pending(socket, "connection refused")
+
+    def _drop_pending(self, socket: _Socket, reason: str) -> list[Output]:
+        """Forget a pending socket: what was emitted to it is not delivered (one Undelivered
+        per emit), its held packets are dropped, its acks cancelled."""
+        self._namespaces[socket.namespace].connecting.pop(socket.sid, None)
+        out: list[Output] = [Undelivered(socket.namespace, socket.sid, reason)
+                             for _ in socket.outbox]   # one per packet kept for it
+        out += [AckCancelled(socket.namespace, socket.sid, ack_id, reason)
+                for ack_id in socket.acks]
+        socket.acks.clear()
+        socket.outbox, socket.inbox, socket.rooms = [], [], []
+        return out
 
     # --- sending ---------------------------------------------------------------------------
 
@@ -295,12 +377,70 @@ class ServerCore:
         """Send an event to every socket of ``namespace``, or to the members of ``to`` (a room,
         a sid - each sid is a room - or several), except ``skip_sids``.
 
-        The packet is encoded once; each target's connection gets the same messages.
+        The packet is encoded once; each target's connection gets the same messages.  A
+        pending socket that ``to`` names (by sid or by a room it entered) gets them right
+        after its CONNECT answer.  A ``to`` that reaches nobody outputs :class:`Undelivered`.
         """
+        packet = Packet(PacketType.EVENT, namespace, self._event_data(event, args))
+        return self._deliver(packet, namespace, to, skip_sids)[1]
+
+    def _targets(self, ns: _Namespace, to: str | Iterable[str] | None,
+                 skip_sids: str | Iterable[str]) -> tuple[list[_Socket], list[_Socket]]:
+        """(connected sockets, pending sockets) a broadcast to ``to`` reaches."""
+        connected = [ns.sockets[sid] for sid in ns.adapter.broadcast_targets(to, skip_sids)
+                     if sid in ns.sockets]
+        if to is None or not ns.connecting:
+            return connected, []
+        names = {to} if isinstance(to, str) else set(to)
+        skip = {skip_sids} if isinstance(skip_sids, str) else set(skip_sids)
+        pending = [socket for sid, socket in ns.connecting.items() if sid not in skip
+                   and (sid in names or not names.isdisjoint(socket.rooms))]
+        return connected, pending
+
+    def _deliver(self, packet: Packet, namespace: str, to: str | Iterable[str] | None,
+                 skip_sids: str | Iterable[str],
+                 deadline: float | None = None) -> tuple[list[str], list[Output]]:
+        """Send ``packet`` (encoded once) to the targets; register its ack id (if any) with
+        each.  Returns the sids reached and the outputs."""
         ns = self._namespace(namespace)
-        messages = tuple(encode(Packet(PacketType.EVENT, namespace, self._event_data(event, args))))
-        return [SendTo(ns.sockets[sid].eio_sid, messages)
-                for sid in ns.adapter.broadcast_targets(to, skip_sids) if sid in ns.sockets]
+        connected, pending = self._targets(ns, to, skip_sids)
+        if not connected and not pending:
+            if to is None:
+                return [], []   # a broadcast to an empty namespace: nobody to tell
+            return [], [Undelivered(namespace, _describe(to), f"no socket in {_describe(to)!r}")]
+        messages = tuple(encode(packet))
+        for socket in pending:
+            socket.outbox.append(messages)
+        out: list[Output] = [SendTo(socket.eio_sid, messages) for socket in connected]
+        reached = [socket.sid for socket in (*connected, *pending)]
+        if packet.id is not None:
+            for socket in (*connected, *pending):
+                socket.acks[packet.id] = deadline
+                if deadline is not None:
+                    heapq.heappush(self._ack_heap, (deadline, namespace, socket.sid, packet.id))
+        return reached, out
+
+    def emit_with_acks(self, event: str, args: Sequence[Any] = (), *, namespace: str = "/",
+                       to: str | Iterable[str] | None = None,
+                       skip_sids: str | Iterable[str] = (), timeout: float | None = None,
+                       now: float = 0.0) -> tuple[int, list[str], list[Output]]:
+        """:meth:`emit` asking every recipient for an acknowledgement.
+
+        One packet, encoded once, with one ack id (ids count per namespace, so no two sockets
+        of the namespace wait on the same id for different events): each recipient's ACK
+        comes back as its own AckReceived.  Returns (the ack id, the sids reached, outputs).
+        """
+        ack_id = self._next_ack_id(namespace)
+        packet = Packet(PacketType.EVENT, namespace, self._event_data(event, args), ack_id)
+        deadline = None if timeout is None else now + timeout
+        reached, out = self._deliver(packet, namespace, to, skip_sids, deadline)
+        return ack_id, reached, out
+
+    def _next_ack_id(self, namespace: str) -> int:
+        ns = self._namespace(namespace)
+        ack_id = ns.next_ack_id
+        ns.next_ack_id = 0 if ack_id == MAX_ACK_ID else ack_id + 1
+        return ack_id
 
     def emit_with_ack(self, sid: str, event: str, args: Sequence[Any] = (), *,
                       namespace: str = "/", timeout: float | None = None,
@@ -311,9 +451,7 @@ class ServerCore:
         seconds pass first, :meth:`tick` reports AckTimedOut and a late ACK is ignored.
         """
         socket = self._socket(sid, namespace)
-        ns = self._namespaces[namespace]
-        ack_id = ns.next_ack_id
-        ns.next_ack_id = 0 if ack_id == MAX_ACK_ID else ack_id + 1
+        ack_id = self._next_ack_id(namespace)
         packet = Packet(PacketType.EVENT, namespace, self._event_data(event, args), ack_id)
         deadline = None if timeout is None else now + timeout
         socket.acks[ack_id] = deadline
@@ -364,6 +502,9 @@ class ServerCore:
     def _close(self, conn: _Connection, reason: str) -> list[Output]:
         """Drop every socket of ``conn`` and ask the driver to close it."""
         out: list[Output] = []
+        for socket in list(conn.pending.values()):
+            out += self._drop_pending(socket, reason)
+        conn.pending.clear()
         for socket in list(conn.sockets.values()):
             out += self._remove_socket(socket, reason)
         self._connections.pop(conn.eio_sid, None)
@@ -380,10 +521,14 @@ class ServerCore:
             deadlines.append(self._ack_heap[0][0])
         return min(deadlines, default=None)
 
-    def _pending_ack(self, namespace: str, sid: str, ack_id: int) -> float | None:
+    def _acks_of(self, namespace: str, sid: str) -> dict[int, float | None] | None:
         ns = self._namespaces.get(namespace)
-        socket = ns.sockets.get(sid) if ns else None
-        return socket.acks.get(ack_id) if socket else None
+        socket = (ns.sockets.get(sid) or ns.connecting.get(sid)) if ns else None
+        return socket.acks if socket else None
+
+    def _pending_ack(self, namespace: str, sid: str, ack_id: int) -> float | None:
+        acks = self._acks_of(namespace, sid)
+        return acks.get(ack_id) if acks is not None else None
 
     def _drop_stale_heap_entries(self) -> None:
         heap = self._ack_heap
@@ -396,13 +541,17 @@ class ServerCore:
         self._drop_stale_heap_entries()
         while self._ack_heap and self._ack_heap[0][0] <= now:
             _, namespace, sid, ack_id = heapq.heappop(self._ack_heap)
-            del self._namespaces[namespace].sockets[sid].acks[ack_id]
+            del self._acks_of(namespace, sid)[ack_id]
             out.append(AckTimedOut(namespace, sid, ack_id))
             self._drop_stale_heap_entries()
         for conn in list(self._connections.values()):
             if conn.connect_deadline is not None and conn.connect_deadline <= now and not conn.sockets:
                 out += self._close(conn, "connect timeout")
         return out
+
+
+def _describe(to: str | Iterable[str]) -> str:
+    return to if isinstance(to, str) else ",".join(to)
 
 
 _MISSING: Any = object()

@@ -23,7 +23,9 @@ import pytest
 from lablib.engineio.server import Server, serve
 from lablib.errors import LocalProtocolError
 from lablib.socketio.backoff import Backoff
-from lablib.socketio.client import AsyncClient, ConnectionError
+from lablib.socketio import client as client_module
+from lablib.socketio.client import (AsyncClient, ConnectionError, NamespaceRefusedError,
+                                    TransportError)
 from lablib.socketio.client_core import EngineState
 from lablib.socketio.packets import Decoder, Packet, PacketType, encode
 from tests.aio_support import asyncio_test, until
@@ -197,10 +199,14 @@ async def test_a_refused_namespace_raises_with_the_server_message_and_data():
     async with running(peer) as url:
         client = AsyncClient()
         events = recorder(client)
-        with pytest.raises(ConnectionError) as caught:
+        with pytest.raises(NamespaceRefusedError) as caught:
             await client.connect(url, transports=["websocket"])
         assert str(caught.value) == "not allowed"
         assert (caught.value.errors, caught.value.data) == ({"/": "not allowed"}, {"/": {"why": [1, 2]}})
+        # the server's refusal, told apart from a transport failure by type and attributes
+        assert isinstance(caught.value, ConnectionError) and not isinstance(caught.value, TransportError)
+        assert (caught.value.namespace, caught.value.message, caught.value.server_data) == (
+            "/", "not allowed", {"why": [1, 2]})
         assert events == [("connect_error", {"message": "not allowed", "data": {"why": [1, 2]}})]
         assert client.core.state is EngineState.CLOSED and client.reconnect_delays_ms == []
         await until(lambda: peer.closed)
@@ -217,9 +223,13 @@ async def test_unreachable_server_raises_without_reconnecting():
         pass   # closed: nothing listens on that port any more
     client = AsyncClient(reconnection_delay=0.01)
     events = recorder(client)
-    with pytest.raises(ConnectionError) as caught:
+    with pytest.raises(TransportError) as caught:
         await client.connect(url, transports=["polling"])
     assert caught.value.errors.keys() == {"/"}
+    # a transport failure, told apart from a refusal: the cause is the OS's error
+    assert isinstance(caught.value, ConnectionError)
+    assert not isinstance(caught.value, NamespaceRefusedError)
+    assert isinstance(caught.value.__cause__, OSError) and caught.value.description
     assert names(events) == ["connect_error"]
     assert client.reconnect_delays_ms == [] and client.core.state is EngineState.CLOSED
     await client.wait()
@@ -230,8 +240,9 @@ async def test_namespaces_not_answered_within_wait_timeout_fail_and_disconnect()
     peer = Peer(on_connect="silent")
     async with running(peer) as url:
         client = AsyncClient()
-        with pytest.raises(ConnectionError, match="timed out"):
+        with pytest.raises(ConnectionError, match="timed out") as caught:
             await client.connect(url, transports=["websocket"], wait_timeout=0.1)
+        assert not isinstance(caught.value, (TransportError, NamespaceRefusedError))
         await until(lambda: peer.closed)
         assert not client.connected
 
@@ -519,3 +530,14 @@ async def test_a_cancelled_connect_leaves_nothing_running():
         await asyncio.wait_for(client.wait(), 5)
         await until(lambda: peer.closed)
         assert client.core.state is EngineState.CLOSED
+
+
+def test_disconnect_reasons_are_exported_by_name():
+    """The reason strings of socket.io-client, as constants an application can compare with."""
+    assert (client_module.IO_SERVER_DISCONNECT, client_module.IO_CLIENT_DISCONNECT,
+            client_module.PING_TIMEOUT, client_module.TRANSPORT_CLOSE,
+            client_module.TRANSPORT_ERROR) == ("io server disconnect", "io client disconnect",
+                                               "ping timeout", "transport close", "transport error")
+    for name in ("IO_SERVER_DISCONNECT", "IO_CLIENT_DISCONNECT", "PING_TIMEOUT",
+                 "TRANSPORT_CLOSE", "TRANSPORT_ERROR", "NamespaceRefusedError", "TransportError"):
+        assert name in client_module.__all__

@@ -247,14 +247,30 @@ def _binaries(value):
     ("4", "object or a string"),
     ("4[]", "object or a string"),
     ("2admin,[\"x\"]", "not JSON"),
-    ('2/admin["x"]', "followed by ','"),
-    ("2/admin", "followed by ','"),
+    # the namespace runs to ',' or to the end: '/admin["x"]' is a namespace, and no data
+    ('2/admin["x"]', "non-empty array"),
+    ("2/admin", "non-empty array"),
+    ("3/admin", "needs an ack id"),
     ('212345678901234567["x"]', "ack id too long"),
     ('29007199254740992["x"]', "ack id too long"),
 ])
 def test_decoding_errors(text, match):
     with pytest.raises(PacketError, match=match):
         Decoder().receive(text)
+
+
+@pytest.mark.parametrize("text, packet", [
+    ("0/admin", Packet(T.CONNECT, "/admin")),
+    ("1/admin", Packet(T.DISCONNECT, "/admin")),
+    ("0/admin,", Packet(T.CONNECT, "/admin")),
+    ("1/chat/room", Packet(T.DISCONNECT, "/chat/room")),
+    ("0/", Packet(T.CONNECT, "/")),
+])
+def test_a_namespace_may_run_to_the_end_of_the_packet(text, packet):
+    """socket.io-parser (and python-socketio) end the namespace at ',' or at the end of the
+    text; ``0/admin`` is a CONNECT to "/admin" (encoding still writes ``0/admin,``)."""
+    assert Decoder().receive(text) == packet
+    assert ps_packet.Packet(encoded_packet=text).namespace == packet.namespace
 
 
 def test_largest_ack_id_decodes():

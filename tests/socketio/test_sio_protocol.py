@@ -15,7 +15,8 @@ from lablib.socketio.protocol import (AckCancelled, AckReceived, AckTimedOut, Cl
                                       CloseEngine, ConnectError, Connected, ConnectRequested,
                                       Disconnected, Event, EventReceived, OpenEngine,
                                       ReconnectAttempt, Reconnected, ReconnectError,
-                                      ReconnectFailed, ReconnectScheduled, Send, SendTo)
+                                      ReconnectFailed, ReconnectScheduled, Send, SendTo,
+                                      Undelivered)
 from lablib.socketio.server_core import ServerCore
 
 
@@ -618,3 +619,104 @@ def test_connect_error_as_a_string_from_python_socketio(h):
     h.c("alice", client.connect("/"))
     events = h.c("alice", client.receive('4"Unable to connect"', h.now))
     assert events == [ConnectError("/", "Unable to connect")]
+
+
+# --- a CONNECT waiting for the application's decision ----------------------------------------------
+
+def pending_connection(**options) -> tuple[ServerCore, str, str]:
+    """A server core with connection E1 whose CONNECT to "/" waits for accept/refuse."""
+    server = ServerCore(rng=random.Random(1), **options)
+    server.connection_opened("E1", 0.0)
+    (request,) = server.receive("E1", "0", 0.0)
+    assert isinstance(request, ConnectRequested)
+    return server, "E1", request.sid
+
+
+def test_packets_right_behind_a_connect_are_held_until_it_is_accepted():
+    """``0`` and ``21["echo","x"]`` in one read: the event is handled after the CONNECT answer
+    (it used to be dropped: the namespace was not joined yet)."""
+    server, eio, sid = pending_connection()
+    assert server.receive(eio, '21["echo","x"]', 0.0) == []
+    assert server.receive(eio, '22["echo","y"]', 0.0) == []
+    assert server.accept(eio) == [
+        SendTo(eio, ('0{"sid":"%s"}' % sid,)),
+        EventReceived("/", sid, "echo", ("x",), 1),
+        EventReceived("/", sid, "echo", ("y",), 2),
+    ]
+
+
+def test_packets_behind_a_refused_connect_are_dropped_with_it():
+    server, eio, sid = pending_connection()
+    server.receive(eio, '21["echo","x"]', 0.0)
+    assert server.refuse(eio, "/", "no") == [SendTo(eio, ('4{"message":"no"}',))]
+    assert server.receive(eio, '22["echo","y"]', 0.0) == []   # not joined: ignored
+
+
+def test_a_held_disconnect_ends_the_socket_and_what_follows_is_ignored():
+    server, eio, sid = pending_connection()
+    server.receive(eio, "1", 0.0)
+    server.receive(eio, '21["echo","x"]', 0.0)
+    assert server.accept(eio) == [SendTo(eio, ('0{"sid":"%s"}' % sid,)),
+                                  Disconnected("/", sid, "client namespace disconnect")]
+
+
+def test_the_hold_is_bounded():
+    server, eio, sid = pending_connection(max_held_packets=2)
+    server.receive(eio, '2["a"]', 0.0)
+    server.receive(eio, '2["b"]', 0.0)
+    assert server.receive(eio, '2["c"]', 0.0) == [CloseConnection(eio, "protocol error")]
+    assert server.accept(eio) == []
+
+
+def test_emits_and_rooms_from_the_connect_handler_follow_the_connect_answer():
+    """What a connect handler emits to its client (by sid, or by a room it just entered) goes
+    out right after the CONNECT answer; a namespace-wide broadcast does not reach it yet."""
+    server, eio, sid = pending_connection()
+    server.enter_room(sid, "lobby")
+    assert server.rooms(sid) == [sid, "lobby"]
+    assert server.emit("welcome", ["you"], to=sid) == []
+    assert server.emit("news", ["lobby"], to="lobby") == []
+    assert server.emit("everyone", []) == []          # nobody connected, and not it
+    ack_id, reached, outputs = server.emit_with_acks("ready?", [], to=sid, timeout=5.0, now=0.0)
+    assert (ack_id, reached, outputs) == (0, [sid], [])
+    assert server.accept(eio) == [
+        SendTo(eio, ('0{"sid":"%s"}' % sid,)),
+        SendTo(eio, ('2["welcome","you"]',)),
+        SendTo(eio, ('2["news","lobby"]',)),
+        SendTo(eio, ('20["ready?"]',)),
+    ]
+    assert server.rooms(sid) == [sid, "lobby"]
+    assert server.receive(eio, "30[true]", 0.0) == [AckReceived("/", sid, 0, (True,))]
+
+
+def test_emits_kept_for_a_refused_connect_are_reported_undelivered():
+    server, eio, sid = pending_connection()
+    server.emit("welcome", [], to=sid)
+    server.emit_with_acks("ready?", [], to=sid, timeout=5.0, now=0.0)
+    assert server.refuse(eio) == [
+        SendTo(eio, ('4{"message":"Connection rejected by server"}',)),
+        Undelivered("/", sid, "connection refused"),
+        Undelivered("/", sid, "connection refused"),
+        AckCancelled("/", sid, 0, "connection refused"),
+    ]
+    assert server.tick(10.0) == []   # its ack deadline is gone with it
+
+
+def test_an_emit_to_nobody_is_reported():
+    server = ServerCore(rng=random.Random(1))
+    assert server.emit("x", [], to="gone-sid") == [Undelivered("/", "gone-sid", "no socket in 'gone-sid'")]
+    assert server.emit("x", [], to=["a", "b"]) == [Undelivered("/", "a,b", "no socket in 'a,b'")]
+    assert server.emit("x", []) == []   # a broadcast to an empty namespace is not an error
+
+
+def test_one_encoding_one_ack_id_for_a_room(h):
+    alice, bob = connected(h, "alice"), connected(h, "bob")
+    a, b = h.server.sids("/")
+    h.server.enter_room(a, "r")
+    h.server.enter_room(b, "r")
+    ack_id, reached, outputs = h.server.emit_with_acks("q", [1], to="r")
+    assert reached == [a, b]
+    assert [o.messages for o in outputs] == [('20["q",1]',)] * 2
+    assert outputs[0].messages is outputs[1].messages   # encoded once
+    assert h.server.receive(outputs[1].eio_sid, "30[2]", 0.0) == [AckReceived("/", b, 0, (2,))]
+    assert h.server.receive(outputs[0].eio_sid, "30[1]", 0.0) == [AckReceived("/", a, 0, (1,))]

@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import inspect
 import json
 import random
+import secrets
 
 import pytest
 
 from lablib.engineio.client import Client
 from lablib.engineio.server_core import generate_sid
 from lablib.socketio.server import ConnectionRefusedError, DisconnectedError, Server, serve
+from lablib.socketio.server_core import ServerCore
 from tests.aio_support import GUARD_TIMEOUT, asyncio_test, until
 
 SEED = 5
@@ -475,6 +478,29 @@ async def test_two_namespaces_share_one_engineio_connection():
         await raw.close()
 
 
+@asyncio_test
+async def test_a_namespace_at_the_end_of_the_packet():
+    """``0/admin`` and ``1/admin`` (no trailing ','), as socket.io-parser reads them: the
+    namespace runs to the end of the text.  Our answers still write ``/admin,``."""
+    sio, events = make_server()
+    sio.on("echo", lambda sid, x: ("admin", x), namespace="/admin")
+    eio_sid, main_sid, admin_sid = expected_sids(3)
+    async with serve(sio) as server:
+        raw = await Raw().open(server.port)
+        await raw.send("0/nowhere")
+        assert await raw.recv() == '4/nowhere,{"message":"Invalid namespace"}'
+        assert await raw.join() == main_sid
+        await raw.send("0/admin")
+        assert await raw.recv() == '0/admin,{"sid":"%s"}' % admin_sid
+        await raw.send("1/admin")   # leaves /admin only
+        await until(lambda: not sio.core.is_connected(admin_sid, "/admin"))
+        assert sio.core.is_connected(main_sid, "/")
+        await raw.send('2/admin,1["echo","x"]', '22["echo","y"]')
+        assert await raw.recv() == '32["y"]'   # nothing for /admin: it was left
+        assert len(sio.eio.sessions) == 1
+        await raw.close()
+
+
 async def open_clients(port: int, count: int) -> tuple[list[Raw], list[str]]:
     clients, sids = [], []
     for _ in range(count):
@@ -624,3 +650,37 @@ async def test_serve_a_mapping_of_handlers_awaited():
         await raw.close()
     finally:
         await server.close()
+
+
+# --- secure defaults and the serve() signature ------------------------------------------------------
+
+def test_sids_come_from_the_system_csprng_by_default():
+    """Engine.IO and Socket.IO sids are bearer tokens: without an explicit ``rng`` both come
+    from ``secrets`` (the OS CSPRNG), never from a Mersenne Twister; seeding ``random`` does
+    not make them reproducible.  A seeded generator is used only when passed."""
+    sio = Server()
+    assert isinstance(sio.core.rng, secrets.SystemRandom)
+    assert isinstance(sio.eio.core.rng, secrets.SystemRandom)
+    assert isinstance(ServerCore().rng, secrets.SystemRandom)
+    random.seed(1)
+    first = ServerCore()._new_sid()
+    random.seed(1)
+    assert ServerCore()._new_sid() != first
+    seeded = random.Random(SEED)
+    sio = Server(rng=seeded)
+    assert sio.core.rng is seeded and sio.eio.core.rng is seeded
+
+
+def test_serve_takes_explicit_keyword_options():
+    """``serve()``'s options are named in its signature, with their defaults (no **options)."""
+    parameters = inspect.signature(serve).parameters
+    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    for name in ("namespaces", "rng", "path", "ping_interval", "ping_timeout",
+                 "cors_allowed_origins", "connect_timeout", "max_attachments", "max_queue",
+                 "max_payload", "transports", "close_timeout"):
+        assert parameters[name].kind is inspect.Parameter.KEYWORD_ONLY, name
+        assert parameters[name].annotation is not inspect.Parameter.empty, name
+    assert parameters["ping_interval"].default == 25000
+    assert parameters["connect_timeout"].default == 45000
+    with pytest.raises(TypeError):
+        serve({}, "127.0.0.1", 0, no_such_option=1)
