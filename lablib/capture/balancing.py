@@ -36,8 +36,8 @@ from __future__ import annotations
 import random
 import zlib
 from collections import OrderedDict
-from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
+from typing import NamedTuple
 from urllib.parse import parse_qs
 
 from ..errors import LablibError
@@ -50,9 +50,8 @@ STICKY_POLICIES = ("sid", "cookie", "ip-hash")
 DEFAULT_COOKIE = "SERVERID"   #: not "io": engine.io (Node) names its own sid cookie "io"
 
 
-@dataclass(frozen=True, slots=True)
-class Choice:
-    """Where one request goes, and why."""
+class Choice(NamedTuple):
+    """Where one request goes, and why (a named tuple: ``backend, reason = choice``)."""
 
     backend: int   #: index into the balancer's list of backends
     reason: str    #: the rule that decided: "round-robin", "random", "sid", "cookie", "ip-hash"
