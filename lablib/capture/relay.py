@@ -29,6 +29,24 @@ Usage (top-level await in a notebook)::
     async with Relay("127.0.0.1", server_port) as relay:
         ...connect clients to ("127.0.0.1", relay.port)...
     relay.capture.conversations[0].data("c2s")
+
+**Balancing mode.**  :class:`Balancer` is a relay with several targets: a teaching load
+balancer for the chapter on scaling out.  It reads each HTTP request (h11, through
+:mod:`lablib.http`), chooses a backend for it with a :class:`~lablib.capture.balancing.Router`
+(round-robin, random, or sticky by Engine.IO sid, by cookie, by client address), forwards the
+request's exact bytes on a new connection to that backend, and copies the answer back; a ``101``
+turns the connection into a pipe (WebSocket).  Every decision is a :class:`Route` in
+``balancer.routes``; every backend connection a conversation in ``balancer.capture``::
+
+    async with Balancer(cluster.targets, "round-robin") as lb:
+        ...a long-polling client on http://127.0.0.1:{lb.port} fails...
+    print(lb.table())
+    #1 GET /socket.io/?EIO=4&transport=polling&t=...  => backend 0 (round-robin) -> 200
+    #2 GET /socket.io/?EIO=4&transport=polling&sid=...  => backend 1 (round-robin) -> 400 {"code":1,...}
+
+While a request waits for its answer (a long-poll), the balancer does not read from that client:
+a client that leaves meanwhile is noticed when the backend answers (at the latest with the next
+Engine.IO ping), or at ``close()``.
 """
 
 from __future__ import annotations
@@ -400,7 +418,9 @@ class Route:
     client: tuple[str, int]      #: the client's address
     backend: int                 #: index of the backend in ``balancer.targets``
     reason: str                  #: the rule that chose it (see :mod:`.balancing`)
-    conversation: int            #: id of the backend conversation in ``balancer.capture``
+    #: id of the backend conversation in ``balancer.capture``: in HTTP mode, the balancer's own
+    #: connection to the backend (its client address is the balancer's, not the client's)
+    conversation: int
     method: str | None = None    #: the request's method (None in TCP mode)
     target: str | None = None    #: the request target, path and query
     status: int | None = None    #: the backend's answer (None: none, or TCP mode)
@@ -575,6 +595,8 @@ class Balancer(Relay):
             await writer.drain()
             return False
         upstream_reader, upstream = conn.server
+        # the conversation is the backend's TCP connection: from the balancer's own port
+        conv.client = upstream.get_extra_info("sockname")[:2]
         conv.server = upstream.get_extra_info("peername")[:2]
         self._record(conv, "c2s", raw)
         upstream.write(raw)

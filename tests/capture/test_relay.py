@@ -652,7 +652,8 @@ async def test_http_mode_routes_each_request_of_one_keepalive_connection_on_its_
     assert len(lb.capture) == 4
     for i, conv in enumerate(lb.capture):
         assert conv.server == ("127.0.0.1", (b0, b1, b2)[i % 3].port)
-        assert conv.client == writer.get_extra_info("sockname")[:2]
+        assert conv.client != writer.get_extra_info("sockname")[:2]   # the balancer's port
+        assert lb.routes[i].client == writer.get_extra_info("sockname")[:2]
         assert conv.data("c2s") == http_get(f"/r{i}")
         assert conv.data("s2c").endswith(b"backend %d" % (i % 3))
         assert conv.closed_by == "c2s" and conv.end is not None   # upstream keep-alive off
@@ -748,3 +749,19 @@ async def test_tcp_mode_round_robin_routes_whole_connections():
     assert [(r.backend, r.method, r.conversation) for r in lb.routes] == [
         (0, None, 0), (1, None, 1), (2, None, 2), (0, None, 3)]
     assert [c.server[1] for c in lb.capture] == [s.port for s in servers] + [servers[0].port]
+
+
+@asyncio_test
+async def test_http_mode_close_cuts_idle_keepalive_clients_and_the_capture_writes_a_pcap():
+    async with HTTPBackend(0) as b0:
+        lb = Balancer([("127.0.0.1", b0.port)], close_timeout=0.05)
+        await lb.start()
+        reader, writer = await connect(lb.port)
+        writer.write(http_get("/once"))
+        assert (await read_response(reader))[1] == b"backend 0"
+        await lb.close()                                     # the client is still connected
+        with contextlib.suppress(ConnectionResetError):
+            assert await reader.read() == b""
+        writer.close()
+    [conv] = read_pcap(lb.pcap_bytes(), t0=EPOCH).conversations
+    assert conv.data("c2s") == http_get("/once") and conv.server[1] == b0.port
