@@ -92,6 +92,10 @@ async def run_worker(app: str, host: str, port: int, stop: asyncio.Event) -> Non
     async with serve(load_app(app), host, port) as server:
         print(f"lablib serve: worker {os.getpid()} listening on http://{host}:{server.port}",
               flush=True)
+        if not os.isatty(1):
+            # the parent read the announcement and reads no more: what the application prints
+            # from now on goes to stderr, so it can never fill a pipe nobody empties
+            os.dup2(2, 1)
         await stop.wait()
 
 

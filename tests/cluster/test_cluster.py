@@ -3,6 +3,7 @@ and stop cleanly (SIGTERM -> exit code 0)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -52,7 +53,9 @@ async def test_cli_serve_runs_workers_behind_the_balancer_until_sigterm():
     process = subprocess.Popen([sys.executable, "-m", "lablib", "serve", "--workers", "2",
                                 "--balance", "sid"], stdout=subprocess.PIPE, text=True)
     try:
-        lines = [process.stdout.readline() for _ in range(3)]
+        # read in a thread, bounded: a blocking readline() would stall the event loop's guard
+        lines = [await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 50)
+                 for _ in range(3)]
         assert lines[0].startswith("worker ") and lines[1].startswith("worker ")
         assert lines[2].startswith("balancer (sid): http://127.0.0.1:")
         url = lines[2].split(": ", 1)[1].strip()
