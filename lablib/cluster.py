@@ -21,24 +21,38 @@ hear it) and ``whoami`` (the worker's pid and port, so a client can see which pr
 
 :meth:`Cluster.stop` sends SIGTERM (the worker closes its server: clients get the Engine.IO
 close), waits ``stop_timeout`` seconds, then kills what is left.
+
+In front of the workers: the relay's balancing mode (:class:`lablib.capture.relay.Balancer`,
+the teaching instrument), or the real thing - :class:`ExternalBalancer` runs the
+distribution's nginx or HAProxy with the templates of ``deploy/`` (filled by
+:func:`render_config`)::
+
+    with Cluster(3) as cluster, ExternalBalancer("haproxy", cluster.targets) as lb:
+        ...clients connect to lb.url...
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import os
 import re
 import selectors
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from .errors import LablibError
 
-__all__ = ["Cluster", "ClusterError", "demo_app", "load_app", "render_config", "DEFAULT_APP"]
+__all__ = ["Cluster", "ClusterError", "ExternalBalancer", "demo_app", "load_app", "render_config",
+           "find_program", "DEFAULT_APP"]
 
 DEFAULT_APP = "lablib.cluster:demo_app"
 READY = re.compile(rb"lablib serve: worker (\d+) listening on http://([^:\s]+):(\d+)")
@@ -231,3 +245,145 @@ def render_config(template: str, backends: list[tuple[str, int]], listen_port: i
         lines.append(line)
     text = "\n".join(lines) + "\n"
     return text.replace("{{LISTEN_PORT}}", str(listen_port)).replace("{{PREFIX}}", prefix)
+
+
+# --- nginx and HAProxy from the distribution, with deploy/'s templates ---------------------------
+
+DEPLOY_DIR = Path(__file__).resolve().parents[1] / "deploy"
+BALANCER_TEMPLATES = {"nginx": "nginx.conf", "haproxy": "haproxy.cfg"}
+
+
+def find_program(name: str) -> str | None:
+    """``name`` on PATH, or in /usr/sbin (Debian puts nginx and haproxy there, off a user's PATH)."""
+    found = shutil.which(name)
+    if found is None and os.access(f"/usr/sbin/{name}", os.X_OK):
+        found = f"/usr/sbin/{name}"
+    return found
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+class ExternalBalancer:
+    """nginx or HAProxy (``kind``) in front of ``targets``, from ``deploy/``'s template.
+
+    Runs in the foreground as a child process, unprivileged, on a free port of 127.0.0.1, with
+    every file it writes (configuration, pid, logs, temp files) in a temporary directory
+    (:attr:`directory`) removed at :meth:`stop`.  ``sticky=False`` leaves out the template's
+    lines marked ``# sticky``: the same balancer in round-robin.  nginx logs one line per
+    request, with the backend that answered, in ``directory / "access.log"``::
+
+        with Cluster(3) as cluster, ExternalBalancer("nginx", cluster.targets) as lb:
+            ...clients connect to lb.url...
+    """
+
+    host = "127.0.0.1"   #: the templates listen there
+
+    def __init__(self, kind: str, targets: list[tuple[str, int]], *, sticky: bool = True,
+                 start_timeout: float = 30.0, stop_timeout: float = 10.0) -> None:
+        if kind not in BALANCER_TEMPLATES:
+            raise ValueError(f"kind must be one of {', '.join(BALANCER_TEMPLATES)}, not {kind!r}")
+        self.kind = kind
+        self.targets = list(targets)
+        self.sticky = sticky
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self.port = 0
+        self.directory: Path | None = None
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _command(self, program: str, config: Path) -> list[str]:
+        if self.kind == "nginx":   # -e: where errors go before the configuration is read
+            return [program, "-p", str(self.directory), "-c", str(config),
+                    "-e", str(self.directory / "error.log")]
+        return [program, "-f", str(config), "-db"]
+
+    def start(self) -> "ExternalBalancer":
+        program = find_program(self.kind)
+        if program is None:
+            raise ClusterError(f"{self.kind} is not installed: on Debian/Ubuntu, "
+                               f"apt-get install {self.kind}")
+        template = DEPLOY_DIR / BALANCER_TEMPLATES[self.kind]
+        if not template.exists():
+            raise ClusterError(f"{template} is missing: run from a checkout of the lab")
+        # world-readable: nginx started as root runs its workers as another user
+        self.directory = Path(tempfile.mkdtemp(prefix=f"lablib-{self.kind}-"))
+        self.directory.chmod(0o755)
+        self.port = _free_port(self.host)
+        config = self.directory / template.name
+        text = render_config(template.read_text(), self.targets, self.port,
+                             prefix=str(self.directory), sticky=self.sticky)
+        config.write_text(text)
+        with open(self.directory / "output.log", "wb") as log:
+            self.process = subprocess.Popen(self._command(program, config), stdout=log,
+                                            stderr=subprocess.STDOUT)
+        try:
+            self._wait_listening()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_listening(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if self.process.poll() is not None:
+                raise ClusterError(f"{self.kind} exited with code {self.process.returncode}:\n"
+                                   + self.logs())
+            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), 1):
+                return
+            if time.monotonic() > deadline:
+                raise ClusterError(f"{self.kind} did not listen on {self.port} within "
+                                   f"{self.start_timeout} s:\n" + self.logs())
+            time.sleep(0.05)
+
+    def logs(self) -> str:
+        """What the balancer wrote to its output and error log so far."""
+        parts = []
+        for name in ("output.log", "error.log"):
+            path = self.directory / name if self.directory else None
+            if path is not None and path.exists():
+                parts.append(path.read_text(errors="replace"))
+        return "".join(parts)
+
+    def access_log(self) -> list[str]:
+        """nginx only: one line per request, ``METHOD URI -> BACKEND STATUS``."""
+        path = self.directory / "access.log" if self.directory else None
+        return path.read_text().splitlines() if path is not None and path.exists() else []
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait ``stop_timeout``, kill; remove the directory; return the exit code."""
+        code = None
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.terminate()
+            try:
+                code = self.process.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                code = self.process.wait()
+            self.process = None
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
+        return code
+
+    def __enter__(self) -> "ExternalBalancer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> "ExternalBalancer":
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await asyncio.to_thread(self.stop)

@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from lablib.cluster import Cluster, ClusterError, load_app, render_config
+import lablib.cluster
+from lablib.cluster import Cluster, ClusterError, ExternalBalancer, load_app, render_config
 from tests import aio_support
 from tests.cluster_support import echo_round_trip, sio_client
 
@@ -95,3 +96,11 @@ def test_render_config_repeats_backend_lines_and_drops_sticky_ones():
         "listen 8080;\npid /tmp/p/x.pid;\nip_hash;   # sticky\n"
         "server s0 127.0.0.1:1001;\nserver s1 127.0.0.1:1002;\n")
     assert "ip_hash" not in render_config(template, backends, 8080, sticky=False)
+
+
+def test_a_missing_balancer_program_says_how_to_get_it(monkeypatch):
+    monkeypatch.setattr(lablib.cluster, "find_program", lambda name: None)
+    with pytest.raises(ClusterError, match="apt-get install haproxy"):
+        ExternalBalancer("haproxy", [("127.0.0.1", 1)]).start()
+    with pytest.raises(ValueError, match="nginx, haproxy"):
+        ExternalBalancer("traefik", [("127.0.0.1", 1)])

@@ -1,8 +1,8 @@
 """deploy/nginx.conf and deploy/haproxy.cfg in front of three lablib worker processes.
 
 The real balancers from the distribution (Debian's ``nginx`` and ``haproxy``; CI installs them
-when it runs as root) are started on a free port with the shipped templates, filled by
-:func:`lablib.cluster.render_config`.  With the sticky lines every kind of client works -
+when it runs as root) are started on a free port with the shipped templates
+(:class:`lablib.cluster.ExternalBalancer`).  With the sticky lines every kind of client works -
 long-polling, polling then the upgrade, WebSocket only - with lablib's and python-socketio's
 clients; without them (the same file minus the lines marked ``# sticky``: round-robin) the
 second request of a long-polling session reaches another worker and gets
@@ -12,46 +12,21 @@ second request of a long-polling session reaches another worker and gets
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from lablib.cluster import Cluster, render_config
+from lablib.cluster import Cluster, ExternalBalancer, find_program
 from lablib.http import NEED_DATA, ResponseParser
 from tests import aio_support
 from tests.cluster_support import CLIENTS, UNKNOWN_SID, connection_errors, echo_round_trip, sio_client
 
 asyncio_test = aio_support.asyncio_test(timeout=60)
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-
-
-def find(program: str) -> str | None:
-    found = shutil.which(program)
-    if found is None and os.access(f"/usr/sbin/{program}", os.X_OK):
-        found = f"/usr/sbin/{program}"
-    return found
-
-
-BALANCERS = {
-    "nginx": (find("nginx"), "nginx.conf"),
-    "haproxy": (find("haproxy"), "haproxy.cfg"),
-}
-START_TIMEOUT = 30.0
-
-
 def needs(name: str):
     return pytest.param(name, marks=pytest.mark.skipif(
-        BALANCERS[name][0] is None,
+        find_program(name) is None,
         reason=f"{name} is not installed (Debian: apt-get install {name}; CI installs it as root)"))
 
 
@@ -62,61 +37,6 @@ ALL = [needs("nginx"), needs("haproxy")]
 def cluster():
     with Cluster(3) as running:
         yield running
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def command(name: str, program: str, config: Path, prefix: str) -> list[str]:
-    if name == "nginx":   # -e: the error log before the configuration is read, too
-        return [program, "-p", prefix, "-c", str(config), "-e", f"{prefix}/error.log"]
-    return [program, "-f", str(config), "-db"]
-
-
-@contextlib.contextmanager
-def running_balancer(name: str, cluster: Cluster, sticky: bool = True):
-    """Start ``name`` with its deploy/ template for ``cluster``; yield (port, its directory)."""
-    program, template = BALANCERS[name]
-    # not pytest's tmp_path: its parents are private to us, and nginx started as root runs its
-    # workers as another user, who must be able to reach the temp directories
-    prefix = tempfile.mkdtemp(prefix=f"lablib-{name}-")
-    os.chmod(prefix, 0o755)
-    port = free_port()
-    config = Path(prefix, template)
-    config.write_text(render_config((DEPLOY / template).read_text(), cluster.targets, port,
-                                    prefix=prefix, sticky=sticky))
-    log = open(Path(prefix, "output.log"), "wb")
-    process = subprocess.Popen(command(name, program, config, prefix), stdout=log,
-                               stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"{name} exited with {process.returncode}: "
-                                     f"{Path(prefix, 'output.log').read_text()}"
-                                     f"{_read(Path(prefix, 'error.log'))}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{name} did not listen on {port} within {START_TIMEOUT} s")
-            time.sleep(0.05)
-        yield port, Path(prefix)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-        shutil.rmtree(prefix, ignore_errors=True)
-
-
-def _read(path: Path) -> str:
-    return path.read_text() if path.exists() else ""
 
 
 async def http(port: int, method: str, target: str, body: bytes = b""):
@@ -140,8 +60,8 @@ async def http(port: int, method: str, target: str, body: bytes = b""):
 @pytest.mark.parametrize("name", ALL)
 @asyncio_test
 async def test_sticky_configuration_serves_polling_upgrade_and_websocket_clients(name, cluster):
-    with running_balancer(name, cluster) as (port, prefix):
-        url = f"http://127.0.0.1:{port}"
+    async with ExternalBalancer(name, cluster.targets) as lb:
+        url, port = lb.url, lb.port
         outcomes = []
         for kind in CLIENTS:
             for transports, expected in ((["polling"], "polling"), (None, "websocket"),
@@ -159,7 +79,7 @@ async def test_sticky_configuration_serves_polling_upgrade_and_websocket_clients
                                                                    "SERVERID=s2"}
         else:                   # nginx's access log (our format): one upstream per session
             upstreams: dict[str, set[str]] = {}
-            for line in (prefix / "access.log").read_text().splitlines():
+            for line in lb.access_log():
                 method, uri, _, upstream, status = line.split()
                 sid = parse_qs(urlsplit(uri).query).get("sid")
                 if sid:
@@ -173,7 +93,8 @@ async def test_sticky_configuration_serves_polling_upgrade_and_websocket_clients
 @pytest.mark.parametrize("name", ALL)
 @asyncio_test
 async def test_without_the_sticky_lines_long_polling_gets_session_id_unknown(name, cluster):
-    with running_balancer(name, cluster, sticky=False) as (port, _):
+    async with ExternalBalancer(name, cluster.targets, sticky=False) as lb:
+        port = lb.port
         # by hand: the handshake, then the CONNECT packet of Socket.IO, as a client sends it
         handshake = await http(port, "GET", "/socket.io/?EIO=4&transport=polling")
         assert handshake.status == 200
@@ -182,7 +103,7 @@ async def test_without_the_sticky_lines_long_polling_gets_session_id_unknown(nam
         # round-robin sends the second request to another worker
         assert (post.status, post.body) == (400, UNKNOWN_SID.encode())
         # and a real client cannot connect (while WebSocket-only clients can)
-        url = f"http://127.0.0.1:{port}"
+        url = lb.url
         for kind in CLIENTS:
             async with sio_client(kind) as client:
                 with pytest.raises(connection_errors(kind)):
