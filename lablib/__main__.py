@@ -130,12 +130,78 @@ def run_capture(args) -> int:
 
 
 # ============================================================================================
+# serve: one lablib Socket.IO server, or several processes behind the teaching balancer
+# ============================================================================================
+
+
+def register_serve(subparsers) -> None:
+    from .capture.balancing import POLICIES
+    from .cluster import DEFAULT_APP
+    p = subparsers.add_parser(
+        "serve", help="run lablib Socket.IO server process(es), optionally behind a balancer",
+        description="Run a lablib Socket.IO server (--workers 1) on --port, or start --workers N "
+                    "server processes on free ports and, unless --balance none, the relay's "
+                    "balancing mode in front of them on --port. The app is MODULE:ATTR (a "
+                    "lablib.socketio.server.Server, or a function returning one); the default "
+                    "answers 'echo', 'broadcast' and 'whoami'. Stops on Ctrl-C / SIGTERM or "
+                    "after --duration seconds.")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="server processes")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, metavar="P",
+                   help="the server's port (1 worker) or the balancer's (default: a free one)")
+    p.add_argument("--app", default=DEFAULT_APP, metavar="MODULE:ATTR")
+    p.add_argument("--balance", choices=("none",) + POLICIES, default="sid",
+                   help="the balancer's policy with several workers (default: sid, sticky)")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.set_defaults(run=run_serve)
+
+
+async def _serve(args) -> int:
+    from .cluster import Cluster, ClusterError, run_worker
+    with _stop_on_signal() as stop:
+        if args.duration is not None:
+            asyncio.get_running_loop().call_later(args.duration, stop.set)
+        if args.workers == 1:
+            await run_worker(args.app, args.host, args.port, stop)
+            return 0
+        if args.balance == "none" and args.port:
+            print("error: --port is the balancer's; with --balance none the workers take "
+                  "free ports", file=sys.stderr)
+            return 2
+        try:
+            async with Cluster(args.workers, args.app, host=args.host) as cluster:
+                for pid, url in zip(cluster.pids, cluster.urls):
+                    print(f"worker {pid}: {url}", flush=True)
+                if args.balance == "none":
+                    await stop.wait()
+                    return 0
+                from .capture.relay import Balancer
+                async with Balancer(cluster.targets, args.balance, listen_host=args.host,
+                                    listen_port=args.port) as balancer:
+                    print(f"balancer ({args.balance}): http://{args.host}:{balancer.port}",
+                          flush=True)
+                    await stop.wait()
+                print(f"{len(balancer.routes)} request(s) routed", flush=True)
+        except ClusterError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    return 0
+
+
+def run_serve(args) -> int:
+    if args.workers < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return 2
+    return asyncio.run(_serve(args))
+
+
+# ============================================================================================
 # main
 # ============================================================================================
 
 from .capture import cli_dissect  # noqa: E402  (the dissect subcommand lives with the dissector)
 
-SUBCOMMANDS = [register_capture, cli_dissect.add_parser]
+SUBCOMMANDS = [register_capture, cli_dissect.add_parser, register_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

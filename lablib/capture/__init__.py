@@ -2,7 +2,9 @@
 
 The record types live in :mod:`.records`; :mod:`.relay` records without privileges,
 :mod:`.sniff` captures on the loopback interface as root, :mod:`.pcap` writes and reads pcap
-files and :mod:`.tcp` turns TCP segments back into byte streams.
+files and :mod:`.tcp` turns TCP segments back into byte streams.  The relay's balancing mode
+(:class:`.relay.Balancer`, with the routing decision in :mod:`.balancing`) spreads requests over
+several servers and records which one got each.
 """
 
 from .records import Capture, CaptureError, Chunk, Conversation, Direction

@@ -29,6 +29,24 @@ Usage (top-level await in a notebook)::
     async with Relay("127.0.0.1", server_port) as relay:
         ...connect clients to ("127.0.0.1", relay.port)...
     relay.capture.conversations[0].data("c2s")
+
+**Balancing mode.**  :class:`Balancer` is a relay with several targets: a teaching load
+balancer for the chapter on scaling out.  It reads each HTTP request (h11, through
+:mod:`lablib.http`), chooses a backend for it with a :class:`~lablib.capture.balancing.Router`
+(round-robin, random, or sticky by Engine.IO sid, by cookie, by client address), forwards the
+request's exact bytes on a new connection to that backend, and copies the answer back; a ``101``
+turns the connection into a pipe (WebSocket).  Every decision is a :class:`Route` in
+``balancer.routes``; every backend connection a conversation in ``balancer.capture``::
+
+    async with Balancer(cluster.targets, "round-robin") as lb:
+        ...a long-polling client on http://127.0.0.1:{lb.port} fails...
+    print(lb.table())
+    #1 GET /socket.io/?EIO=4&transport=polling&t=...  => backend 0 (round-robin) -> 200
+    #2 GET /socket.io/?EIO=4&transport=polling&sid=...  => backend 1 (round-robin) -> 400 {"code":1,...}
+
+While a request waits for its answer (a long-poll), the balancer does not read from that client:
+a client that leaves meanwhile is noticed when the backend answers (at the latest with the next
+Engine.IO ping), or at ``close()``.
 """
 
 from __future__ import annotations
@@ -38,12 +56,18 @@ import contextlib
 import logging
 import socket
 import struct
+import random
 import time
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Sequence
+from urllib.parse import parse_qs, urlsplit
 
+from ..errors import HandshakeError
+from ..http import NEED_DATA, Request, RequestParser, Response, ResponseParser, error_response
+from .balancing import DEFAULT_COOKIE, Choice, Router
 from .records import Capture, Chunk, Conversation, Direction
 
-__all__ = ["Relay"]
+__all__ = ["Relay", "Balancer", "Route"]
 
 logger = logging.getLogger("lablib.capture.relay")
 
@@ -266,9 +290,10 @@ class Relay:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Called by asyncio for each new client (``start_server``'s client_connected_cb)."""
-        conv = Conversation(id=len(self.capture.conversations),
-                            client=writer.get_extra_info("peername")[:2],
-                            server=self.target, start=self.now())
+        client = writer.get_extra_info("peername")[:2]
+        target = self._choose_target(client)
+        conv = Conversation(id=len(self.capture.conversations), client=client,
+                            server=target, start=self.now())
         self.capture.conversations.append(conv)
         conn = _Connection(conv, (reader, writer))
         conn.task = asyncio.current_task()
@@ -281,9 +306,9 @@ class Relay:
                 writer.close()
                 return
             try:
-                conn.server = await asyncio.open_connection(*self.target)
+                conn.server = await asyncio.open_connection(*target)
             except OSError as exc:
-                logger.info("relay: cannot reach %s:%s: %s", *self.target, exc)
+                logger.info("relay: cannot reach %s:%s: %s", *target, exc)
                 conv.end, conv.reset, conv.closed_by = self.now(), True, "s2c"
                 conn.abort()     # the client sees a reset, as from a refused connection
                 return
@@ -292,6 +317,10 @@ class Relay:
         finally:
             self._connections.remove(conn)   # the record stays in self.capture
             self._notify()
+
+    def _choose_target(self, client: tuple[str, int]) -> tuple[str, int]:
+        """Where a new connection from ``client`` goes (the balancer overrides this)."""
+        return self.target
 
     async def _relay(self, conn: _Connection) -> None:
         """Copy both directions until both are finished; a reset on either side aborts both.
@@ -375,3 +404,302 @@ class Relay:
                         await changed.wait()
             else:
                 return
+
+
+# ================================================================================================
+# Balancing: one listening port, several targets
+# ================================================================================================
+
+@dataclass
+class Route:
+    """One routing decision of a :class:`Balancer`: a request (HTTP mode) or a connection (TCP)."""
+
+    number: int                  #: 1, 2, ... in the order the requests (connections) arrived
+    client: tuple[str, int]      #: the client's address
+    backend: int                 #: index of the backend in ``balancer.targets``
+    reason: str                  #: the rule that chose it (see :mod:`.balancing`)
+    #: id of the backend conversation in ``balancer.capture``: in HTTP mode, the balancer's own
+    #: connection to the backend (its client address is the balancer's, not the client's)
+    conversation: int
+    method: str | None = None    #: the request's method (None in TCP mode)
+    target: str | None = None    #: the request target, path and query
+    status: int | None = None    #: the backend's answer (None: none, or TCP mode)
+    error: str | None = None     #: the body of a 4xx/5xx answer (e.g. Engine.IO's error JSON)
+
+    @property
+    def sid(self) -> str | None:
+        values = parse_qs(urlsplit(self.target or "").query).get("sid")
+        return values[0] if values else None
+
+    def __str__(self) -> str:
+        what = f"{self.method} {self.target}" if self.method else "connection"
+        answer = "" if self.status is None else f" -> {self.status}"
+        if self.error:
+            answer += " " + self.error
+        return f"#{self.number} {what}  => backend {self.backend} ({self.reason}){answer}"
+
+
+class Balancer(Relay):
+    """A recording load balancer in front of several ``targets`` (``[(host, port), ...]``).
+
+    ``http=True`` (the default) reads the HTTP requests and routes *each request* on its own,
+    like nginx or HAProxy with keep-alive to the backends turned off: every request gets a new
+    connection to the backend chosen for it (one backend conversation in :attr:`capture` per
+    request), the answer is copied back, and the connection to that backend is closed; the
+    client's own connection stays open (keep-alive).  A request that switches to WebSocket
+    (``101``) keeps its backend connection, and from then on bytes are piped both ways.
+    ``http=False`` routes whole TCP connections, like a layer-4 balancer (policies
+    round-robin, random or ip-hash only).
+
+    ``policy`` and ``upgrade_policy`` (for requests that ask for a WebSocket; default: the same)
+    are those of :class:`~lablib.capture.balancing.Router`: ``round-robin``, ``random``,
+    ``sid``, ``cookie``, ``ip-hash``.  Every decision is appended to :attr:`routes`
+    (print them: one line per request), the bytes to :attr:`capture` as the relay records them.
+    Of the relay's fault injection, ``cut()`` applies in HTTP mode; delay and stall only in
+    TCP mode.
+
+    ::
+
+        async with Balancer([("127.0.0.1", p1), ("127.0.0.1", p2)], "sid") as lb:
+            ...clients connect to http://127.0.0.1:{lb.port}...
+        print(lb.table())
+    """
+
+    def __init__(self, targets: Sequence[tuple[str, int]], policy: str = "round-robin", *,
+                 http: bool = True, upgrade_policy: str | None = None,
+                 rng: random.Random | None = None, cookie_name: str = DEFAULT_COOKIE,
+                 listen_host: str = "127.0.0.1", listen_port: int = 0,
+                 clock: Callable[[], float] | None = None, chunk_size: int = 65536,
+                 max_header_size: int = 16 * 1024, max_body_size: int = 10 << 20,
+                 close_timeout: float = 2.0) -> None:
+        if not targets:
+            raise ValueError("a balancer needs at least one target")
+        super().__init__(*targets[0], listen_host=listen_host, listen_port=listen_port,
+                         clock=clock, chunk_size=chunk_size, close_timeout=close_timeout)
+        self.targets = [(host, port) for host, port in targets]
+        self.http = http
+        self.router = Router(len(self.targets), policy, upgrade_policy=upgrade_policy, rng=rng,
+                             cookie_name=cookie_name)
+        if not http:
+            if policy not in ("round-robin", "random", "ip-hash"):
+                raise ValueError(f"policy {policy!r} reads HTTP requests: use http=True")
+        self.max_header_size = max_header_size
+        self.max_body_size = max_body_size
+        self.routes: list[Route] = []
+
+    @property
+    def policy(self) -> str:
+        return self.router.policy
+
+    def table(self) -> str:
+        """The routes so far, one line each."""
+        return "\n".join(str(route) for route in self.routes)
+
+    def cut(self) -> None:
+        """Abort every open connection, both sides (client and backend), with RSTs."""
+        now = self.now()
+        for conn in self._connections:
+            conv = conn.conversation
+            if conv is not None and conv.end is None:
+                conv.end, conv.reset, conv.closed_by = now, True, None
+            if not conn.aborted:
+                conn.abort()
+        self._notify()
+
+    # --- TCP mode ------------------------------------------------------------------------------
+
+    def _choose_target(self, client: tuple[str, int]) -> tuple[str, int]:
+        choice = self.router.choose_connection(client[0])
+        self.routes.append(Route(len(self.routes) + 1, client, choice.backend, choice.reason,
+                                 conversation=len(self.capture.conversations)))
+        return self.targets[choice.backend]
+
+    # --- HTTP mode -----------------------------------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.http:
+            return await super()._accept(reader, writer)
+        conn = _Connection(None, (reader, writer))
+        conn.task = asyncio.current_task()
+        self._connections.append(conn)
+        try:
+            await self._serve_client(conn, writer.get_extra_info("peername")[:2])
+        except (ConnectionError, OSError):
+            conn.abort()
+        finally:
+            writer.close()
+            if conn.server is not None:
+                conn.server[1].close()
+            self._connections.remove(conn)
+            self._notify()
+
+    async def _serve_client(self, conn: _Connection, client: tuple[str, int]) -> None:
+        """The client's keep-alive connection: read a request, route it, answer; again."""
+        reader, writer = conn.client
+        leftover = b""
+        while True:
+            parser = RequestParser(max_header_size=self.max_header_size,
+                                   max_body_size=self.max_body_size)
+            try:
+                got = await self._read_request(parser, reader, leftover)
+            except HandshakeError as exc:
+                writer.write(error_response(exc.status or 400, exc.reason))
+                await writer.drain()
+                return
+            if got is None:
+                return
+            request, raw = got
+            leftover = parser.trailing_data
+            choice = self.router.choose(request, client[0])
+            route = Route(len(self.routes) + 1, client, choice.backend, choice.reason,
+                          conversation=len(self.capture.conversations),
+                          method=request.method, target=request.target)
+            self.routes.append(route)
+            if not await self._forward(conn, client, request, raw, choice, route, leftover):
+                return
+
+    async def _read_request(self, parser: RequestParser, reader: asyncio.StreamReader,
+                            data: bytes) -> tuple[Request, bytes] | None:
+        """(the next request, its exact bytes), or None if the client closed between requests."""
+        received = bytearray()
+        while True:
+            if data:
+                received += data
+                result = parser.receive_data(data)
+                if result is not NEED_DATA:
+                    unread = len(parser.trailing_data)
+                    return result, bytes(received[:len(received) - unread])
+            data = await reader.read(self.chunk_size)
+            if not data:
+                if received:
+                    parser.receive_eof()   # raises HandshakeError for a cut request
+                return None
+
+    async def _forward(self, conn: _Connection, client: tuple[str, int], request: Request,
+                       raw: bytes, choice: Choice, route: Route, leftover: bytes) -> bool:
+        """Send one request to its backend, the answer to the client; True: keep the client."""
+        target = self.targets[choice.backend]
+        conv = Conversation(id=len(self.capture.conversations), client=client, server=target,
+                            start=self.now())
+        self.capture.conversations.append(conv)
+        conn.conversation, conn.server = conv, None
+        self._notify()
+        writer = conn.client[1]
+        try:
+            conn.server = await asyncio.open_connection(*target)
+        except OSError as exc:
+            logger.info("balancer: cannot reach backend %d at %s:%s: %s", choice.backend, *target, exc)
+            conv.end, conv.reset, conv.closed_by = self.now(), True, "s2c"
+            route.status, route.error = 502, "backend unreachable"
+            writer.write(error_response(502, f"backend {choice.backend} is unreachable"))
+            await writer.drain()
+            return False
+        upstream_reader, upstream = conn.server
+        # the conversation is the backend's TCP connection: from the balancer's own port
+        conv.client = upstream.get_extra_info("sockname")[:2]
+        conv.server = upstream.get_extra_info("peername")[:2]
+        self._record(conv, "c2s", raw)
+        upstream.write(raw)
+        await upstream.drain()
+        try:
+            response, head_and_body, trailing = await self._read_response(conn, request)
+        except HandshakeError as exc:
+            logger.info("balancer: bad answer from backend %d: %s", choice.backend, exc.reason)
+            route.status, route.error = 502, exc.reason
+            self._finish_backend(conn)
+            writer.write(error_response(502, f"bad answer from backend {choice.backend}"))
+            await writer.drain()
+            return False
+        route.status = response.status
+        if response.status >= 400:
+            route.error = response.body[:200].decode("utf-8", "replace")
+        writer.write(_with_fields(head_and_body, self.router.learn(request, choice, response)))
+        if response.status == 101:
+            writer.write(trailing)   # already the new protocol's bytes
+            await writer.drain()
+            await self._pipe(conn, leftover)
+            return False
+        await writer.drain()
+        self._finish_backend(conn)
+        return not (_closes(request.headers) or _closes(response.headers)
+                    or not _framed(response))
+
+    async def _read_response(self, conn: _Connection, request: Request) -> tuple[Response, bytes, bytes]:
+        """Read the backend's answer: (parsed, its exact bytes, bytes read beyond it)."""
+        reader = conn.server[0]
+        # h11 needs the request's framing only (a POST's body was sent as raw bytes already)
+        fields = [(k, v) for k, v in request.headers if k.lower() in ("host", "connection", "upgrade")]
+        parser = ResponseParser(method=request.method, target=request.target, headers=fields,
+                                max_header_size=self.max_header_size,
+                                max_body_size=self.max_body_size)
+        received = bytearray()
+        while True:
+            data = await reader.read(self.chunk_size)
+            if data:
+                self._record(conn.conversation, "s2c", data)
+                received += data
+            result = parser.receive_data(data)   # b"": the backend closed
+            if result is not NEED_DATA:
+                trailing = parser.trailing_data
+                return result, bytes(received[:len(received) - len(trailing)]), trailing
+            if not data:
+                raise HandshakeError(502, "the backend closed without an answer")
+
+    def _finish_backend(self, conn: _Connection) -> None:
+        """Upstream keep-alive is off: we close the backend connection after its answer."""
+        conv = conn.conversation
+        if conv.end is None:
+            conv.end, conv.closed_by = self.now(), conv.closed_by or "c2s"
+        conn.server[1].close()
+        conn.server = None
+
+    async def _pipe(self, conn: _Connection, leftover: bytes) -> None:
+        """After a ``101``: copy both ways (recording) until both sides have finished."""
+        conv = conn.conversation
+
+        async def copy(direction: Direction, first: bytes = b"") -> None:
+            source, sink = conn.streams(direction)
+            data = first or await source.read(self.chunk_size)
+            while data:
+                self._record(conv, direction, data)
+                sink.write(data)
+                await sink.drain()
+                data = await source.read(self.chunk_size)
+            if conv.closed_by is None:
+                conv.closed_by = direction
+            if sink.can_write_eof():
+                sink.write_eof()
+
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(copy("c2s", leftover))
+                tasks.create_task(copy("s2c"))
+        except* (ConnectionError, OSError):
+            conv.reset = True
+            conn.abort()
+        if conv.end is None:
+            conv.end = self.now()
+        conn.server[1].close()
+
+    def _record(self, conv: Conversation, direction: Direction, data: bytes) -> None:
+        conv.chunks.append(Chunk(self.now(), direction, data))
+        self._notify()
+
+
+def _with_fields(head_and_body: bytes, fields: list[tuple[str, str]]) -> bytes:
+    """Insert header fields right after the status line (how a balancer adds its cookie)."""
+    if not fields:
+        return head_and_body
+    status_line, rest = head_and_body.split(b"\r\n", 1)
+    added = b"".join(f"{name}: {value}\r\n".encode("latin-1") for name, value in fields)
+    return status_line + b"\r\n" + added + rest
+
+
+def _closes(headers) -> bool:
+    return "close" in headers.tokens("connection")
+
+
+def _framed(response: Response) -> bool:
+    """Does the answer say where it ends (else it ended with the backend's FIN)?"""
+    return (response.status in (204, 304) or "content-length" in response.headers
+            or "transfer-encoding" in response.headers)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import random
+import socket
 import os
 import shutil
 import signal
@@ -444,3 +446,322 @@ async def test_refuse_next_refuses_exactly_that_many_connections():
             writer.close()
         assert answers == [b"", b"", b"hi"]
         assert relay.refusals_left == 0
+
+
+# --- balancing: the routing decision, sans-I/O ------------------------------------------------
+
+from lablib.capture.balancing import Router  # noqa: E402
+from lablib.capture.relay import Balancer  # noqa: E402
+from lablib.http import Headers, Request, RequestParser, Response, format_response  # noqa: E402
+
+OPEN_BODY = b'0{"sid":"AbC","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}'
+
+
+def get(target, *fields):
+    return Request("GET", target, Headers([("Host", "lb"), *fields]))
+
+
+def polling(sid=None):
+    return get("/socket.io/?EIO=4&transport=polling" + (f"&sid={sid}" if sid else "") + "&t=x")
+
+
+def websocket_request(sid):
+    return get(f"/socket.io/?EIO=4&transport=websocket&sid={sid}",
+               ("Upgrade", "websocket"), ("Connection", "Upgrade"))
+
+
+def test_round_robin_cycles_over_the_backends_whatever_the_request():
+    router = Router(3, "round-robin")
+    choices = [router.choose(polling("AbC" if i else None), "127.0.0.1") for i in range(7)]
+    assert [c.backend for c in choices] == [0, 1, 2, 0, 1, 2, 0]
+    assert {c.reason for c in choices} == {"round-robin"}
+
+
+def test_sid_policy_learns_the_sid_from_the_open_packet_and_sticks_to_it():
+    router = Router(3, "sid")
+    handshake = polling()
+    first = router.choose(handshake, "127.0.0.1")
+    router.choose(polling(), "127.0.0.1")                    # someone else's handshake: 1
+    assert router.learn(handshake, first, Response(200, Headers(), body=OPEN_BODY)) == []
+    assert router.sessions == {"AbC": first.backend}
+    for request in (polling("AbC"), websocket_request("AbC"), polling("AbC")):
+        assert router.choose(request, "10.0.0.9") == (first.backend, "sid") != (2, "sid")
+    # an unknown sid (say, the balancer restarted) is not an error of the balancer: round-robin
+    assert router.choose(polling("Zzz"), "127.0.0.1").reason == "round-robin"
+    # an answer that is not an open packet teaches nothing
+    router.learn(polling(), first, Response(400, Headers(), body=b'{"code":3}'))
+    assert list(router.sessions) == ["AbC"]
+
+
+def test_sid_table_is_bounded():
+    router = Router(2, "sid", max_sessions=2)
+    for sid in ("a", "b", "c"):
+        request = polling()
+        router.learn(request, router.choose(request, "h"),
+                     Response(200, Headers(), body=OPEN_BODY.replace(b"AbC", sid.encode())))
+    assert list(router.sessions) == ["b", "c"]
+
+
+def test_cookie_policy_sets_a_cookie_naming_the_backend_then_follows_it():
+    router = Router(3, "cookie")
+    first = router.choose(polling(), "127.0.0.1")
+    assert router.learn(polling(), first, Response(200, Headers(), body=OPEN_BODY)) == [
+        ("Set-Cookie", f"SERVERID=s{first.backend}; Path=/; HttpOnly; SameSite=Lax")]
+    with_cookie = get("/socket.io/?EIO=4&transport=polling&sid=AbC",
+                      ("Cookie", f"theme=dark; SERVERID=s{first.backend}"))
+    for _ in range(4):
+        assert router.choose(with_cookie, "127.0.0.1") == (first.backend, "cookie")
+    assert router.learn(with_cookie, router.choose(with_cookie, "h"), Response(200, Headers())) == []
+    # a cookie naming no backend, or a malformed one, is ignored
+    for header in ("SERVERID=s9", "SERVERID=\"unterminated"):
+        assert router.choose(get("/", ("Cookie", header)), "h").reason == "round-robin"
+
+
+def test_ip_hash_maps_one_address_to_one_backend():
+    router = Router(3, "ip-hash")
+    backends = {router.choose(polling(), "192.0.2.7").backend for _ in range(5)}
+    assert len(backends) == 1
+    spread = {router.choose(polling(), f"192.0.2.{i}").backend for i in range(30)}
+    assert spread == {0, 1, 2}
+
+
+def test_upgrade_policy_routes_websocket_requests_differently():
+    router = Router(2, "sid", upgrade_policy="round-robin")
+    handshake = polling()
+    choice = router.choose(handshake, "h")                    # round-robin: 0
+    router.learn(handshake, choice, Response(200, Headers(), body=OPEN_BODY))
+    assert router.choose(polling("AbC"), "h") == (0, "sid")
+    assert router.choose(websocket_request("AbC"), "h") == (1, "round-robin")
+
+
+def test_bad_policies_are_rejected():
+    with pytest.raises(ValueError, match="unknown policy"):
+        Router(2, "sticky")
+    with pytest.raises(ValueError, match="reads HTTP"):
+        Router(2, "sid").choose_connection("h")
+    with pytest.raises(ValueError, match="http=True"):
+        Balancer([("127.0.0.1", 1)], "cookie", http=False)
+    with pytest.raises(ValueError):
+        Router(0)
+
+
+def requests_until_unknown_sid(router: Router) -> int:
+    """Simulate one long-polling session: the number of the first request that fails."""
+    handshake = polling()
+    choice = router.choose(handshake, "h")
+    router.learn(handshake, choice, Response(200, Headers(), body=OPEN_BODY))
+    home, number = choice.backend, 1
+    while True:
+        number += 1
+        if router.choose(polling("AbC"), "h").backend != home:
+            return number
+
+
+@pytest.mark.parametrize("backends", [2, 3])
+def test_without_stickiness_the_second_request_fails_with_round_robin(backends):
+    # round-robin never sends two consecutive requests to the same backend
+    assert requests_until_unknown_sid(Router(backends, "round-robin")) == 2
+
+
+@pytest.mark.parametrize("backends, mean", [(2, 3.0), (3, 2.5)])
+def test_without_stickiness_random_balancing_fails_after_1_plus_n_over_n_minus_1_requests(backends, mean):
+    # each later request stays home with probability 1/n: the first failure is request
+    # 1 + (a geometric number with success 1 - 1/n), whose mean is 1 + n/(n-1)
+    rng = random.Random(12)
+    runs = [requests_until_unknown_sid(Router(backends, "random", rng=rng))
+            for _ in range(4000)]
+    assert min(runs) == 2
+    assert abs(sum(runs) / len(runs) - mean) < 0.1
+
+
+# --- balancing over sockets -----------------------------------------------------------------------
+
+class HTTPBackend:
+    """A tiny keep-alive HTTP/1.1 server that answers ``backend <n>``; a request with
+    ``Upgrade: echo`` is switched (101) and then echoed byte for byte."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.requests: list[Request] = []
+
+    async def _handle(self, reader, writer):
+        leftover = b""
+        try:
+            while True:
+                parser, request = RequestParser(), None
+                data = leftover
+                while True:
+                    if data:
+                        request = parser.receive_data(data)
+                        if isinstance(request, Request):
+                            break
+                    data = await reader.read(65536)
+                    if not data:
+                        return
+                leftover = parser.trailing_data
+                self.requests.append(request)
+                if request.headers.get("upgrade") == "echo":
+                    writer.write(format_response(101, [("Upgrade", "echo"), ("Connection", "Upgrade")]))
+                    if leftover:
+                        writer.write(leftover)
+                    while data := await reader.read(65536):
+                        writer.write(data)
+                        await writer.drain()
+                    return
+                body = b"backend %d" % self.n
+                writer.write(format_response(200, [("Content-Length", str(len(body)))], body))
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def __aenter__(self):
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc):
+        self._server.close()
+
+
+async def read_response(reader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), b"0"))
+    return head, await reader.readexactly(length)
+
+
+def http_get(target: str, *fields: str) -> bytes:
+    return ("\r\n".join([f"GET {target} HTTP/1.1", "Host: lb", *fields]) + "\r\n\r\n").encode()
+
+
+@asyncio_test
+async def test_http_mode_routes_each_request_of_one_keepalive_connection_on_its_own():
+    async with (HTTPBackend(0) as b0, HTTPBackend(1) as b1, HTTPBackend(2) as b2,
+                Balancer([("127.0.0.1", b.port) for b in (b0, b1, b2)]) as lb):
+        reader, writer = await connect(lb.port)
+        answers = []
+        for i in range(4):
+            writer.write(http_get(f"/r{i}"))
+            answers.append((await read_response(reader))[1])
+        writer.close()
+        await lb.wait_idle()
+    assert answers == [b"backend 0", b"backend 1", b"backend 2", b"backend 0"]
+    assert [(r.number, r.method, r.target, r.backend, r.reason, r.status) for r in lb.routes] == [
+        (i + 1, "GET", f"/r{i}", i % 3, "round-robin", 200) for i in range(4)]
+    # one backend conversation per request, holding exactly that request and its answer
+    assert len(lb.capture) == 4
+    for i, conv in enumerate(lb.capture):
+        assert conv.server == ("127.0.0.1", (b0, b1, b2)[i % 3].port)
+        assert conv.client != writer.get_extra_info("sockname")[:2]   # the balancer's port
+        assert lb.routes[i].client == writer.get_extra_info("sockname")[:2]
+        assert conv.data("c2s") == http_get(f"/r{i}")
+        assert conv.data("s2c").endswith(b"backend %d" % (i % 3))
+        assert conv.closed_by == "c2s" and conv.end is not None   # upstream keep-alive off
+    assert str(lb.routes[1]) == "#2 GET /r1  => backend 1 (round-robin) -> 200"
+
+
+@asyncio_test
+async def test_http_mode_cookie_policy_inserts_set_cookie_and_follows_it():
+    async with (HTTPBackend(0) as b0, HTTPBackend(1) as b1,
+                Balancer([("127.0.0.1", b0.port), ("127.0.0.1", b1.port)], "cookie") as lb):
+        reader, writer = await connect(lb.port)
+        writer.write(http_get("/a", "Cookie: SERVERID=s1"))
+        head, body = await read_response(reader)
+        assert body == b"backend 1" and b"Set-Cookie" not in head
+        writer.write(http_get("/b"))                          # no cookie: round-robin, s0
+        head, body = await read_response(reader)
+        assert body == b"backend 0"
+        assert head.startswith(b"HTTP/1.1 200 OK\r\nSet-Cookie: SERVERID=s0; Path=/; HttpOnly; "
+                               b"SameSite=Lax\r\n")
+        writer.close()
+        await lb.wait_idle()
+    # the capture holds what the backend sent; the cookie is the balancer's addition
+    assert b"Set-Cookie" not in lb.capture.conversations[1].data("s2c")
+
+
+@asyncio_test
+async def test_http_mode_pipes_both_ways_after_101_and_records_it():
+    async with (HTTPBackend(0) as b0, HTTPBackend(1) as b1,
+                Balancer([("127.0.0.1", b0.port), ("127.0.0.1", b1.port)]) as lb):
+        reader, writer = await connect(lb.port)
+        writer.write(http_get("/first"))
+        await read_response(reader)
+        writer.write(http_get("/up", "Upgrade: echo", "Connection: Upgrade") + b"early")
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 ")
+        assert await reader.readexactly(5) == b"early"        # sent right behind the request
+        writer.write(b"later")
+        assert await reader.readexactly(5) == b"later"
+        writer.write_eof()
+        assert await reader.read() == b""
+        writer.close()
+        await lb.wait_idle()
+    assert [(r.target, r.backend, r.status) for r in lb.routes] == [("/first", 0, 200), ("/up", 1, 101)]
+    conv = lb.capture.conversations[1]
+    assert conv.data("c2s") == http_get("/up", "Upgrade: echo", "Connection: Upgrade") + b"earlylater"
+    assert conv.data("s2c").endswith(b"\r\n\r\nearlylater")
+    assert conv.closed_by == "c2s" and not conv.reset
+
+
+@asyncio_test
+async def test_http_mode_answers_502_for_an_unreachable_backend_and_400_for_garbage():
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    dead_port = probe.getsockname()[1]
+    probe.close()                                             # nobody listens there now
+    async with Balancer([("127.0.0.1", dead_port)]) as lb:
+        reader, writer = await connect(lb.port)
+        writer.write(http_get("/"))
+        head, body = await read_response(reader)
+        assert head.startswith(b"HTTP/1.1 502 ") and body == b"backend 0 is unreachable\n"
+        writer.close()
+        reader, writer = await connect(lb.port)
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        head, _ = await read_response(reader)
+        assert head.startswith(b"HTTP/1.1 400 ")
+        writer.close()
+        await lb.wait_idle()
+    assert [(r.status, r.error) for r in lb.routes] == [(502, "backend unreachable")]
+
+
+@asyncio_test
+async def test_tcp_mode_round_robin_routes_whole_connections():
+    async def named(n):
+        async def handler(reader, writer):
+            writer.write(b"%d" % n + await reader.read(100))
+            await writer.drain()
+        return handler
+
+    servers = [await Server(await named(n)).__aenter__() for n in range(3)]
+    try:
+        async with Balancer([("127.0.0.1", s.port) for s in servers], http=False) as lb:
+            answers = []
+            for _ in range(4):
+                reader, writer = await connect(lb.port)
+                writer.write(b"!")
+                answers.append(await reader.read(100))
+                writer.close()
+            await lb.wait_idle()
+    finally:
+        for server in servers:
+            await server.__aexit__()
+    assert answers == [b"0!", b"1!", b"2!", b"0!"]
+    assert [(r.backend, r.method, r.conversation) for r in lb.routes] == [
+        (0, None, 0), (1, None, 1), (2, None, 2), (0, None, 3)]
+    assert [c.server[1] for c in lb.capture] == [s.port for s in servers] + [servers[0].port]
+
+
+@asyncio_test
+async def test_http_mode_close_cuts_idle_keepalive_clients_and_the_capture_writes_a_pcap():
+    async with HTTPBackend(0) as b0:
+        lb = Balancer([("127.0.0.1", b0.port)], close_timeout=0.05)
+        await lb.start()
+        reader, writer = await connect(lb.port)
+        writer.write(http_get("/once"))
+        assert (await read_response(reader))[1] == b"backend 0"
+        await lb.close()                                     # the client is still connected
+        with contextlib.suppress(ConnectionResetError):
+            assert await reader.read() == b""
+        writer.close()
+    [conv] = read_pcap(lb.pcap_bytes(), t0=EPOCH).conversations
+    assert conv.data("c2s") == http_get("/once") and conv.server[1] == b0.port
