@@ -664,3 +664,22 @@ async def test_ipv6_literal_is_bracketed_in_the_host_header():
     async with serve(handler, "::1", 0) as server:
         async with connect(f"ws://[::1]:{server.port}/") as ws:
             assert await ws.recv() == f"[::1]:{server.port}"
+
+
+# --- the public signatures ------------------------------------------------------------------
+
+@pytest.mark.parametrize("opener", [serve, connect])
+def test_options_are_explicit_keyword_parameters_with_defaults_and_types(opener):
+    """serve(...) and connect(...) say every option in their signature: no **options to
+    guess from, each with its type and its default (the secure one)."""
+    import inspect
+
+    parameters = inspect.signature(opener).parameters
+    assert not any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    options = [p for p in parameters.values() if p.kind is p.KEYWORD_ONLY]
+    assert {"max_size", "max_queue", "ping_interval", "ping_timeout", "close_timeout",
+            "open_timeout", "rng"} <= {p.name for p in options}
+    for p in options:
+        assert p.annotation is not p.empty, p.name
+        assert p.default is not p.empty, p.name
+    assert parameters["max_size"].default == 1 << 20
