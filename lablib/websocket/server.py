@@ -138,13 +138,13 @@ class Server:
             return
         if isinstance(outcome, Rejected):  # the HTTP error answer is already written
             logger.info("handshake refused: %s", outcome.error)
-            ws._close_transport()
+            ws.close_lingering()  # the peer may still be sending: let the answer arrive
             return
         if conn.state is not State.CONNECTING:  # TCP ended right behind the request
             return
         if self._closing:  # the server was shut down while this handshake was in flight
             ws.transport.write(conn.reject(503, "server shutting down"))
-            ws._close_transport()
+            ws.close_lingering()
             return
         assert isinstance(outcome, RequestReceived)
         ws.request = outcome.request

@@ -11,7 +11,9 @@ never measurements; the only short intervals are the keepalive and open timers u
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
+import hashlib
 import logging
 import random
 import socket
@@ -683,3 +685,157 @@ def test_options_are_explicit_keyword_parameters_with_defaults_and_types(opener)
         assert p.annotation is not p.empty, p.name
         assert p.default is not p.empty, p.name
     assert parameters["max_size"].default == 1 << 20
+
+
+# --- error answers arrive (a peer still sending gets the answer, not a reset) ----------------
+
+#: The server's answer to fragments over max_size=1000: close 1009 with the parser's reason.
+CLOSE_1009 = close_frame(1009, b"fragmented message exceeds the limit of 1000 bytes")
+
+
+async def _send_until_eof(writer: asyncio.StreamWriter, chunk: bytes,
+                          reader: asyncio.StreamReader) -> bytes:
+    """Keep writing ``chunk`` while reading everything the server sends, up to its EOF."""
+    async def keep_sending():
+        while True:
+            writer.write(chunk)
+            await writer.drain()
+
+    sender = asyncio.create_task(keep_sending())
+    try:
+        return await reader.read()  # raises ConnectionResetError if the server resets
+    finally:
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+        writer.close()
+
+
+@asyncio_test(timeout=30)
+async def test_peer_sending_past_max_size_receives_the_1009_close_frame():
+    """The server fails the connection (1009) while the peer is still sending fragments.  It
+    must not close TCP with the peer's bytes unread (that is a reset, which can destroy the
+    close frame on its way): it shuts down its sending side and discards until the peer's
+    EOF.  Before, the peer got ECONNRESET instead of the close frame, 5 runs out of 5."""
+    async def handler(ws):
+        async for _ in ws:
+            pass
+
+    first = bytes([0x02, 0xFE, 0x01, 0x00]) + b"\x00" * 4 + bytes(256)  # BINARY, fin=0, 256 B
+    more = bytes([0x00, 0xFE, 0x01, 0x00]) + b"\x00" * 4 + bytes(256)   # CONT, fin=0, 256 B
+    async with serve(handler, "127.0.0.1", 0, max_size=1000, ping_interval=None) as server:
+        for _ in range(5):
+            reader, writer = await raw_client(server.port)
+            writer.write(first)
+            assert await _send_until_eof(writer, more * 64, reader) == CLOSE_1009
+
+
+@asyncio_test(timeout=30)
+async def test_peer_sending_an_oversized_request_receives_the_431():
+    """The same for the handshake: a request over max_request_size gets its 431 even while
+    the peer goes on sending header lines."""
+    async def handler(ws):
+        raise AssertionError("no handshake, no handler")
+
+    async with serve(handler, "127.0.0.1", 0, max_request_size=1024) as server:
+        for _ in range(5):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            answer = await _send_until_eof(writer, b"X-Filler: " + b"y" * 1000 + b"\r\n", reader)
+            assert answer.startswith(b"HTTP/1.1 431 ")
+
+
+@asyncio_test
+async def test_client_failing_reads_on_to_the_servers_eof():
+    """Client side (§7.1.1: the client waits for the server to close TCP): a server that
+    sends a message over the client's max_size receives the client's 1009 close frame, and
+    the client closes once the server has closed."""
+    accept = base64.b64encode(hashlib.sha1(
+        base64.b64encode(random.Random(3).randbytes(16))
+        + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    received = asyncio.get_running_loop().create_future()
+
+    async def raw_server(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        writer.write(b"\x82\x7e\x04\x00" + bytes(1024))  # 1024 bytes > max_size=1000
+        parser = FrameParser(mask_required=True)
+        frames = []
+        while not frames:
+            frames = parser.receive_data(await reader.read(4096))
+        received.set_result(frames)
+        writer.close()
+
+    listener = await asyncio.start_server(raw_server, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    async with listener:
+        ws = await connect(f"ws://127.0.0.1:{port}/", max_size=1000, rng=random.Random(3),
+                           ping_interval=None)
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.recv()
+        assert info.value.code == 1009
+        (frame,) = await received
+        assert frame.opcode is Opcode.CLOSE and frame.payload[:2] == b"\x03\xf1"
+        await ws.wait_closed()  # the server's close, not the 10 s close_timeout (guard: 10 s)
+
+
+# --- messages before a protocol error are delivered --------------------------------------------
+
+VIOLATIONS = {  # a frame each endpoint must fail the connection on, with 1002 (§5.2, §5.4)
+    "rsv1": (b"\xc1\x80\x00\x00\x00\x00", b"\xc1\x00"),
+    "reserved opcode": (b"\x83\x80\x00\x00\x00\x00", b"\x83\x00"),
+    "orphan continuation": (b"\x80\x80\x00\x00\x00\x00", b"\x80\x00"),
+}
+
+
+@pytest.mark.parametrize("violation", VIOLATIONS)
+@asyncio_test
+async def test_server_delivers_the_messages_before_a_violation_then_closes_1002(violation):
+    """One write: a whole message, then a frame that breaks the protocol.  The handler's
+    recv() returns the message, then raises ConnectionClosed 1002."""
+    seen = asyncio.get_running_loop().create_future()
+
+    async def handler(ws):
+        messages = [await ws.recv()]
+        with pytest.raises(ConnectionClosed) as info:
+            messages.append(await ws.recv())
+        seen.set_result((messages, info.value.code))
+
+    async with serve(handler, "127.0.0.1", 0, ping_interval=None) as server:
+        reader, writer = await raw_client(server.port)
+        writer.write(masked(0x1, b"whole", fin=False) + masked(0x0, b" message")
+                     + VIOLATIONS[violation][0])
+        answer = await reader.read()
+        writer.close()
+        assert await seen == (["whole message"], 1002)
+    assert answer[:4] == b"\x88" + bytes([len(answer) - 2]) + b"\x03\xea"
+
+
+@pytest.mark.parametrize("violation", VIOLATIONS)
+@asyncio_test
+async def test_client_delivers_the_messages_before_a_violation_then_closes_1002(violation):
+    accept = base64.b64encode(hashlib.sha1(
+        base64.b64encode(random.Random(5).randbytes(16))
+        + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+
+    async def raw_server(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        await writer.drain()
+        await reader.read(1)  # the client's first message: it is open, and reading
+        writer.write(b"\x01\x05whole\x80\x08 message" + VIOLATIONS[violation][1])
+        await reader.read()  # until the client closes
+        writer.close()
+
+    listener = await asyncio.start_server(raw_server, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    async with listener:
+        ws = await connect(f"ws://127.0.0.1:{port}/", rng=random.Random(5), ping_interval=None,
+                           close_timeout=0.1)
+        await ws.send("ready")
+        assert await ws.recv() == "whole message"
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.recv()
+        assert info.value.code == 1002
+        await ws.wait_closed()
