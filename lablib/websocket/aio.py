@@ -25,7 +25,11 @@ the transport tries the socket at once and buffers what the kernel did not take.
 We are in fact an :class:`asyncio.BufferedProtocol`: the event loop asks us for a buffer
 (:meth:`WebSocket.get_buffer`) and reads the socket into it.  We hand it the same 64 KiB each
 time; a plain protocol would get a new 256 KiB ``bytes`` per read instead, which the C library
-maps in and out of memory with three extra system calls per message.
+maps in and out of memory with three extra system calls per message.  That 64 KiB is one buffer
+per event loop, shared by all its connections: the loop calls ``get_buffer()``, reads into the
+buffer and calls ``buffer_updated()`` back to back, and ``buffer_updated()`` copies the bytes
+out before returning, so no two connections ever use it at once.  An idle connection then
+holds no read buffer at all (a buffer per connection cost 64 KiB of memory each).
 
 Where backpressure happens
 --------------------------
@@ -50,12 +54,14 @@ import collections
 import logging
 import random
 import time
+import weakref
 from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable
 
 from ..errors import ConnectionClosed as ConnectionClosedError
 from ..errors import LocalProtocolError
-from .connection import (Accepted, BinaryMessage, CloseReceived, Connection, ConnectionClosed,
-                         Event, Pong, Rejected, RequestReceived, Role, State, TextMessage)
+from .connection import (SYSTEM_RANDOM, Accepted, BinaryMessage, CloseReceived, Connection,
+                         ConnectionClosed, Event, Pong, Rejected, RequestReceived, Role, State,
+                         TextMessage)
 from .frames import CloseCode
 
 logger = logging.getLogger("lablib.websocket")
@@ -66,6 +72,18 @@ Data = str | bytes
 
 #: The event loop reads the socket into one buffer of this size that we keep (see get_buffer).
 READ_BUFFER_SIZE = 64 * 1024
+
+# One read buffer per event loop, shared by its connections (see the module docstring).
+_read_buffers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, memoryview] = \
+    weakref.WeakKeyDictionary()
+
+
+def _read_buffer(loop: asyncio.AbstractEventLoop) -> memoryview:
+    """The read buffer of ``loop``'s connections, made at its first connection."""
+    buffer = _read_buffers.get(loop)
+    if buffer is None:
+        buffer = _read_buffers[loop] = memoryview(bytearray(READ_BUFFER_SIZE))
+    return buffer
 
 #: After an error answer, how many more bytes from the peer we read and throw away, at most,
 #: before closing TCP anyway (see WebSocket.close_lingering; close_timeout bounds the time).
@@ -89,10 +107,10 @@ class WebSocket(asyncio.BufferedProtocol):
         self.ping_timeout = ping_timeout
         self.close_timeout = close_timeout
         self.max_queue = max_queue
-        self._rng = rng if rng is not None else random.SystemRandom()
+        self._rng = rng if rng is not None else SYSTEM_RANDOM
         self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
-        self._read_buffer = memoryview(bytearray(READ_BUFFER_SIZE))  # see get_buffer()
+        self._read_buffer = _read_buffer(self._loop)  # shared: see get_buffer()
         # The opening handshake's outcome: RequestReceived (server), Accepted or Rejected.
         self.handshake_done: asyncio.Future[Event] = self._loop.create_future()
         # Receiving: messages for recv(), and the ones that did not fit (see the module doc).
@@ -262,11 +280,13 @@ class WebSocket(asyncio.BufferedProtocol):
         self.transport = transport
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        """Where the event loop should read the next bytes into: always the same buffer."""
+        """Where the event loop should read the next bytes into: always the same buffer, the
+        one all connections of this event loop share."""
         return self._read_buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        """The event loop read ``nbytes`` bytes into our buffer."""
+        """The event loop read ``nbytes`` bytes into the buffer.  They are copied out at once,
+        before any other connection can read into the same buffer."""
         self.data_received(bytes(self._read_buffer[:nbytes]))
 
     def data_received(self, data: bytes) -> None:

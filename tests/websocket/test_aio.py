@@ -839,3 +839,70 @@ async def test_client_delivers_the_messages_before_a_violation_then_closes_1002(
             await ws.recv()
         assert info.value.code == 1002
         await ws.wait_closed()
+
+
+# --- memory per idle connection ----------------------------------------------------------------
+
+def _buffers_reachable(root) -> dict[int, int]:
+    """{id: size in bytes} of every buffer (bytes, bytearray, the memory under a memoryview
+    or a numpy array) reachable from ``root`` through lablib's own objects and containers.
+    asyncio's objects (transport, futures, the loop) are not followed: they are not ours."""
+    import numpy as np
+
+    found: dict[int, int] = {}
+    seen: set[int] = set()
+    todo = [root]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, (bytes, bytearray)):
+            found[id(obj)] = len(obj)
+        elif isinstance(obj, memoryview):
+            found[id(obj.obj)] = obj.obj.nbytes if isinstance(obj.obj, memoryview) \
+                else len(obj.obj)
+        elif isinstance(obj, np.ndarray):
+            base = obj if obj.base is None else obj.base
+            found[id(base)] = base.nbytes
+        elif isinstance(obj, (list, tuple, set, frozenset, collections.deque)):
+            todo.extend(obj)
+        elif isinstance(obj, dict):
+            todo.extend(obj.keys())
+            todo.extend(obj.values())
+        elif type(obj).__module__.startswith("lablib"):
+            todo.extend(getattr(obj, "__dict__", {}).values())
+            todo.extend(getattr(obj, name) for cls in type(obj).__mro__
+                        for name in getattr(cls, "__slots__", ()) if hasattr(obj, name))
+    return found
+
+
+@asyncio_test
+async def test_an_idle_connection_owns_no_read_buffer():
+    """Memory per connection: an open, idle connection holds at most a few hundred bytes of
+    buffers of its own.  The 64 KiB the event loop reads the socket into is one buffer shared
+    by every connection of the loop (get_buffer and buffer_updated run back to back, and the
+    bytes are copied out at once).  Before: 64 KiB per connection, allocated at accept."""
+    connections = []
+
+    async def handler(ws):
+        connections.append(ws)
+        await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0, ping_interval=None, close_timeout=0.1) as server:
+        clients = [await raw_client(server.port) for _ in range(3)]
+        try:
+            async with connect(f"ws://127.0.0.1:{server.port}/", ping_interval=None,
+                               close_timeout=0.1) as ws:
+                await ws.send("hello")  # one connection has carried a message
+                await until(lambda: len(connections) == 4)
+                endpoints = connections + [ws]
+                reachable = [_buffers_reachable(endpoint) for endpoint in endpoints]
+                for i, buffers in enumerate(reachable):
+                    shared = set().union(*(other for j, other in enumerate(reachable) if j != i))
+                    own = sum(size for key, size in buffers.items() if key not in shared)
+                    assert own <= 512, (endpoints[i], buffers)
+                assert len({id(endpoint._read_buffer.obj) for endpoint in endpoints}) == 1
+        finally:
+            for _, writer in clients:
+                writer.close()
