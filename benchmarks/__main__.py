@@ -4,6 +4,7 @@
     python -m benchmarks ws_frames --repeats 3
     python -m benchmarks ws_echo --messages 2000 --client websockets --cpus split
     python -m benchmarks sio_echo --calls 2000 --connects 100
+    python -m benchmarks ws_memory --connections 3000
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import argparse
 import platform
 import sys
 
-from . import sio_echo, ws_echo, ws_frames
+from . import sio_echo, ws_echo, ws_frames, ws_memory
 
 BENCHMARKS = {
     "ws_frames": lambda args: ws_frames.run(args.repeats),
     "ws_echo": lambda args: ws_echo.run(args.repeats, args.messages, args.client, args.cpus),
     "sio_echo": lambda args: sio_echo.run(args.repeats, args.calls, args.connects, args.cpus),
+    "ws_memory": lambda args: ws_memory.run(args.repeats, args.connections),
 }
 
 
@@ -34,6 +36,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="sio_echo: calls of the 1-client echo-with-ack scenario")
     parser.add_argument("--connects", type=int, default=100,
                         help="sio_echo: connections per run of the connect scenarios")
+    parser.add_argument("--connections", type=int, default=3000,
+                        help="ws_memory: idle connections per run")
     parser.add_argument("--cpus", choices=["same", "split", "any"], default="same",
                         help="ws_echo, sio_echo: client and servers on one CPU, on two, or unpinned")
     args = parser.parse_args(argv)

@@ -25,7 +25,11 @@ the transport tries the socket at once and buffers what the kernel did not take.
 We are in fact an :class:`asyncio.BufferedProtocol`: the event loop asks us for a buffer
 (:meth:`WebSocket.get_buffer`) and reads the socket into it.  We hand it the same 64 KiB each
 time; a plain protocol would get a new 256 KiB ``bytes`` per read instead, which the C library
-maps in and out of memory with three extra system calls per message.
+maps in and out of memory with three extra system calls per message.  That 64 KiB is one buffer
+per event loop, shared by all its connections: the loop calls ``get_buffer()``, reads into the
+buffer and calls ``buffer_updated()`` back to back, and ``buffer_updated()`` copies the bytes
+out before returning, so no two connections ever use it at once.  An idle connection then
+holds no read buffer at all (a buffer per connection cost 64 KiB of memory each).
 
 Where backpressure happens
 --------------------------
@@ -50,12 +54,14 @@ import collections
 import logging
 import random
 import time
+import weakref
 from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable
 
 from ..errors import ConnectionClosed as ConnectionClosedError
 from ..errors import LocalProtocolError
-from .connection import (Accepted, BinaryMessage, CloseReceived, Connection, ConnectionClosed,
-                         Event, Pong, Rejected, RequestReceived, Role, State, TextMessage)
+from .connection import (SYSTEM_RANDOM, Accepted, BinaryMessage, CloseReceived, Connection,
+                         ConnectionClosed, Event, Pong, Rejected, RequestReceived, Role, State,
+                         TextMessage)
 from .frames import CloseCode
 
 logger = logging.getLogger("lablib.websocket")
@@ -66,6 +72,22 @@ Data = str | bytes
 
 #: The event loop reads the socket into one buffer of this size that we keep (see get_buffer).
 READ_BUFFER_SIZE = 64 * 1024
+
+# One read buffer per event loop, shared by its connections (see the module docstring).
+_read_buffers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, memoryview] = \
+    weakref.WeakKeyDictionary()
+
+
+def _read_buffer(loop: asyncio.AbstractEventLoop) -> memoryview:
+    """The read buffer of ``loop``'s connections, made at its first connection."""
+    buffer = _read_buffers.get(loop)
+    if buffer is None:
+        buffer = _read_buffers[loop] = memoryview(bytearray(READ_BUFFER_SIZE))
+    return buffer
+
+#: After an error answer, how many more bytes from the peer we read and throw away, at most,
+#: before closing TCP anyway (see WebSocket.close_lingering; close_timeout bounds the time).
+LINGER_MAX_BYTES = 16 * 1024 * 1024
 
 
 class WebSocket(asyncio.BufferedProtocol):
@@ -85,10 +107,10 @@ class WebSocket(asyncio.BufferedProtocol):
         self.ping_timeout = ping_timeout
         self.close_timeout = close_timeout
         self.max_queue = max_queue
-        self._rng = rng if rng is not None else random.SystemRandom()
+        self._rng = rng if rng is not None else SYSTEM_RANDOM
         self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
-        self._read_buffer = memoryview(bytearray(READ_BUFFER_SIZE))  # see get_buffer()
+        self._read_buffer = _read_buffer(self._loop)  # shared: see get_buffer()
         # The opening handshake's outcome: RequestReceived (server), Accepted or Rejected.
         self.handshake_done: asyncio.Future[Event] = self._loop.create_future()
         # Receiving: messages for recv(), and the ones that did not fit (see the module doc).
@@ -107,6 +129,8 @@ class WebSocket(asyncio.BufferedProtocol):
         self._closed = self._loop.create_future()  # set when TCP is closed (connection_lost)
         self._timers: list[asyncio.TimerHandle] = []  # close timeouts, cancelled at the end
         self._keepalive_task: asyncio.Task | None = None
+        self._lingering = False  # our error answer is out: what the peer sends is discarded
+        self._discarded = 0  # bytes discarded while lingering
         self.close_code: int | None = None
         self.close_reason: str = ""
         self.latency: float = 0.0  #: the last keepalive round trip, in seconds
@@ -256,15 +280,22 @@ class WebSocket(asyncio.BufferedProtocol):
         self.transport = transport
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        """Where the event loop should read the next bytes into: always the same buffer."""
+        """Where the event loop should read the next bytes into: always the same buffer, the
+        one all connections of this event loop share."""
         return self._read_buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        """The event loop read ``nbytes`` bytes into our buffer."""
+        """The event loop read ``nbytes`` bytes into the buffer.  They are copied out at once,
+        before any other connection can read into the same buffer."""
         self.data_received(bytes(self._read_buffer[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         """Bytes arrived: feed them to the connection and act on what comes out."""
+        if self._lingering:  # the connection is over; we only read so that TCP closes well
+            self._discarded += len(data)
+            if self._discarded > LINGER_MAX_BYTES:
+                self._abort()
+            return
         self._process(self.connection.receive_data(data))
 
     def eof_received(self) -> None:
@@ -326,7 +357,7 @@ class WebSocket(asyncio.BufferedProtocol):
                     self.close_code, self.close_reason = event.code, event.reason
                 if event.error is not None:
                     logger.info("failing the connection: %s", event.error)
-                self._finish_tcp()
+                self._finish_tcp(failed=event.error is not None)
             elif isinstance(event, (RequestReceived, Accepted, Rejected)):
                 if not self.handshake_done.done():  # (it is cancelled if open_timeout passed)
                     self.handshake_done.set_result(event)
@@ -445,15 +476,47 @@ class WebSocket(asyncio.BufferedProtocol):
             self._keepalive_task = asyncio.create_task(self._keepalive())
         self._process(self.connection.receive_data(b""))
 
-    def _finish_tcp(self) -> None:
+    def _finish_tcp(self, failed: bool = False) -> None:
         """The WebSocket connection is CLOSED: §7.1.1, the server closes TCP first; the client
-        waits ``close_timeout`` s for the server to do so, then closes itself."""
+        waits ``close_timeout`` s for the server to do so, then closes itself.
+
+        After a clean closing handshake the peer sends nothing more, and the server closes at
+        once.  When *we* failed the connection (§7.1.7: 1002, 1007, 1009), the peer may still
+        be sending: the server closes lingering (see :meth:`close_lingering`), so that our
+        close frame reaches the peer instead of a connection reset.
+        """
         if self.transport.is_closing():
             return
         if self.connection.role is Role.SERVER:
-            self._close_transport()
+            if failed:
+                self.close_lingering()
+            else:
+                self._close_transport()
         else:
+            # Read on (the connection discards it) so that we see the server's EOF.
+            self._resume_reading()
             self._timers.append(self._loop.call_later(self.close_timeout, self._close_transport))
+
+    def close_lingering(self) -> None:
+        """Close TCP after an error answer the way HTTP servers do, so that the answer arrives.
+
+        Closing a socket whose receive buffer still holds bytes makes the kernel send a reset
+        (RFC 1122 §4.2.2.13), and a reset can destroy our last bytes before the peer reads
+        them: the peer would see "connection reset" instead of our close frame (or HTTP error).
+        So: flush what we wrote, then shut down our sending side (a FIN after the answer); read
+        on and discard everything the peer still sends, until it closes its side too (EOF), at
+        most ``close_timeout`` seconds and :data:`LINGER_MAX_BYTES` bytes; then close.
+        """
+        transport = self.transport
+        if transport.is_closing() or self._lingering:
+            return
+        if not transport.can_write_eof():  # (e.g. TLS): nothing better than a plain close
+            self._close_transport()
+            return
+        self._lingering = True
+        transport.write_eof()
+        self._resume_reading()
+        self._timers.append(self._loop.call_later(self.close_timeout, self._abort))
 
     def _close_transport(self) -> None:
         """Close TCP once the write buffer is flushed; abort if that takes ``close_timeout``."""

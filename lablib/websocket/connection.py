@@ -53,6 +53,12 @@ class State(enum.Enum):
     CLOSED = "CLOSED"          #: both close frames exchanged, or the connection failed
 
 
+#: The default random source: the operating system's CSPRNG.  One object serves every
+#: connection: it holds no state of its own (each call reads os.urandom), whereas each
+#: ``random.SystemRandom()`` would carry 2.5 KiB of unused Mersenne Twister state.
+SYSTEM_RANDOM = random.SystemRandom()
+
+
 # --- events -------------------------------------------------------------------------------------
 
 class Event:
@@ -166,7 +172,7 @@ class Connection:
         self.state = State.CONNECTING if handshake is not None else State.OPEN
         self.max_message_size = max_message_size
         self.trace_frames = trace_frames
-        self._rng = rng if rng is not None else random.SystemRandom()
+        self._rng = rng if rng is not None else SYSTEM_RANDOM
         self._parser = FrameParser(mask_required=(role is Role.SERVER))
         self._masks = role is Role.CLIENT  # a client masks every frame it sends (§5.3)
         self._outgoing = bytearray()
@@ -174,6 +180,9 @@ class Connection:
         self._msg_opcode: Opcode | None = None
         self._msg_parts: list[bytes] = []
         self._utf8 = codecs.getincrementaldecoder("utf-8")("strict")
+        # §8.1 fail fast: the text frame that is still arriving, checked as its bytes come.
+        self._partial_checked = 0  # payload bytes of that frame checked so far
+        self._partial_utf8 = codecs.getincrementaldecoder("utf-8")("strict")
         # The message being sent: None, or the opcode of its first frame.
         self._sending: Opcode | None = None
         self.close_sent: tuple[int, str] | None = None
@@ -230,7 +239,10 @@ class Connection:
             parser.max_size = self.max_message_size
             frames = parser.receive_frames()
             if not frames:
+                # The rest is a frame still arriving: check what we have of it.
+                self._check_partial_text()
                 return
+            self._partial_checked = 0  # the frame that was arriving (if any) is complete
             for frame in frames:
                 if self.state is State.CLOSED:
                     return  # §7.1.1: what follows a close frame is ignored
@@ -271,6 +283,34 @@ class Connection:
                 events.append(TextMessage("".join(parts)))
             else:
                 events.append(BinaryMessage(b"".join(parts)))
+
+    def _check_partial_text(self) -> None:
+        """§8.1: fail as soon as the bytes that make a text message invalid UTF-8 arrive,
+        without waiting for the end of their frame.
+
+        The part of a text frame received so far goes through a second incremental decoder,
+        which continues from where the message's decoder stands (a character may straddle two
+        fragments); the frame is decoded for real once complete.  Each byte is checked once,
+        however the frame is cut into reads.
+        """
+        partial = self._parser.partial_payload(self._partial_checked)
+        if partial is None:
+            return
+        b0, data = partial
+        opcode = b0 & 0x0F
+        if not ((opcode == Opcode.TEXT and self._msg_opcode is None)
+                or (opcode == Opcode.CONT and self._msg_opcode is Opcode.TEXT)):
+            return  # binary, control, or an error the complete frame will report
+        if self._partial_checked == 0:  # the first bytes of this frame: start where we stand
+            if opcode == Opcode.TEXT:
+                self._partial_utf8.reset()
+            else:
+                self._partial_utf8.setstate(self._utf8.getstate())
+        try:
+            self._partial_utf8.decode(data)
+        except UnicodeDecodeError:
+            raise InvalidUTF8("text message is not valid UTF-8") from None
+        self._partial_checked += len(data)
 
     @staticmethod
     def _message(opcode: Opcode, payload: bytes) -> Event:

@@ -512,6 +512,30 @@ class FrameParser:
             payload = self._unmask_large(memoryview(buf)[start:end], masking_key)
         return _parsed_frame(b0, payload, masking_key)
 
+    def partial_payload(self, start: int = 0) -> tuple[int, bytes] | None:
+        """The frame that has begun to arrive but is not complete: its first header byte and
+        the part of its payload received so far, from offset ``start`` on, unmasked.
+
+        ``None`` if no such frame's header is complete yet.  This is for checks that may fail a
+        frame before its end (§8.1: invalid UTF-8 in a text frame); the frame itself is still
+        returned whole by :meth:`receive_frames` once it has fully arrived.  Call it after
+        :meth:`receive_frames` has returned everything complete.
+        """
+        buf, pos = self._buffer, self._pos
+        header = self._parse_header(buf, pos, self.max_size)
+        if header is NEED_DATA:
+            return None
+        b0, payload_start, _, masked = header
+        begin = payload_start + start
+        if begin >= len(buf):
+            return b0, b""
+        data = buf[begin:]
+        if masked:
+            # Payload byte i was masked with key byte i % 4 (§5.3): rotate the key to ``start``.
+            key = bytes(buf[payload_start - 4:payload_start])
+            data = apply_mask(data, key[start % 4:] + key[:start % 4])
+        return b0, bytes(data)
+
     def _count_fragment(self, b0: int, payload_len: int) -> None:
         """Keep count of the fragmented message's size, once a frame has fully arrived.
 

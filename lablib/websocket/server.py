@@ -138,13 +138,13 @@ class Server:
             return
         if isinstance(outcome, Rejected):  # the HTTP error answer is already written
             logger.info("handshake refused: %s", outcome.error)
-            ws._close_transport()
+            ws.close_lingering()  # the peer may still be sending: let the answer arrive
             return
         if conn.state is not State.CONNECTING:  # TCP ended right behind the request
             return
         if self._closing:  # the server was shut down while this handshake was in flight
             ws.transport.write(conn.reject(503, "server shutting down"))
-            ws._close_transport()
+            ws.close_lingering()
             return
         assert isinstance(outcome, RequestReceived)
         ws.request = outcome.request
@@ -169,10 +169,35 @@ class Server:
 
 
 class serve:
-    """Start a server: ``server = await serve(...)`` or ``async with serve(...) as server``."""
+    """Start a server: ``server = await serve(...)`` or ``async with serve(...) as server``.
 
-    def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0, **options) -> None:
-        self._server = Server(handler, host, port, **options)
+    Every option is a keyword argument; the defaults are the safe ones:
+
+    - ``subprotocols``: the subprotocols we speak, in order of preference (none by default);
+    - ``origins``: the ``Origin`` values accepted (``None`` in the list: requests without
+      one); ``None`` (the default) accepts every origin;
+    - ``max_size``: the largest message accepted, all fragments together (1 MiB; ``None``:
+      no limit); a bigger one closes the connection with 1009;
+    - ``max_queue``: messages received and not yet taken by ``recv()`` before reading pauses;
+    - ``ping_interval``/``ping_timeout``: a keepalive ping every 20 s, closing with 1011 if
+      its pong is not back within 20 s (``None``: off);
+    - ``close_timeout``: how long the closing handshake may take (10 s);
+    - ``open_timeout``: how long the opening handshake may take (10 s; ``None``: no limit);
+    - ``max_request_size``: the largest handshake request, in bytes (16 KiB; more is 431);
+    - ``rng``: a seeded ``random.Random`` makes every random choice reproducible.
+    """
+
+    def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0, *,
+                 subprotocols: Sequence[str] = (), origins: Sequence[str | None] | None = None,
+                 max_size: int | None = 1 << 20, max_queue: int = 16,
+                 ping_interval: float | None = 20, ping_timeout: float | None = 20,
+                 close_timeout: float = 10, open_timeout: float | None = 10,
+                 max_request_size: int = 16 * 1024, rng: random.Random | None = None) -> None:
+        self._server = Server(handler, host, port, subprotocols=subprotocols, origins=origins,
+                              max_size=max_size, max_queue=max_queue,
+                              ping_interval=ping_interval, ping_timeout=ping_timeout,
+                              close_timeout=close_timeout, open_timeout=open_timeout,
+                              max_request_size=max_request_size, rng=rng)
 
     def __await__(self):
         return self._server.start().__await__()

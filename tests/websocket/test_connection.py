@@ -421,6 +421,27 @@ def test_messages_before_the_error_are_delivered():
     assert [f.opcode for f in frames] == [Opcode.PONG, Opcode.CLOSE]
 
 
+@pytest.mark.parametrize("role", [Role.SERVER, Role.CLIENT])
+@pytest.mark.parametrize("violation", [
+    pytest.param((0xC1, 0x00), id="rsv1"),
+    pytest.param((0x83, 0x00), id="reserved opcode 3"),
+    pytest.param((0x8B, 0x00), id="reserved opcode 0xB"),
+    pytest.param((0x80, 0x00), id="continuation of nothing"),
+])
+def test_every_message_complete_before_a_violation_is_delivered(role, violation):
+    """One read: a one-frame message, a two-frame message, then a frame that breaks §5.2 or
+    §5.4.  Both messages are delivered, then the connection fails with 1002."""
+    conn = server() if role is Role.SERVER else client()
+    if role is Role.SERVER:  # client frames are masked, here with the key 00 00 00 00
+        data = (b"\x81\x83\x00\x00\x00\x00one" + b"\x02\x82\x00\x00\x00\x00tw"
+                + b"\x80\x81\x00\x00\x00\x00o" + bytes([violation[0], 0x80]) + b"\x00" * 4)
+    else:
+        data = b"\x81\x03one" + b"\x02\x02tw" + b"\x80\x01o" + bytes(violation)
+    events = conn.receive_data(data)
+    assert events[:2] == [TextMessage("one"), BinaryMessage(b"two")]
+    assert_failed(conn, events[2:], 1002)
+
+
 def test_error_while_closing_sends_no_second_close():
     s = server()
     s.send_close(1000)
@@ -457,6 +478,75 @@ def test_invalid_utf8_fails_before_the_message_ends(bad):
     events = s.receive_data(from_client(Opcode.TEXT, b"start", fin=False)
                             + from_client(Opcode.CONT, b"x" + bad, fin=False))
     assert_failed(s, events, 1007, InvalidUTF8)
+
+
+def feed_byte_by_byte(conn: Connection, data: bytes) -> list[list]:
+    """The events of each single byte of ``data`` fed on its own."""
+    return [conn.receive_data(data[i:i + 1]) for i in range(len(data))]
+
+
+# A text frame whose payload goes wrong at its 4th byte: "ok" then F4 90, which would be a code
+# point above U+10FFFF (§8.1, RFC 3629).  The 6 valid bytes after it are never needed.
+BAD_AT_4 = b"ok\xf4\x90" + b"abcdef"
+
+
+@pytest.mark.parametrize("role", [Role.SERVER, Role.CLIENT])
+def test_invalid_utf8_fails_at_the_offending_byte_inside_a_frame(role):
+    """§8.1 allows failing as soon as the offending bytes arrive: a text frame whose first
+    half is invalid closes with 1007 before its second half is even sent."""
+    conn = server() if role is Role.SERVER else client()
+    frame = (from_client if role is Role.SERVER else from_server)(Opcode.TEXT, BAD_AT_4)
+    header = 6 if role is Role.SERVER else 2  # a client's frame carries a masking key
+    per_byte = feed_byte_by_byte(conn, frame[:header + 4])
+    assert per_byte[:-1] == [[]] * (header + 3)  # nothing until the offending byte...
+    assert_failed(conn, per_byte[-1], 1007, InvalidUTF8)  # ...which fails the connection
+
+
+def test_invalid_utf8_fails_at_the_offending_byte_of_a_continuation():
+    """The check goes on across fragments: E2 82 ends fragment 1, so fragment 2 must start
+    with a continuation byte; its "(" fails at once."""
+    s = server()
+    assert s.receive_data(from_client(Opcode.TEXT, b"a\xe2\x82", fin=False)) == []
+    per_byte = feed_byte_by_byte(s, from_client(Opcode.CONT, b"(" + b"z" * 20)[:7])
+    assert per_byte[:-1] == [[]] * 6
+    assert_failed(s, per_byte[-1], 1007, InvalidUTF8)
+
+
+def test_valid_text_byte_by_byte_is_not_failed_early():
+    """A character split anywhere is waited for, not failed: 4-byte characters, byte by byte,
+    then the message whole (and the bytes a binary frame carries are never checked)."""
+    s = server()
+    text = "a€😀" * 3
+    events = sum(feed_byte_by_byte(s, from_client(Opcode.TEXT, text.encode()[:5], fin=False)
+                                   + from_client(Opcode.CONT, text.encode()[5:])), [])
+    assert events == [TextMessage(text)]
+    binary = bytes(range(256))
+    assert sum(feed_byte_by_byte(s, from_client(Opcode.BINARY, binary)), []) \
+        == [BinaryMessage(binary)]
+
+
+@given(st.binary(min_size=1, max_size=40), st.lists(st.integers(1, 46), max_size=6))
+@FAST
+def test_utf8_fails_in_the_chunk_that_brings_the_offending_byte(payload, cuts):
+    """For any payload and any chunking: the connection fails (1007) in exactly the chunk
+    that makes the received prefix impossible to complete as UTF-8 (what an incremental
+    decoder says), and a valid payload arrives whole."""
+    import codecs
+
+    frame = from_client(Opcode.TEXT, payload)
+    bounds = sorted({0, len(frame), *(min(c, len(frame)) for c in cuts)})
+    s = server()
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    for a, b in zip(bounds, bounds[1:]):
+        events = s.receive_data(frame[a:b])
+        start, end = max(a, 6) - 6, max(b, 6) - 6  # the payload bytes in this chunk
+        try:
+            decoder.decode(payload[start:end], final=b == len(frame))
+        except UnicodeDecodeError:
+            assert_failed(s, events, 1007, InvalidUTF8)
+            return
+        assert all(not isinstance(e, ConnectionClosed) for e in events)
+    assert events == [TextMessage(payload.decode())]
 
 
 def test_multibyte_character_split_across_fragments():
