@@ -35,6 +35,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
+# build/labs/ and build/notebooks/ (chapters with question markers; the others are skipped)
 student: $(STAMP)
 	$(PY) -m labs.make_student
 

@@ -1,6 +1,7 @@
-"""Generate the student version of every lab, and check that its checks fail.
+"""Generate the student version of every lab and chapter, and check that its checks fail.
 
-    python -m labs.make_student            # labs/*.ipynb -> build/labs/*.ipynb
+    python -m labs.make_student            # labs/*.ipynb -> build/labs/*.ipynb,
+                                           # notebooks/*.ipynb -> build/notebooks/*.ipynb
     python -m labs.make_student --check    # the same, then run each student notebook
 
 A lab notebook in ``labs/`` is the *solution* version: it is committed executed, and nbval runs it
@@ -23,6 +24,14 @@ The markers are nbgrader's own (a marker line is matched exactly, after strippin
 nbgrader does), and the lab notebooks carry nbgrader cell metadata (solution cells, locked graded
 check cells with points), so a teacher can put a lab in an nbgrader course's ``source/`` folder and
 run ``nbgrader generate_assignment`` and ``nbgrader autograde`` unchanged.
+
+**Chapters** (``notebooks/*.ipynb``) end with predict-then-check questions built the same way: an
+answer cell whose value sits between the markers (``Q1_ANSWER = ...`` above them, the teacher's
+answer inside), and a ``check`` cell that measures the real value and raises AssertionError when the
+answer is wrong.  Their student versions go to ``build/notebooks/`` and ``--check`` treats them like
+the labs, with one difference: a chapter without any marker is *skipped* (reported, not an error),
+so chapters whose questions have not been converted yet do not break the build.  A chapter that
+has markers must also have check cells, exactly like a lab.
 """
 
 from __future__ import annotations
@@ -44,6 +53,8 @@ CHECK_TAG = "check"
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 LABS_DIR = ROOT / "labs"
 BUILD_DIR = ROOT / "build" / "labs"
+CHAPTERS_DIR = ROOT / "notebooks"
+CHAPTERS_BUILD_DIR = ROOT / "build" / "notebooks"
 
 
 class LabError(Exception):
@@ -87,6 +98,13 @@ def strip_solutions(source: str) -> tuple[str, int]:
     if inside:
         raise LabError(f"{BEGIN_SOLUTION} without {END_SOLUTION}")
     return "\n".join(out), regions
+
+
+def has_markers(notebook: NotebookNode) -> bool:
+    """Whether any code cell of ``notebook`` holds a solution marker line."""
+    return any(line.strip() in (BEGIN_SOLUTION, END_SOLUTION)
+               for cell in notebook.cells if cell.cell_type == "code"
+               for line in cell.source.split("\n"))
 
 
 def student_version(solution: NotebookNode) -> StudentVersion:
@@ -169,52 +187,70 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labs.make_student",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("labs", nargs="*", type=pathlib.Path,
-                        help="solution notebooks (default: labs/*.ipynb)")
+                        help="lab solution notebooks (default: labs/*.ipynb, and the chapters)")
+    parser.add_argument("--chapter", action="append", default=[], type=pathlib.Path,
+                        dest="chapters", metavar="NOTEBOOK",
+                        help="a chapter notebook (repeatable; default: notebooks/*.ipynb); "
+                             "skipped when it has no solution markers")
     parser.add_argument("--out", type=pathlib.Path, default=BUILD_DIR,
-                        help="where to write the student versions (default: build/labs)")
+                        help="where to write the labs' student versions (default: build/labs)")
+    parser.add_argument("--chapters-out", type=pathlib.Path, default=CHAPTERS_BUILD_DIR,
+                        help="where to write the chapters' student versions "
+                             "(default: build/notebooks)")
     parser.add_argument("--check", action="store_true",
                         help="execute each student version; fail unless every check cell fails")
     parser.add_argument("--timeout", type=int, default=120, help="seconds per cell for --check")
     args = parser.parse_args(argv)
 
-    labs = args.labs or sorted(LABS_DIR.glob("*.ipynb"))
-    if not labs:
-        print(f"no lab notebooks in {display_path(LABS_DIR)}", file=sys.stderr)
-        return 1
+    if args.labs or args.chapters:
+        labs, chapters = args.labs, args.chapters
+    else:
+        labs = sorted(LABS_DIR.glob("*.ipynb"))
+        chapters = sorted(CHAPTERS_DIR.glob("*.ipynb"))
+        if not labs:
+            print(f"no lab notebooks in {display_path(LABS_DIR)}", file=sys.stderr)
+            return 1
+    jobs = [(path, args.out, True) for path in labs]
+    jobs += [(path, args.chapters_out, False) for path in chapters]
     problems = 0
-    for path in labs:
-        name = display_path(path)
-        try:
-            target, student = generate(path, args.out)
-        except (LabError, OSError, nbformat.ValidationError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            problems += 1
+    for path, out_dir, markers_required in jobs:
+        if not markers_required and not has_markers(nbformat.read(path, as_version=4)):
+            print(f"{display_path(path)}: no solution markers (no questions to blank yet): skipped")
             continue
-        counts = (f"{student.solution_cells} solution cells, "
-                  f"{len(student.check_cells)} checks")
-        if not args.check:
-            print(f"{name}: {counts} -> {display_path(target)}")
-            continue
-        try:
-            executed = execute(target, args.timeout)
-        except Exception as exc:  # a timeout or a dead kernel: report it, go on with the others
-            print(f"error: {name}: the student version could not be executed: "
-                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
-            problems += 1
-            continue
-        passing = passing_checks(executed, student.check_cells)
-        if passing:
-            problems += 1
-            print(f"{name}: {counts}, {len(passing)} pass in the student version", file=sys.stderr)
-            for index in passing:
-                cell = executed.cells[index]
-                label = f"{index} ({cell.id})" if cell.get("id") else str(index)
-                print(f"error: {name}: check cell {label} passes without a solution "
-                      f"(it must fail until the exercise is solved): "
-                      f"{first_line(cell)}", file=sys.stderr)
-        else:
-            print(f"{name}: {counts}, all fail in the student version")
+        problems += build_one(path, out_dir, args.check, args.timeout)
     return 1 if problems else 0
+
+
+def build_one(path: pathlib.Path, out_dir: pathlib.Path, check: bool, timeout: int) -> int:
+    """Write (and with ``check``, run) one student version; the number of problems found."""
+    name = display_path(path)
+    try:
+        target, student = generate(path, out_dir)
+    except (LabError, OSError, nbformat.ValidationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    counts = f"{student.solution_cells} solution cells, {len(student.check_cells)} checks"
+    if not check:
+        print(f"{name}: {counts} -> {display_path(target)}")
+        return 0
+    try:
+        executed = execute(target, timeout)
+    except Exception as exc:  # a timeout or a dead kernel: report it, go on with the others
+        print(f"error: {name}: the student version could not be executed: "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    passing = passing_checks(executed, student.check_cells)
+    if not passing:
+        print(f"{name}: {counts}, all fail in the student version")
+        return 0
+    print(f"{name}: {counts}, {len(passing)} pass in the student version", file=sys.stderr)
+    for index in passing:
+        cell = executed.cells[index]
+        label = f"{index} ({cell.id})" if cell.get("id") else str(index)
+        print(f"error: {name}: check cell {label} passes without a solution "
+              f"(it must fail until the exercise is solved): "
+              f"{first_line(cell)}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

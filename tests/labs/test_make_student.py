@@ -135,3 +135,66 @@ def test_check_reports_a_check_that_passes_without_the_solution(tmp_path, capsys
     err = capsys.readouterr().err
     assert "check cell 2" in err and "passes without a solution" in err
     assert "check cell 1" not in err
+
+
+# --- chapters: predict-then-check questions ------------------------------------------------
+
+ANSWER_CELL = "Q1_ANSWER = ...   # bytes\n### BEGIN SOLUTION\nQ1_ANSWER = 8\n### END SOLUTION"
+CHECK_CELL = ("measured = len(b'12345678')\n"
+              "assert Q1_ANSWER is not ..., 'wrong: no answer yet'\n"
+              "assert Q1_ANSWER == measured, f'wrong: {measured}'\n"
+              "print('right')")
+
+
+def test_has_markers():
+    from labs.make_student import has_markers
+    assert has_markers(lab(executed(ANSWER_CELL)))
+    assert not has_markers(lab(executed("x = 1"), new_markdown_cell("### BEGIN SOLUTION")))
+
+
+def test_chapter_answer_cell_keeps_the_blank_and_drops_the_answer():
+    student = student_version(lab(executed(ANSWER_CELL), executed(CHECK_CELL, tags=["check"])))
+    assert student.notebook.cells[0].source == "Q1_ANSWER = ...   # bytes\nraise NotImplementedError()"
+
+
+def test_chapter_without_markers_is_skipped_not_an_error(tmp_path, capsys):
+    chapter = tmp_path / "01-handshake.ipynb"
+    nbformat.write(lab(executed("x = 1"), executed("assert x == 1")), chapter)
+    out = tmp_path / "build"
+    assert main(["--chapter", str(chapter), "--chapters-out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "no solution markers" in printed and "skipped" in printed
+    assert not (out / "01-handshake.ipynb").exists()
+
+
+def test_chapter_with_markers_but_no_check_is_an_error(tmp_path, capsys):
+    chapter = tmp_path / "02-frames.ipynb"
+    nbformat.write(lab(executed(ANSWER_CELL)), chapter)
+    assert main(["--chapter", str(chapter), "--chapters-out", str(tmp_path / "build")]) == 1
+    assert "no cell tagged 'check'" in capsys.readouterr().err
+
+
+def test_chapter_student_version_written_to_chapters_out(tmp_path, capsys):
+    chapter = tmp_path / "02-frames.ipynb"
+    nbformat.write(lab(executed(ANSWER_CELL), executed(CHECK_CELL, tags=["check"])), chapter)
+    out = tmp_path / "build" / "notebooks"
+    assert main(["--chapter", str(chapter), "--chapters-out", str(out)]) == 0
+    written = nbformat.read(out / "02-frames.ipynb", as_version=4)
+    assert "Q1_ANSWER = 8" not in written.cells[0].source
+    assert written.cells[1].outputs == []
+
+
+def test_check_runs_chapters_and_accepts_checks_that_fail_when_blank(tmp_path, capsys):
+    """The blank answer (Ellipsis, then the stub's raise) makes the check fail: accepted."""
+    chapter = tmp_path / "02-frames.ipynb"
+    nbformat.write(lab(executed(ANSWER_CELL), executed(CHECK_CELL, tags=["check"])), chapter)
+    assert main(["--chapter", str(chapter), "--chapters-out", str(tmp_path / "b"), "--check"]) == 0
+    assert "all fail in the student version" in capsys.readouterr().out
+
+
+def test_check_reports_a_chapter_check_that_passes_when_blank(tmp_path, capsys):
+    """A check that does not look at the answer passes without it: reported."""
+    chapter = tmp_path / "03-conversation.ipynb"
+    nbformat.write(lab(executed(ANSWER_CELL), executed("print('right')", tags=["check"])), chapter)
+    assert main(["--chapter", str(chapter), "--chapters-out", str(tmp_path / "b"), "--check"]) == 1
+    assert "passes without a solution" in capsys.readouterr().err
