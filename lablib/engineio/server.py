@@ -177,7 +177,8 @@ class Server:
     Protocol settings are the core's (milliseconds, as on the wire): ``path``,
     ``ping_interval``, ``ping_timeout``, ``max_payload``, ``upgrade_timeout``, ``transports``,
     ``allow_upgrades``, ``cors_allowed_origins``, ``cors_credentials``, ``allow_request``,
-    ``max_buffered_packets``, ``rng`` (seed it for reproducible sids).  Driver limits are
+    ``max_buffered_packets``, ``rng`` (sids come from :mod:`secrets` unless a seeded
+    ``random.Random`` is given, for reproducible notebooks and tests).  Driver limits are
     seconds or bytes: ``max_request_size`` (request line and header fields),
     ``request_timeout`` (a connection must deliver a whole request within it, idle
     keep-alive connections included), ``close_timeout`` (WebSocket closing handshake, and how

@@ -38,6 +38,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import secrets
 import urllib.parse
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
@@ -82,8 +83,15 @@ class RequestResult:
     outputs: tuple[Output, ...] = ()
 
 
-def generate_sid(rng: random.Random) -> str:
-    """20 characters of URL-safe base64 from 15 random bytes, like the reference's base64id."""
+def generate_sid(rng: random.Random | None = None) -> str:
+    """20 characters of URL-safe base64 from 15 random bytes, like the reference's base64id.
+
+    A sid is a bearer token (whoever knows it can poll the session), so by default its bytes
+    come from the operating system's CSPRNG (:func:`secrets.token_urlsafe`).  A seeded
+    ``rng`` gives reproducible sids, for notebooks and tests only.
+    """
+    if rng is None:
+        return secrets.token_urlsafe(15)
     return base64.urlsafe_b64encode(rng.randbytes(15)).decode("ascii")
 
 
@@ -96,8 +104,9 @@ class EngineServerCore:
     ``ping_interval``/``ping_timeout``/``upgrade_timeout`` are milliseconds (the wire's unit);
     ``max_payload`` bytes.  ``cors_allowed_origins``: None leaves CORS alone (the reference's
     default), ``"*"`` allows every origin, a list allows those.  ``allow_request(request)``
-    vets handshakes: ``False`` or a string (the message) refuses with 403.  ``rng`` draws the
-    sids: pass ``random.Random(seed)`` for reproducible sessions.
+    vets handshakes: ``False`` or a string (the message) refuses with 403.  Sids come from
+    :mod:`secrets` unless ``rng`` is given: pass ``random.Random(seed)`` for reproducible
+    sessions (notebooks, tests), never in production.
     """
 
     def __init__(self, *, path: str = "/engine.io/", ping_interval: int = 25000,
@@ -117,7 +126,7 @@ class EngineServerCore:
         self.cors_credentials = cors_credentials
         self.allow_request = allow_request
         self.max_buffered_packets = max_buffered_packets
-        self.rng = rng if rng is not None else random.SystemRandom()
+        self.rng = rng  #: None: sids from `secrets`
         self.sessions: dict[str, ServerSession] = {}
 
     # --- the router ------------------------------------------------------------------------

@@ -295,3 +295,29 @@ def test_answer_for_a_held_poll_keeps_the_cors_headers():
     request = get("/engine.io/?EIO=4&transport=polling", [("Origin", "https://a.example")])
     reply = server.answer_held_poll(request, [Packet(PacketType.MESSAGE, "x")])
     assert reply.body == b"4x" and ("Access-Control-Allow-Origin", "https://a.example") in reply.headers
+
+
+# --- sids: a CSPRNG by default (issue 9) ---------------------------------------------------------
+
+def test_sids_come_from_secrets_by_default(monkeypatch):
+    import lablib.engineio.server_core as server_core
+    drawn = []
+
+    def token_urlsafe(nbytes):
+        drawn.append(nbytes)
+        return "S" * 20
+
+    monkeypatch.setattr(server_core.secrets, "token_urlsafe", token_urlsafe)
+    server = EngineServerCore()  # no rng: the sid is a bearer token, it comes from `secrets`
+    assert server.rng is None
+    assert handshake(server) == "S" * 20 and drawn == [15]
+    # a seeded generator only when one is passed explicitly (the notebooks do)
+    assert handshake(EngineServerCore(rng=random.Random(7))) == generate_sid(random.Random(7))
+    assert drawn == [15]
+
+
+def test_generate_sid_without_rng_is_20_urlsafe_characters():
+    sids = {generate_sid() for _ in range(50)}
+    assert len(sids) == 50
+    assert all(len(s) == 20 and set(s) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+               for s in sids)
