@@ -184,9 +184,20 @@ class EngineServerCore:
                           cors: list[tuple[str, str]], now: float) -> RequestResult:
         refuse = self._upgrade_error_reply if is_upgrade else self.error_reply
         session = self.sessions.get(sid)
+        # the session's overdue timers run first: a request that comes after the pong
+        # deadline finds the session gone, however late the driver's timer task is
+        overdue = tuple(session.tick(now)) if session is not None else ()
         if session is None or session.state is State.CLOSED:
             self.sessions.pop(sid, None)
-            return RequestResult(refuse(EngineIOError(1), cors))
+            return RequestResult(refuse(EngineIOError(1), cors), session, overdue)
+        result = self._route_to_session(request, session, transport, is_upgrade, cors, now)
+        if overdue:
+            result = RequestResult(result.reply, result.session, overdue + result.outputs)
+        return result
+
+    def _route_to_session(self, request: Request, session: ServerSession, transport: str,
+                          is_upgrade: bool, cors: list[tuple[str, str]], now: float) -> RequestResult:
+        refuse = self._upgrade_error_reply if is_upgrade else self.error_reply
         if transport == "websocket" and is_upgrade and request.method == "GET":
             if session.transport is not Transport.POLLING or session.state is not State.OPEN:
                 # already upgraded, or an upgrade in progress: the reference accepts the

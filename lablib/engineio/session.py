@@ -349,8 +349,12 @@ class ServerSession:
 
     def receive_websocket_message(self, data: str | bytes, now: float) -> list[Output]:
         """One WebSocket message (text -> str, binary -> bytes) from the client."""
+        overdue = self.tick(now)
         if not self.websocket_open or self.state not in _ALIVE:
-            return []
+            return overdue
+        return overdue + self._receive_websocket_message(data, now)
+
+    def _receive_websocket_message(self, data: str | bytes, now: float) -> list[Output]:
         try:
             packet = decode_packet(data)
         except PacketError:
@@ -394,19 +398,35 @@ class ServerSession:
         return min(times) if times else None
 
     def tick(self, now: float) -> list[Output]:
-        """Run the timers due at ``now``: ping timeout, upgrade timeout, close timeout, ping."""
+        """Run every timer due at ``now``, earliest first: ping, ping timeout, upgrade timeout,
+        close timeout.
+
+        Deadlines count from when a timer was *due*, not from when it ran: a ping scheduled at
+        ``t`` whose timer fired late still wants its pong by ``t + pingTimeout``.  So one late
+        call can run several timers in turn (the ping, then its already-passed pong deadline),
+        and every input method runs the overdue timers first: a packet that arrives after the
+        deadline finds the session closed, however late the timer task is.
+        """
         outputs: list[Output] = []
-        if self._pong_deadline is not None and now >= self._pong_deadline:
-            return self._fail("ping timeout")
-        if self._close_deadline is not None and now >= self._close_deadline:
-            return self._closed("forced close")
-        if self._upgrade_deadline is not None and now >= self._upgrade_deadline:
-            outputs += self._abort_upgrade("upgrade timeout")
-        if self._next_ping_at is not None and now >= self._next_ping_at:
-            self._next_ping_at = None
-            self._pong_deadline = now + self.ping_timeout / 1000
-            outputs += self.send_packet(Packet(PacketType.PING))
+        while self.state is not State.CLOSED:
+            due = self.next_deadline()
+            if due is None or due > now:
+                break
+            outputs += self._fire_timer(due)
         return outputs
+
+    def _fire_timer(self, due: float) -> list[Output]:
+        """Run the timer whose deadline is ``due`` (the earliest one)."""
+        if due == self._pong_deadline:
+            return self._fail("ping timeout")
+        if due == self._close_deadline:
+            return self._closed("forced close")
+        if due == self._upgrade_deadline:
+            return self._abort_upgrade("upgrade timeout")
+        assert due == self._next_ping_at
+        self._next_ping_at = None
+        self._pong_deadline = due + self.ping_timeout / 1000
+        return self.send_packet(Packet(PacketType.PING))
 
     # --- internals ---------------------------------------------------------------------------
 

@@ -321,3 +321,39 @@ def test_generate_sid_without_rng_is_20_urlsafe_characters():
     assert len(sids) == 50
     assert all(len(s) == 20 and set(s) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
                for s in sids)
+
+
+# --- heartbeat deadlines, to the millisecond (issue 9) ----------------------------------------------
+# pingInterval 25 s, pingTimeout 20 s: the pong to the ping *scheduled* at t0 + 25 s is due at
+# t0 + 45 s, whenever the ping actually went out, and a request is judged against overdue timers
+# before it is handled.
+
+T0 = 1000.0
+
+
+@pytest.mark.parametrize("method, body", [("GET", b""), ("POST", b"3")])
+@pytest.mark.parametrize("ms_after_deadline, expected", [(-1, 200), (0, 400), (1, 400), (5000, 400)])
+def test_a_request_after_the_pong_deadline_finds_no_session(method, body, ms_after_deadline, expected):
+    # no timer ran at all (a busy event loop): the request itself runs the overdue ones
+    server = core()
+    sid = handshake(server, T0)
+    now = T0 + 45.0 + ms_after_deadline / 1000
+    result = server.handle_request(get(q(sid), method=method, body=body), now)
+    assert result.reply.status == expected
+    if expected == 400:
+        assert result.reply.json() == {"code": 1, "message": "Session ID unknown"}
+        assert SessionClosed("ping timeout") in result.outputs and sid not in server.sessions
+    elif method == "GET":  # the overdue ping, delivered just in time
+        assert result.reply.body == b"2"
+
+
+@pytest.mark.parametrize("ms_after_deadline, expected", [(-1, 200), (0, 400)])
+def test_a_late_ping_does_not_move_the_pong_deadline(ms_after_deadline, expected):
+    server = core()
+    sid = handshake(server, T0)
+    assert server.handle_request(get(q(sid)), T0 + 1.0).reply == HoldPoll()
+    # the timer task woke up 37 ms late: the ping goes out then, its deadline stays T0 + 45 s
+    assert server.tick(T0 + 25.037) == {sid: [AnswerPoll((Packet(PacketType.PING),))]}
+    assert server.next_deadline() == T0 + 45.0
+    result = server.handle_request(get(q(sid)), T0 + 45.0 + ms_after_deadline / 1000)
+    assert result.reply.status == expected if expected == 400 else result.reply == HoldPoll()
