@@ -132,8 +132,9 @@ class _WebSocket:
         """Write what the connection decided on its own (pongs, the close echo, a 1002/1009)."""
         self._write(self.conn.data_to_send())
 
-    def close(self, code: int, timeout: float) -> None:
-        """Start the closing handshake; abort the TCP connection if the peer does not answer."""
+    def close(self, code: int | None, timeout: float) -> None:
+        """Start the closing handshake (``code=None``: a close frame without a status code);
+        abort the TCP connection if the peer does not answer within ``timeout``."""
         if self.conn.state is WebSocketState.OPEN:
             self._write(self.conn.send_close(code))
         if self._early is not None:  # never opened: nothing to wait for
@@ -521,6 +522,9 @@ class Server:
         if session is not None and link is None:
             link = _Link(session)
 
+        if isinstance(reply, AcceptWebSocket) and reply.close_at_once:
+            await self._close_at_once(request, reply, reader, writer, leftover)
+            return False, b""
         if isinstance(reply, AcceptWebSocket):
             assert link is not None
             await self._websocket(request, result, link, is_new, reader, writer, leftover)
@@ -632,6 +636,38 @@ class Server:
         writer.write(handshake.accept(result.reply.headers))
         websocket.opened()
         await self._websocket_loop(link, websocket, reader, leftover)
+
+    async def _close_at_once(self, request: Request, reply: AcceptWebSocket, reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter, leftover: bytes) -> None:
+        """A second WebSocket for a session that has one: 101, a close frame without a status
+        code, wait (at most ``close_timeout``) for the peer's close, end the TCP connection.
+        The session is not touched."""
+        handshake = ServerHandshake(max_request_size=self.max_request_size)
+        try:
+            handshake.receive_data(format_request(request.method, request.target, request.headers.items()))
+        except HandshakeError as exc:
+            writer.write(ServerHandshake.reject(exc))
+            return
+        websocket = _WebSocket(writer, self.core.max_payload)
+        writer.write(handshake.accept(reply.headers))
+        websocket.opened()
+        websocket.close(None, self.close_timeout)
+        data = leftover
+        try:
+            while True:
+                if data:
+                    websocket.conn.receive_data(data)
+                    websocket.flush()
+                if websocket.conn.state is WebSocketState.CLOSED:
+                    break
+                data = await reader.read(READ_SIZE)
+                if not data:
+                    websocket.conn.receive_eof()
+                    break
+        except ConnectionError:
+            pass
+        finally:
+            websocket.finished()
 
     async def _websocket_loop(self, link: _Link, websocket: _WebSocket, reader: asyncio.StreamReader,
                               data: bytes) -> None:

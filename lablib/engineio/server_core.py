@@ -23,6 +23,7 @@ code, ``Content-Type: text/html``, the bare message, ``Connection: close``::
     transport not polling/websocket (or disabled)  400 code 0 "Transport unknown"
     sid given but unknown                          400 code 1 "Session ID unknown"
     sid given, other transport, not an upgrade     400 code 3 "Bad request" (e.g. polling after the upgrade)
+    WebSocket for a session that has one           101, then a close frame without code (AcceptWebSocket(close_at_once))
     no sid, method is not GET                      400 code 2 "Bad handshake method"
     no sid, transport=websocket without Upgrade    400 code 3 "Bad request"
     no sid, allow_request refuses                  403 code 4, the hook's message or "Forbidden"
@@ -71,9 +72,17 @@ class HTTPReply:
 
 @dataclass(frozen=True, slots=True)
 class AcceptWebSocket:
-    """Complete the WebSocket handshake (RFC 6455 §4.2); the session then runs over it."""
+    """Complete the WebSocket handshake (RFC 6455 §4.2); the session then runs over it.
+
+    ``close_at_once``: a WebSocket for a session that already has one (upgraded, or an upgrade
+    in progress).  The spec says the server MUST close *this WebSocket*; the reference
+    (engine.io ``server.ts`` ``onWebSocket``) completes the handshake and calls
+    ``websocket.close()`` with no code, i.e. sends a close frame without a status code
+    (``\x88\x00``).  The session and its WebSocket are not touched.
+    """
 
     headers: tuple[tuple[str, str], ...] = ()  #: extra header fields for the 101 answer
+    close_at_once: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,9 +209,9 @@ class EngineServerCore:
         refuse = self._upgrade_error_reply if is_upgrade else self.error_reply
         if transport == "websocket" and is_upgrade and request.method == "GET":
             if session.transport is not Transport.POLLING or session.state is not State.OPEN:
-                # already upgraded, or an upgrade in progress: the reference accepts the
-                # WebSocket and closes it at once; refusing before the 101 says the same, earlier.
-                return RequestResult(refuse(EngineIOError(3), cors), session)
+                # already upgraded (or a WebSocket session), or an upgrade in progress: accept
+                # this WebSocket and close it at once, as the reference does
+                return RequestResult(AcceptWebSocket(close_at_once=True), session)
             return RequestResult(AcceptWebSocket(), session, tuple(session.attach_websocket(now)))
         if transport != session.transport.value:
             return RequestResult(refuse(EngineIOError(3), cors), session)

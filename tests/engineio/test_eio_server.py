@@ -117,7 +117,10 @@ class RawWebSocket:
         conn = Connection(Role.CLIENT, handshake=handshake, rng=random.Random(seed))
         writer.write(handshake.request_bytes())
         while True:
-            events = conn.receive_data(await reader.read(4096))
+            data = await reader.read(4096)
+            if not data:
+                raise ConnectionError("the server refused the WebSocket (or closed)")
+            events = conn.receive_data(data)
             if any(isinstance(e, Accepted) for e in events):
                 break
         ws = cls(reader, writer, conn)
@@ -637,3 +640,64 @@ async def test_shutdown_answers_held_polls_and_closes_websockets_with_1001():
     assert sorted(e[1:] for e in rec.events if e[0] == "disconnect") == sorted(
         [(sid, "forced close"), (ws_sid, "forced close")])
     assert srv.sessions == {}
+
+
+# === (d) a second WebSocket for a session that has one (issue 9) ================================
+
+async def _second_websocket_is_accepted_then_closed(srv, sid: str) -> None:
+    """101, then a close frame without a status code (what the reference's ``websocket.close()``
+    sends: ``\\x88\\x00``), then the TCP connection ends once the close is echoed."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+    handshake = ClientHandshake(f"127.0.0.1:{srv.port}", q(sid, "websocket"), rng=random.Random(2))
+    writer.write(handshake.request_bytes())
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert status(head) == b"HTTP/1.1 101 Switching Protocols"
+    assert await reader.readexactly(2) == b"\x88\x00"
+    writer.write(b"\x88\x80\x00\x00\x00\x00")  # the client's echo: a masked, empty close frame
+    assert await reader.read() == b""  # the server ends the TCP connection
+    writer.close()
+
+
+@asyncio_test
+async def test_a_second_websocket_for_an_upgraded_session_is_accepted_then_closed():
+    rec = Recorder()
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        poll = await HTTP.open(srv.port)
+        sid = await handshake(poll)
+        first = await RawWebSocket.open(srv.port, q(sid, "websocket"))
+        first.send_text("2probe")
+        assert await first.raw(8) == b"\x81\x063probe"
+        first.send_text("5")
+        await until(lambda: srv.sessions[sid].state is State.UPGRADED)
+
+        await _second_websocket_is_accepted_then_closed(srv, sid)
+
+        # the session and its first WebSocket carry on untouched
+        assert srv.sessions[sid].state is State.UPGRADED
+        await srv.send(sid, "still here")
+        assert await first.raw(13) == b"\x81\x0b4still here"
+        first.send_text("4and me")
+        await until(lambda: rec.events[-1] == ("message", sid, "and me"))
+        assert [e[0] for e in rec.events] == ["connect", "message"]
+        poll.close()
+
+
+@asyncio_test
+async def test_a_second_websocket_while_probing_is_accepted_then_closed():
+    rec = Recorder()
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        poll = await HTTP.open(srv.port)
+        sid = await handshake(poll)
+        first = await RawWebSocket.open(srv.port, q(sid, "websocket"))
+        assert srv.sessions[sid].state is State.PROBING
+
+        await _second_websocket_is_accepted_then_closed(srv, sid)
+
+        assert srv.sessions[sid].state is State.PROBING  # the first probe goes on
+        first.send_text("2probe")
+        assert await first.raw(8) == b"\x81\x063probe"
+        first.send_text("5")
+        await until(lambda: srv.sessions[sid].state is State.UPGRADED)
+        await srv.send(sid, "upgraded")
+        assert await first.raw(11) == b"\x81\x094upgraded"
+        poll.close()

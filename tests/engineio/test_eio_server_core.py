@@ -140,9 +140,12 @@ def test_upgrade_through_the_router():
         SendWebSocket((Packet(PacketType.PONG, "probe"),)), AnswerPoll((Packet(PacketType.NOOP),))]
     # a GET during the upgrade gets a noop at once
     assert server.handle_request(get(q(sid)), 1.3).reply.body == b"6"
-    # a second WebSocket for the same session is refused
-    assert server.handle_request(get(q(sid, "websocket"), WS_HEADERS), 1.3).reply.body == b"Bad request"
+    # a second WebSocket for the same session: accepted, then closed at once (reference)
+    second = server.handle_request(get(q(sid, "websocket"), WS_HEADERS), 1.3)
+    assert second.reply == AcceptWebSocket(close_at_once=True) and second.outputs == ()
     assert session.receive_websocket_message("5", 1.4) == [Upgraded()]
+    again = server.handle_request(get(q(sid, "websocket"), WS_HEADERS), 1.45)
+    assert again.reply == AcceptWebSocket(close_at_once=True) and session.state is State.UPGRADED
     # polling refused after the upgrade: 400 "Bad request" (reference: TRANSPORT_MISMATCH)
     for method in ("GET", "POST"):
         refused = server.handle_request(get(q(sid), method=method, body=b"4x"), 1.5)
