@@ -871,3 +871,80 @@ async def test_a_polling_client_that_never_reads_its_answer_is_let_go():
             while server._connections:
                 await asyncio.sleep(0.02)
         await legit("eio", port)
+
+
+# --- a seeded fuzz over real sockets: never a 5xx (issue 9) --------------------------------------
+
+def fuzz_request(rng: random.Random, sids: list[str]) -> tuple[str, bytes]:
+    """One random request (method, bytes): methods, paths, query strings, headers and bodies
+    drawn around what the Engine.IO router looks at."""
+    method = rng.choice(["GET", "GET", "POST", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "BREW"])
+    path = rng.choice(["/engine.io/", "/engine.io", "/engine.io/x/y", "/", "/favicon.ico", "/socket.io/"])
+    values = ["4", "3", "", "%00", "%ff", "polling", "websocket", "x" * 40, "4%00", "&", "=="] + sids
+    pairs = [(rng.choice(["EIO", "transport", "sid", "t", "b64", "j", "EIO", "sid"]), rng.choice(values))
+             for _ in range(rng.randrange(0, 5))]
+    if rng.random() < 0.6:  # most requests look like Engine.IO
+        pairs += [("EIO", rng.choice(["4", "4", "%00", "5"])), ("transport", rng.choice(["polling", "websocket"]))]
+        if sids and rng.random() < 0.7:
+            pairs.append(("sid", rng.choice(sids)))
+    rng.shuffle(pairs)
+    target = path + ("?" + "&".join(f"{k}={v}" for k, v in pairs) if pairs else "")
+    headers = [("Connection", "close")]
+    headers += rng.sample([("Upgrade", "websocket"), ("Origin", "http://evil.example"),
+                           ("Origin", "http://127.0.0.1"), ("Content-Type", "application/octet-stream"),
+                           ("Content-Type", "text/plain"), ("Sec-WebSocket-Version", "13"),
+                           ("Sec-WebSocket-Key", KEY), ("Access-Control-Request-Method", "POST")],
+                          rng.randrange(0, 4))
+    if ("Upgrade", "websocket") in headers and rng.random() < 0.7:
+        headers[0] = ("Connection", "Upgrade")
+        headers += [("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", KEY)]
+    body = rng.choice([b"", b"3", b"1", b"2", b"4hi\x1e4there", b"\xff\xfe", bytes(rng.randbytes(30)),
+                       b"4" + b"y" * 5000])
+    if method not in ("POST", "PUT", "PATCH") and rng.random() < 0.8:
+        body = b""
+    if body or method == "POST":
+        headers.append(("Content-Length", str(len(body))))
+    head = "".join(f"{k}: {v}\r\n" for k, v in [("Host", "127.0.0.1")] + headers)
+    return method, f"{method} {target} HTTP/1.1\r\n{head}\r\n".encode("latin-1") + body
+
+
+async def status_of_answer(peer: Peer, server: EngineServer) -> int:
+    """The status of the answer; a GET the server holds is released by sending its session
+    a message (a held poll is not an answer yet, and waiting is not a failure)."""
+    received = b""
+    read = asyncio.ensure_future(peer.read())
+    while True:
+        await asyncio.wait({read}, timeout=0.02)
+        if not read.done():
+            for sid, session in list(server.sessions.items()):
+                if session.poll_held:
+                    await server.send(sid, "release")
+            continue
+        data = read.result()
+        received += data
+        if b"\r\n" in received or not data:
+            assert received.startswith(b"HTTP/1.1 "), received
+            return int(received.split(b" ", 2)[1])
+        read = asyncio.ensure_future(peer.read())
+
+
+@attack
+async def test_three_hundred_seeded_random_requests_never_get_a_5xx():
+    rng = random.Random(9)
+    async with running("eio", ping_interval=60000, ping_timeout=60000) as (port, server):
+        sids: list[str] = []
+        statuses: dict[int, int] = {}
+        for _ in range(300):
+            if len(sids) < 3 or rng.random() < 0.1:
+                peer = await Peer.open(port)
+                sids.append(await polling_handshake(peer))
+                peer.close()
+            method, data = fuzz_request(rng, sids)
+            peer = await Peer.open(port)
+            peer.send(data)
+            code = await status_of_answer(peer, server)
+            peer.close()
+            assert code < 500, (code, data[:200])
+            statuses[code] = statuses.get(code, 0) + 1
+        assert set(statuses) >= {101, 200, 400, 405}  # the fuzz reached the interesting answers
+        await legit("eio", port)

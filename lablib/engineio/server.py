@@ -549,7 +549,10 @@ class Server:
             await self._apply(link, result.outputs)
         assert isinstance(reply, HTTPReply)
         close = _wants_close(request, reply)
-        writer.write(_with_close(reply) if close else reply.to_bytes())
+        data = _with_close(reply) if close else reply.to_bytes()
+        if request.method == "HEAD":  # the header fields a GET would get, no body (RFC 9110 §9.3.2)
+            data = data[:len(data) - len(reply.body)]
+        writer.write(data)
         return not close, leftover
 
     async def _receive_post(self, link: _Link, outputs: Sequence[Output],
@@ -564,7 +567,7 @@ class Server:
         """
         if link.posting:
             await self._apply(link, link.session.fail("transport error"))
-            return HTTPReply(400, (("Content-Length", "0"),))
+            return self.core.error_reply(EngineIOError(3), _cors_fields(reply))
         link.posting = True
         try:
             await self._apply(link, outputs)

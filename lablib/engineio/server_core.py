@@ -30,8 +30,12 @@ code, ``Content-Type: text/html``, the bare message, ``Connection: close``::
     no sid, EIO is not "4"                         400 code 5 "Unsupported protocol version"
     POST body longer than maxPayload               413, empty body (polling.ts); the session lives on
     POST body that does not parse                  400 code 3, the session closes ("parse error")
-    method other than GET/POST on a session        500, empty body (polling.ts onRequest)
-    second GET while one is held                   500, empty body; the session closes
+    method other than GET/POST on a session        405 code 3 "Method Not Allowed", Allow: GET, POST
+                                                   (the reference: 500, empty body); the session lives on
+    second GET while one is held                   400 code 3; the session closes (the reference: 500)
+
+No request ever gets a 5xx: every refusal says what was wrong (tests/engineio: the hypothesis
+test ``test_random_requests_never_get_a_5xx_and_leak_no_session``).
 """
 
 from __future__ import annotations
@@ -219,7 +223,10 @@ class EngineServerCore:
             return self._poll(session, cors, now)
         if request.method == "POST":
             return self._post(request, session, cors, now)
-        return RequestResult(HTTPReply(500, (("Content-Length", "0"),)), session)
+        # the reference answers 500 and an empty body (polling.ts onRequest); nothing failed
+        # on the server: the method is not allowed on a session (python-engineio: 405 too)
+        reply = self.error_reply(EngineIOError(3, "Method Not Allowed", 405), cors)
+        return RequestResult(HTTPReply(405, reply.headers + (("Allow", "GET, POST"),), reply.body), session)
 
     def _poll(self, session: ServerSession, cors: list[tuple[str, str]], now: float) -> RequestResult:
         outputs = session.receive_poll(now)

@@ -32,7 +32,7 @@ Transitions (``*`` = any of OPEN, PROBING, UPGRADING, UPGRADED)::
     state      input                              outputs                             next
     ---------  ---------------------------------  ----------------------------------  ---------
     OPEN       GET (no poll held)                 HoldPoll [, AnswerPoll(buffer)]     OPEN
-    OPEN       GET while one is held              AnswerPoll(1), RefuseRequest(500)   CLOSED "transport error"
+    OPEN       GET while one is held              AnswerPoll(1), RefuseRequest(400)   CLOSED "transport error"
     *          message                            MessageReceived                     same
     *          pong                               PongReceived (next ping in interval) same
     *          ping (v4: wrong direction)         AnswerPoll(1) if held               CLOSED "transport error"
@@ -260,7 +260,7 @@ class ServerSession:
         status and close the session".  The reference (polling.ts ``onPollRequest``) answers the
         second GET with **500** (409 with its ``downgradeOverlapStatus`` option) and closes the
         session with "transport error", which answers the first GET with a close packet.  We do
-        the same, with the reference's 500.
+        the same, but answer the spec's 400 (code 3, "Bad request"): nothing failed on the server.
         """
         if self.state is State.CLOSED:
             return [RefuseRequest(400, EngineIOError(1))]
@@ -268,7 +268,7 @@ class ServerSession:
             return [RefuseRequest(400, EngineIOError(3))]  # polling after the upgrade
         if self.poll_held:
             outputs = self._fail("transport error")
-            return outputs + [RefuseRequest(500)]
+            return outputs + [RefuseRequest(400, EngineIOError(3))]
         outputs: list[Output] = [HoldPoll()]
         self.poll_held = True
         if self.state is State.UPGRADING:

@@ -265,7 +265,7 @@ async def test_bad_payload_closes_the_session_with_400_code_3():
 
 
 @asyncio_test
-async def test_a_second_concurrent_get_is_500_and_ends_the_session():
+async def test_a_second_concurrent_get_is_400_and_ends_the_session():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
         first, second = await HTTP.open(srv.port), await HTTP.open(srv.port)
@@ -273,7 +273,10 @@ async def test_a_second_concurrent_get_is_500_and_ends_the_session():
         first.send("GET", q(sid))
         await until(lambda: srv.sessions[sid].poll_held)
         head, body = await second.request("GET", q(sid))
-        assert head == b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
+        # the spec's 400 and the error JSON (the reference answers 500, empty)
+        assert head == (b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 34\r\n\r\n")
+        assert body == b'{"code":3,"message":"Bad request"}'
         _, body = await first.answer()
         assert body == b"1"  # the held GET gets the close packet
         assert rec.events[-1] == ("disconnect", sid, "transport error")
@@ -300,8 +303,9 @@ async def test_a_post_while_the_previous_one_is_handled_is_400_and_ends_the_sess
         sid = await handshake(first)
         first.send("POST", q(sid), b"4first")
         await until(lambda: handled)
-        head, _ = await second.request("POST", q(sid), b"4second")
+        head, body = await second.request("POST", q(sid), b"4second")
         assert status(head) == b"HTTP/1.1 400 Bad Request"
+        assert body == b'{"code":3,"message":"Bad request"}'
         assert await closed == "transport error"
         release.set()
         head, body = await first.answer()
@@ -580,13 +584,14 @@ async def test_a_polling_client_that_never_pongs_is_dropped():
     rec = Recorder(ping_interval=100, ping_timeout=100)
     async with serve(rec.server, "127.0.0.1", 0) as srv:
         http = await HTTP.open(srv.port)
-        sid = await handshake(http)
         loop = asyncio.get_running_loop()
+        before_handshake = loop.time()
+        sid = await handshake(http)
         assert (await http.request("GET", q(sid)))[1] == b"2"
-        pinged = loop.time()
         http.send("GET", q(sid))  # poll again, never POST the pong
         assert (await http.answer())[1] == b"1"  # the held GET gets the close packet
-        assert loop.time() - pinged >= 0.1  # not before pingTimeout
+        # not before pingInterval + pingTimeout (counted from the ping's scheduled time)
+        assert loop.time() - before_handshake >= 0.2
         assert rec.events[-1] == ("disconnect", sid, "ping timeout")
         http.close()
 
@@ -701,3 +706,25 @@ async def test_a_second_websocket_while_probing_is_accepted_then_closed():
         await srv.send(sid, "upgraded")
         assert await first.raw(11) == b"\x81\x094upgraded"
         poll.close()
+
+
+# === (e) no 5xx: methods a session does not take (issue 9) =======================================
+
+@asyncio_test
+async def test_head_and_options_on_a_live_session_get_405_and_the_connection_goes_on():
+    rec = Recorder()
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        http = await HTTP.open(srv.port)
+        sid = await handshake(http)
+        body = b'{"code":3,"message":"Method Not Allowed"}'
+        # a HEAD answer has the GET's header fields and no body (RFC 9110 §9.3.2)
+        http.send("HEAD", f"/engine.io/?sid={sid}&transport=polling&EIO=4")
+        head = await http.reader.readuntil(b"\r\n\r\n")
+        assert head == (b"HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 41\r\nAllow: GET, POST\r\n\r\n")
+        head, answer = await http.request("OPTIONS", f"/engine.io/?sid={sid}&transport=polling&EIO=%00")
+        assert (status(head), answer) == (b"HTTP/1.1 405 Method Not Allowed", body)
+        # the same keep-alive connection: the next answer is not confused with a HEAD body
+        await srv.send(sid, "still there")
+        assert (await http.request("GET", q(sid)))[1] == b"4still there"
+        http.close()

@@ -113,7 +113,8 @@ def test_concurrent_get():
     sid = handshake(server)
     assert server.handle_request(get(q(sid)), 1.0).reply == HoldPoll()
     second = server.handle_request(get(q(sid) + "&t=burst"), 1.1)
-    assert second.reply == HTTPReply(500, (("Content-Length", "0"),))
+    # the spec: "return an HTTP 400 error status and close the session" (the reference: 500)
+    assert (second.reply.status, second.reply.json()) == (400, {"code": 3, "message": "Bad request"})
     assert second.outputs == (AnswerPoll((Packet(PacketType.CLOSE),)), SessionClosed("transport error"))
     assert server.handle_request(get(q(sid)), 2.0).reply.status == 400
 
@@ -229,10 +230,17 @@ def test_disabled_transport_is_unknown():
     assert b'"upgrades":[]' in server.handle_request(get("/engine.io/?EIO=4&transport=polling"), 0).reply.body
 
 
-def test_other_methods_on_a_session_get_500():
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE", "BREW"])
+@pytest.mark.parametrize("eio", ["4", "%00"])
+def test_other_methods_on_a_session_get_405(method, eio):
+    # the reference answers 500 with an empty body (polling.ts onRequest); python-engineio 405
     server = core()
     sid = handshake(server)
-    assert server.handle_request(get(q(sid), method="PUT"), 1.0).reply == HTTPReply(500, (("Content-Length", "0"),))
+    reply = server.handle_request(get(f"/engine.io/?sid={sid}&transport=polling&EIO={eio}", method=method), 1.0).reply
+    body = b'{"code":3,"message":"Method Not Allowed"}'
+    assert reply == HTTPReply(405, (("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                                    ("Allow", "GET, POST")), body)
+    assert server.sessions[sid].state is State.OPEN  # the session lives on
 
 
 # --- maxPayload ----------------------------------------------------------------------------------------
@@ -360,3 +368,57 @@ def test_a_late_ping_does_not_move_the_pong_deadline(ms_after_deadline, expected
     assert server.next_deadline() == T0 + 45.0
     result = server.handle_request(get(q(sid)), T0 + 45.0 + ms_after_deadline / 1000)
     assert result.reply.status == expected if expected == 400 else result.reply == HoldPoll()
+
+
+# --- no 5xx, no leaked session, whatever comes (issue 9) ---------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_KNOWN_SID = generate_sid(random.Random(7))  # the first sid of core() (rng=Random(7))
+_METHODS = st.sampled_from(["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE"]) \
+    | st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ-", min_size=1, max_size=8)
+_PATHS = st.sampled_from(["/engine.io/", "/engine.io", "/engine.io/x", "/", "/socket.io/", "*", "/engine.iox/"]) \
+    | st.text(min_size=0, max_size=12).map(lambda t: "/engine.io/" + t)
+_VALUES = st.sampled_from(["4", "3", "", "%00", "polling", "websocket", "flashsocket", _KNOWN_SID, "x" * 30]) \
+    | st.text(max_size=8)
+_KEYS = st.sampled_from(["EIO", "transport", "sid", "t", "b64", "j"]) | st.text(max_size=4)
+_SHAPED = st.builds(  # most requests look like Engine.IO's, often with the live sid
+    lambda eio, transport, sid, extra: "&".join(f"{k}={v}" for k, v in
+                                               [("EIO", eio), ("transport", transport), ("sid", sid)] + extra),
+    st.sampled_from(["4", "4", "%00", "3"]), st.sampled_from(["polling", "websocket"]),
+    st.sampled_from([_KNOWN_SID, _KNOWN_SID, "nope"]), st.lists(st.tuples(_KEYS, _VALUES), max_size=2))
+_QUERIES = _SHAPED | st.lists(st.tuples(_KEYS, _VALUES), max_size=5).map(
+    lambda pairs: "&".join(f"{k}={v}" for k, v in pairs)) | st.text(max_size=20)
+_HEADERS = st.lists(st.sampled_from([
+    ("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Origin", "http://evil.example"),
+    ("Origin", "http://localhost"), ("Origin", "null"), ("Content-Type", "application/octet-stream"),
+    ("Content-Type", "text/plain"), ("Access-Control-Request-Headers", "x-a"),
+    ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")]), max_size=5)
+_BODIES = st.binary(max_size=40) | st.sampled_from([b"3", b"1", b"2", b"4hi\x1e4there", b"40", b"\xff\xfe"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(_METHODS, _PATHS, _QUERIES, _HEADERS, _BODIES, st.floats(0, 60)), max_size=12),
+       st.sampled_from([None, "*", ["http://app.example"]]))
+def test_random_requests_never_get_a_5xx_and_leak_no_session(requests, cors):
+    server = core(cors_allowed_origins=cors, ping_interval=25000, ping_timeout=20000)
+    handshake(server)  # a live session, whose sid the requests may use
+    now = 0.0
+    for method, path, query, headers, body, dt in requests:
+        now += dt
+        target = path + ("?" + query if query else "")
+        result = server.handle_request(get(target, headers, method, body), now)
+        reply = result.reply
+        if isinstance(reply, HTTPReply):
+            assert 200 <= reply.status < 500, (method, target, reply)
+            fields = dict(reply.headers)
+            assert fields["Content-Length"] == str(len(reply.body)) if "Content-Length" in fields else reply.status == 204
+            if fields.get("Content-Type") == "application/json":
+                assert set(reply.json()) == {"code", "message"}
+        else:
+            assert isinstance(reply, (HoldPoll, AcceptWebSocket))
+        server.tick(now)
+    # no session outlives the heartbeat: nobody answers the pings
+    server.tick(now + 45.0)
+    server.tick(now + 90.0)
+    assert server.sessions == {}
