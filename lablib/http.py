@@ -196,6 +196,11 @@ class RequestParser:
                 if not event.http_version.startswith(b"1."):  # h11 takes any HTTP/d.d
                     raise HandshakeError(505, f"HTTP/{event.http_version.decode()} is not "
                                               "supported: this server speaks HTTP/1.1")
+                declared = _content_length(event.headers)
+                if declared is not None and declared > self.max_body_size:
+                    # refuse on the header block alone: never wait for a body we would drop
+                    raise HandshakeError(413, f"request body of {declared} bytes exceeds "
+                                              f"{self.max_body_size} bytes")
                 self._request = Request(event.method.decode("latin-1"),
                                         event.target.decode("latin-1"), Headers(event.headers.raw_items()),
                                         event.http_version.decode("latin-1"))
@@ -221,6 +226,14 @@ class RequestParser:
     def start_next_cycle(self) -> None:
         """Keep-alive: after a response was sent, get ready for the next request."""
         self._conn = _reuse(self._conn)
+
+
+def _content_length(headers: Any) -> int | None:
+    """The Content-Length h11 accepted (it checked the syntax), or None (chunked, or no body)."""
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value)
+    return None
 
 
 def _h11_reason(exc: Exception) -> str:

@@ -421,11 +421,14 @@ async def test_a_body_shorter_than_its_content_length_times_out(kind):
     async with running(kind) as (port, _):
         peer = await Peer.open(port)
         if kind == "ws":
+            # an upgrade request may carry no body at all: a Content-Length of 100 is refused
+            # on the header block, before any body (issue 9), so nothing is left to time out
             peer.send(upgrade_request("/")[:-2] + b"Content-Length: 100\r\n\r\n")
+            assert status(await peer.read_all()).startswith(b"HTTP/1.1 413 ")
         else:
             peer.send(request("POST", TARGETS[kind] + "&sid=whatever", b"4short",
                               headers=[("Content-Length", "100")]))
-        assert await peer.read_all() == b""   # cut off after the timeout
+            assert await peer.read_all() == b""   # cut off after the timeout
         await legit(kind, port)
 
 
@@ -948,3 +951,67 @@ async def test_three_hundred_seeded_random_requests_never_get_a_5xx():
             statuses[code] = statuses.get(code, 0) + 1
         assert set(statuses) >= {101, 200, 400, 405}  # the fuzz reached the interesting answers
         await legit("eio", port)
+
+
+# --- error answers that arrive: the server reads what the peer still sends (issue 9) -----------
+
+EXPECTED_413 = b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+async def send_big_body_and_read_the_answer(port: int, head: bytes, chunks) -> bytes:
+    """Send ``head`` then keep sending ``chunks`` while reading; return everything received
+    until the server's EOF.  A reset (the server closed with our bytes unread) fails."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head)
+
+    async def keep_sending():
+        try:
+            for chunk in chunks:
+                writer.write(chunk)
+                await writer.drain()
+            writer.write_eof()
+        except ConnectionError:
+            pass  # the server may stop reading after its bounded linger: our answer is in
+
+    sending = asyncio.ensure_future(keep_sending())
+    received = b""
+    async with asyncio.timeout(WAIT):
+        while data := await reader.read(65536):  # ConnectionResetError here fails the test
+            received += data
+    await sending
+    writer.close()
+    return received
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@attack
+async def test_a_peer_that_keeps_sending_gets_the_whole_413(chunked):
+    async with running("eio", close_timeout=WAIT) as (port, server):
+        peer = await Peer.open(port)
+        sid = await polling_handshake(peer)
+        peer.close()
+        for _ in range(5):  # 5 of 5 runs
+            if chunked:
+                head = request("POST", eio_target(sid=sid), headers=[("Transfer-Encoding", "chunked")])
+                chunks = [b"10000\r\n" + b"4" * 0x10000 + b"\r\n"] * 32
+            else:
+                head = request("POST", eio_target(sid=sid), headers=[("Content-Length", str(32 * 65536))])
+                chunks = [b"4" * 65536] * 32
+            assert await send_big_body_and_read_the_answer(port, head, chunks) == EXPECTED_413
+        assert sid in server.sessions
+        await legit("eio", port)
+        await server.disconnect(sid)  # and collect the close packet: shutdown need not wait
+        peer = await Peer.open(port)
+        assert (await peer.request("GET", eio_target(sid=sid)))[1] == b"1"
+
+
+@attack
+async def test_a_content_length_over_max_payload_is_refused_before_the_body():
+    async with running("eio", request_timeout=WAIT) as (port, server):
+        peer = await Peer.open(port)
+        sid = await polling_handshake(peer)
+        # only the header block: the answer must not wait for a body it would refuse
+        peer.send(request("POST", eio_target(sid=sid), headers=[("Content-Length", "1000000000")]))
+        head, body = await peer.answer()
+        assert head + body == EXPECTED_413
+        assert sid in server.sessions

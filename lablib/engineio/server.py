@@ -87,6 +87,7 @@ __all__ = ["Server", "serve"]
 logger = logging.getLogger(__name__)
 
 READ_SIZE = 64 * 1024
+LINGER_MAX_BYTES = 16 * 1024 * 1024  #: what a lingering close reads and drops, at most
 EVENTS = ("connect", "message", "disconnect")
 
 
@@ -483,6 +484,7 @@ class Server:
                     writer.write(format_response(413, (("Content-Length", "0"), ("Connection", "close"))))
                 else:
                     writer.write(error_response(exc.status or 400, exc.reason))
+                await self._lingering_close(reader, writer)
                 return
             if request is None:
                 return
@@ -493,6 +495,30 @@ class Server:
                 await writer.drain()
             if not keep_alive:
                 return
+
+    async def _lingering_close(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Close after an error answer so that the peer gets to read it.
+
+        Closing a socket whose receive buffer still holds the peer's bytes makes the kernel
+        send a reset, and a reset can destroy the answer before the peer reads it.  So, as
+        HTTP servers do (RFC 9112 §9.6; Apache's and nginx's "lingering close"): send the
+        answer, shut down our sending side (FIN), then read and discard what the peer still
+        sends until it closes too, for at most ``close_timeout`` seconds and
+        :data:`LINGER_MAX_BYTES` bytes; then close.
+        """
+        try:
+            async with asyncio.timeout(self.close_timeout):
+                await writer.drain()
+                if writer.can_write_eof():
+                    writer.write_eof()
+                discarded = 0
+                while discarded < LINGER_MAX_BYTES:
+                    data = await reader.read(READ_SIZE)
+                    if not data:
+                        break
+                    discarded += len(data)
+        except (TimeoutError, ConnectionError):
+            pass
 
     async def _read_request(self, parser: RequestParser, reader: asyncio.StreamReader,
                             data: bytes) -> Request | None:
