@@ -18,7 +18,7 @@ from .errors import HandshakeError
 
 __all__ = [
     "Headers", "Request", "Response", "format_request", "format_response", "error_response",
-    "RequestParser", "ResponseParser", "NEED_DATA",
+    "RequestParser", "ResponseParser", "NEED_DATA", "same_origin",
 ]
 
 
@@ -234,6 +234,33 @@ def _content_length(headers: Any) -> int | None:
         if name == b"content-length":
             return int(value)
     return None
+
+
+_DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+
+
+def same_origin(origin: str, host: str | None) -> bool:
+    """Does the ``Origin`` field (RFC 6454 §7: ``scheme://host[:port]``) name the server that
+    the ``Host`` field (RFC 9110 §7.2) addresses?  Host names compare without case, a missing
+    port is the scheme's default.  ``null`` and anything malformed are not the same origin.
+    """
+    if host is None or "://" not in origin:
+        return False
+    scheme, _, authority = origin.partition("://")
+    default = _DEFAULT_PORTS.get(scheme.lower())
+    if default is None or not authority or "/" in authority:
+        return False
+    try:
+        return _host_port(authority, default) == _host_port(host, default)
+    except ValueError:
+        return False
+
+
+def _host_port(authority: str, default_port: int) -> tuple[str, int]:
+    host, sep, port = authority.lower().rpartition(":")
+    if not sep or "]" in port:  # no port (an IPv6 literal's colons are inside brackets)
+        return authority.lower(), default_port
+    return host, int(port) if port else default_port
 
 
 def _h11_reason(exc: Exception) -> str:

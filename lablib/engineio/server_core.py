@@ -18,7 +18,7 @@ WebSocket request (``Upgrade: websocket``) gets what ``abortUpgrade`` writes: 40
 code, ``Content-Type: text/html``, the bare message, ``Connection: close``::
 
     path outside the prefix                        404 (not ours; the reference passes it on)
-    Origin refused by cors_allowed_origins         403 code 4 "Forbidden"
+    Origin of another site (default same-origin)   403 code 4 "Forbidden", JSON even for a WebSocket
     OPTIONS with CORS enabled                      204 preflight
     transport not polling/websocket (or disabled)  400 code 0 "Transport unknown"
     sid given but unknown                          400 code 1 "Session ID unknown"
@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 from ..errors import EngineIOError
-from ..http import Request, format_response
+from ..http import Request, format_response, same_origin
 from .packets import Packet, encode_payload
 from .session import (AnswerPoll, HoldPoll, Output, RefuseRequest, ServerSession, State,
                       Transport)
@@ -115,8 +115,18 @@ class EngineServerCore:
     """The sans-I/O Engine.IO server: sessions plus the HTTP request router.
 
     ``ping_interval``/``ping_timeout``/``upgrade_timeout`` are milliseconds (the wire's unit);
-    ``max_payload`` bytes.  ``cors_allowed_origins``: None leaves CORS alone (the reference's
-    default), ``"*"`` allows every origin, a list allows those.  ``allow_request(request)``
+    ``max_payload`` bytes.
+
+    ``cors_allowed_origins`` guards against cross-site WebSocket hijacking (a page of another
+    site opening a session with the user's cookies).  One setting for the WebSocket upgrade
+    and the polling requests.  The default, None, is **same-origin**: a request whose
+    ``Origin`` names this server (its host and port are those of the ``Host`` field) is
+    accepted, one from any other origin is refused with 403 ``{"code":4,"message":"Forbidden"}``,
+    and a request without ``Origin`` (not from a browser: the lablib, python-engineio and
+    Node clients send none) is accepted.  ``"*"`` accepts every origin, a list (or one string)
+    those origins as well, and both answer with CORS fields (``cors_credentials``).
+    python-engineio has the same default (it refuses with 400 and a message); the Node server
+    checks no origin at all.  ``allow_request(request)``
     vets handshakes: ``False`` or a string (the message) refuses with 403.  Sids come from
     :mod:`secrets` unless ``rng`` is given: pass ``random.Random(seed)`` for reproducible
     sessions (notebooks, tests), never in production.
@@ -154,8 +164,11 @@ class EngineServerCore:
         is_upgrade = "websocket" in request.headers.tokens("upgrade")
         refuse = self._upgrade_error_reply if is_upgrade else self.error_reply
         cors = self._cors_headers(request)
-        if cors is None:
-            return RequestResult(refuse(EngineIOError(4)))
+        if cors is None:  # a page of another site: 403 JSON, WebSocket or not
+            reply = self.error_reply(EngineIOError(4))
+            if is_upgrade:  # no WebSocket follows: this connection is over
+                reply = HTTPReply(403, reply.headers + (("Connection", "close"),), reply.body)
+            return RequestResult(reply)
         if request.method == "OPTIONS" and self.cors_allowed_origins is not None:
             return RequestResult(self._preflight(request, cors))
         query = _parse_query(request.query)
@@ -316,7 +329,9 @@ class EngineServerCore:
 
     # --- CORS --------------------------------------------------------------------------------
 
-    def _origin_allowed(self, origin: str) -> bool:
+    def _origin_allowed(self, origin: str, host: str | None) -> bool:
+        if same_origin(origin, host):
+            return True  # the page this server (or its proxy) served itself
         allowed = self.cors_allowed_origins
         if allowed == "*":
             return True
@@ -325,12 +340,19 @@ class EngineServerCore:
         return origin in (allowed or ())
 
     def _cors_headers(self, request: Request) -> list[tuple[str, str]] | None:
-        """The CORS fields for a reply; None if the request's Origin is refused."""
+        """The CORS fields for a reply; None if the request's Origin is refused.
+
+        A request without ``Origin`` is not from a browser page (a browser always sends it on
+        WebSocket requests and cross-origin fetches): nothing to check.  A page of this very
+        origin needs no CORS fields.
+        """
         origin = request.headers.get("origin")
-        if self.cors_allowed_origins is None or origin is None:
+        if origin is None:
             return []
-        if not self._origin_allowed(origin):
+        if not self._origin_allowed(origin, request.headers.get("host")):
             return None
+        if self.cors_allowed_origins is None:
+            return []
         headers = [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
         if self.cors_credentials:
             headers.append(("Access-Control-Allow-Credentials", "true"))

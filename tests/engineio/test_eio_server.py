@@ -728,3 +728,28 @@ async def test_head_and_options_on_a_live_session_get_405_and_the_connection_goe
         await srv.send(sid, "still there")
         assert (await http.request("GET", q(sid)))[1] == b"4still there"
         http.close()
+
+
+# === (f) cross-site WebSocket hijacking: same-origin by default (issue 9) ==========================
+
+@asyncio_test
+async def test_a_websocket_from_another_site_is_refused_by_default():
+    rec = Recorder()
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        upgrade = ClientHandshake(f"127.0.0.1:{srv.port}", q(transport="websocket"),
+                                  origin="http://evil.example", rng=random.Random(1))
+        writer.write(upgrade.request_bytes())
+        assert await reader.read() == (b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n"
+                                       b"Content-Length: 32\r\nConnection: close\r\n\r\n"
+                                       b'{"code":4,"message":"Forbidden"}')
+        assert srv.sessions == {} and rec.events == []
+        writer.close()
+        # the page's own origin is accepted
+        same = ClientHandshake(f"127.0.0.1:{srv.port}", q(transport="websocket"),
+                               origin=f"http://127.0.0.1:{srv.port}", rng=random.Random(1))
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        writer.write(same.request_bytes())
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert status(head) == b"HTTP/1.1 101 Switching Protocols"
+        writer.close()

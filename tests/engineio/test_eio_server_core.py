@@ -290,15 +290,72 @@ def test_cors_headers_on_answers_and_refused_origin():
         get("/engine.io/?EIO=4&transport=polling"), 0.0).reply.status == 200
 
 
-def test_cors_star_and_disabled():
+def test_cors_star():
     star = core(cors_allowed_origins="*")
     reply = star.handle_request(get("/engine.io/?EIO=4&transport=polling", [("Origin", "https://any.example")]), 0.0).reply
     assert ("Access-Control-Allow-Origin", "https://any.example") in reply.headers
-    # CORS not configured: no headers, and OPTIONS is just another method (the reference's default)
-    plain = core()
-    reply = plain.handle_request(get("/engine.io/?EIO=4&transport=polling", [("Origin", "https://any.example")]), 0.0).reply
-    assert not any(k.startswith("Access-Control") for k, _ in reply.headers)
-    assert error(plain, get("/engine.io/?EIO=4&transport=polling", method="OPTIONS"))[2]["code"] == 2
+
+
+# --- same-origin by default: cross-site WebSocket hijacking (issue 9) --------------------------------
+
+FORBIDDEN = b'{"code":4,"message":"Forbidden"}'
+
+
+@pytest.mark.parametrize("target, extra", [
+    ("/engine.io/?EIO=4&transport=polling", []),
+    ("/engine.io/?EIO=4&transport=websocket", WS_HEADERS),
+])
+def test_a_cross_site_request_is_refused_by_default(target, extra):
+    server = core()
+    evil = server.handle_request(get(target, [*extra, ("Origin", "http://evil.example")]), 0.0)
+    closing = (("Connection", "close"),) if extra else ()  # no WebSocket follows
+    assert evil.reply == HTTPReply(403, (("Content-Type", "application/json"), ("Content-Length", "32"))
+                                   + closing, FORBIDDEN)
+    assert server.sessions == {}
+    # same origin (the Origin's host:port is the Host field), or no Origin (not a browser): accepted
+    for origin in ([("Origin", "http://localhost")], []):
+        reply = server.handle_request(get(target, [*extra, *origin]), 0.0).reply
+        assert reply == AcceptWebSocket() or reply.status == 200
+        assert not any(k.startswith("Access-Control") for k, _ in getattr(reply, "headers", ()))
+
+
+def test_a_refused_origin_is_refused_on_every_request_of_a_session():
+    server = core()
+    sid = handshake(server)
+    for method, target, extra in [("GET", q(sid), []), ("POST", q(sid), []),
+                                  ("GET", q(sid, "websocket"), WS_HEADERS)]:
+        result = server.handle_request(get(target, [*extra, ("Origin", "http://evil.example")], method, b"4x"), 1.0)
+        assert (result.reply.status, result.reply.body) == (403, FORBIDDEN)
+    assert server.sessions[sid].state is State.OPEN
+
+
+@pytest.mark.parametrize("origin, host, allowed", [
+    ("http://localhost", "localhost", True),
+    ("http://127.0.0.1:8080", "127.0.0.1:8080", True),
+    ("http://LOCALHOST:8080", "localhost:8080", True),
+    ("http://localhost:80", "localhost", True),          # the scheme's default port
+    ("https://lab.example", "lab.example:443", True),
+    ("http://127.0.0.1:8081", "127.0.0.1:8080", False),  # another port is another origin
+    ("http://evil.example", "127.0.0.1:8080", False),
+    ("http://localhost.evil.example", "localhost", False),
+    ("null", "localhost", False),                        # sandboxed frames, file:// pages
+    ("localhost", "localhost", False),
+])
+def test_same_origin_is_host_and_port(origin, host, allowed):
+    server = core()
+    request = Request("GET", "/engine.io/?EIO=4&transport=polling", Headers([("Host", host), ("Origin", origin)]))
+    assert (server.handle_request(request, 0.0).reply.status == 200) is allowed
+
+
+def test_an_allow_list_or_star_opens_it():
+    listed = core(cors_allowed_origins=["http://app.example"])
+    assert listed.handle_request(get("/engine.io/?EIO=4&transport=websocket",
+                                     [*WS_HEADERS, ("Origin", "http://app.example")]), 0.0).reply == AcceptWebSocket()
+    assert listed.handle_request(get("/engine.io/?EIO=4&transport=websocket",
+                                     [*WS_HEADERS, ("Origin", "http://evil.example")]), 0.0).reply.status == 403
+    star = core(cors_allowed_origins="*")
+    assert star.handle_request(get("/engine.io/?EIO=4&transport=websocket",
+                                   [*WS_HEADERS, ("Origin", "http://evil.example")]), 0.0).reply == AcceptWebSocket()
 
 
 def test_answer_for_a_held_poll_keeps_the_cors_headers():
