@@ -753,3 +753,116 @@ async def test_a_websocket_from_another_site_is_refused_by_default():
         head = await reader.readuntil(b"\r\n\r\n")
         assert status(head) == b"HTTP/1.1 101 Switching Protocols"
         writer.close()
+
+
+# === (g) the server's surface: transport(sid), request(sid), routes, static files, two paths ======
+
+@asyncio_test
+async def test_transport_and_handshake_request_of_each_session():
+    rec = Recorder()
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        poll = await HTTP.open(srv.port)
+        head, body = await poll.request("GET", q() + "&token=abc", headers=[("X-Lab", "01")])
+        sid = json.loads(body[1:])["sid"]
+        assert srv.transport(sid) == "polling"
+        request = srv.request(sid)
+        assert request.method == "GET" and request.path == "/engine.io/"
+        assert "token=abc" in request.query and request.headers["X-Lab"] == "01"
+        ws = await RawWebSocket.open(srv.port, q(sid, "websocket"))
+        assert srv.transport(sid) == "polling"  # probing: still polling
+        ws.send_text("2probe")
+        assert await ws.raw(8) == b"\x81\x063probe"
+        ws.send_text("5")
+        await until(lambda: srv.transport(sid) == "websocket")
+        assert srv.request(sid) is request  # the handshake request, not the upgrade's
+        with pytest.raises(KeyError):
+            srv.transport("unknown")
+        with pytest.raises(KeyError):
+            srv.request("unknown")
+        poll.close()
+
+
+@asyncio_test
+async def test_routes_and_a_static_directory_next_to_engineio(tmp_path):
+    from lablib.http import Headers, Response
+    (tmp_path / "index.html").write_bytes(b"<!doctype html><title>lab</title>")
+    (tmp_path / "js").mkdir()
+    (tmp_path / "js" / "app.js").write_bytes(b"console.log(1)")
+    (tmp_path.parent / "secret.txt").write_bytes(b"secret")
+
+    async def health(request):
+        return Response(200, Headers([("Content-Type", "text/plain")]), body=b"ok " + request.method.encode())
+
+    rec = Recorder(routes={"/health": health, "/sync": lambda request: Response(204, Headers())},
+                   static_dir=tmp_path)
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        http = await HTTP.open(srv.port)  # one keep-alive connection for everything
+        head, body = await http.request("GET", "/health")
+        assert head == (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\n")
+        assert body == b"ok GET"
+        head, body = await http.request("GET", "/sync")
+        assert status(head) == b"HTTP/1.1 204 No Content" and body == b""
+        head, body = await http.request("GET", "/")
+        assert (status(head), body) == (b"HTTP/1.1 200 OK", b"<!doctype html><title>lab</title>")
+        assert b"\r\nContent-Type: text/html" in head
+        head, body = await http.request("GET", "/js/app.js?v=1")
+        assert (status(head), body) == (b"HTTP/1.1 200 OK", b"console.log(1)")
+        assert b"javascript" in head
+        for outside in ("/../secret.txt", "/js/../../secret.txt", "/%2e%2e/secret.txt", "/missing.html", "/js"):
+            head, _ = await http.request("GET", outside)
+            assert status(head) == b"HTTP/1.1 404 Not Found", outside
+        head, _ = await http.request("POST", "/index.html", b"x")
+        assert status(head) == b"HTTP/1.1 405 Method Not Allowed"
+        sid = await handshake(http)  # Engine.IO on the same port, the same connection
+        assert srv.transport(sid) == "polling"
+        http.close()
+
+
+@asyncio_test
+async def test_two_engineio_endpoints_on_one_port():
+    first, second = Recorder(path="/a/"), Recorder(path="/b/", rng=random.Random(8))
+    first.server.mount(second.server)
+    async with serve(first.server, "127.0.0.1", 0) as srv:
+        http = await HTTP.open(srv.port)
+        _, body_a = await http.request("GET", q(prefix="/a/"))
+        _, body_b = await http.request("GET", q(prefix="/b/"))
+        sid_a, sid_b = json.loads(body_a[1:])["sid"], json.loads(body_b[1:])["sid"]
+        assert sid_a in first.server.sessions and sid_b in second.server.sessions
+        await http.request("POST", q(sid_b, prefix="/b/"), b"4to b")
+        await http.request("POST", q(sid_a, prefix="/a/"), b"4to a")
+        assert first.events[-1] == ("message", sid_a, "to a")
+        assert second.events[-1] == ("message", sid_b, "to b")
+        # a sid of one endpoint means nothing to the other
+        head, _ = await http.request("GET", q(sid_a, prefix="/b/"))
+        assert status(head) == b"HTTP/1.1 400 Bad Request"
+        # the second endpoint's heartbeat and sends work: its timers run too
+        await second.server.send(sid_b, "from b")
+        assert (await http.request("GET", q(sid_b, prefix="/b/")))[1] == b"4from b"
+        http.close()
+    assert second.events[-1][0] == "disconnect" and first.events[-1][0] == "disconnect"
+
+
+def test_serve_takes_explicit_keyword_settings():
+    import inspect
+    parameters = inspect.signature(serve).parameters
+    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    server_parameters = inspect.signature(Server).parameters
+    for name, parameter in server_parameters.items():
+        assert name in parameters, name
+        assert parameters[name].default == parameter.default and parameters[name].annotation == parameter.annotation
+        assert parameters[name].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+@asyncio_test
+async def test_serve_builds_a_server_from_handlers_and_settings():
+    seen = []
+    async with serve({"message": lambda sid, data: seen.append(data)}, "127.0.0.1", 0,
+                     ping_interval=300, rng=random.Random(SEED)) as srv:
+        http = await HTTP.open(srv.port)
+        _, body = await http.request("GET", q())
+        assert body == open_json(SID, ping_interval=300)
+        await http.request("POST", q(SID), b"4hi")
+        assert seen == ["hi"]
+        http.close()
+    with pytest.raises(TypeError):
+        serve(Server(), "127.0.0.1", 0, ping_interval=300)
