@@ -58,7 +58,10 @@ Limits: request heads (``max_request_size``), bodies and WebSocket messages (``m
 a request must arrive within ``request_timeout`` seconds, packets waiting for a client that
 does not poll (``max_buffered_packets``, in the core), the WebSocket closing handshake
 (``close_timeout``).  A failure never reaches the peer as a traceback: it is logged, and the
-peer gets the core's answer or a bare 500.
+peer gets the core's answer (never a 5xx for anything a peer can send; a bare 500 only for a
+bug of ours or a failing route handler).  After an error answer (400, 413, 431, ...) the
+connection ends with a *lingering close*: FIN, then what the peer still sends is read and
+dropped (at most ``close_timeout`` seconds, 16 MiB), so the answer is not lost to a reset.
 """
 
 from __future__ import annotations
