@@ -598,7 +598,8 @@ async def test_a_polling_client_that_never_pongs_is_dropped():
 
 @asyncio_test
 async def test_a_polling_client_that_pongs_stays():
-    rec = Recorder(ping_interval=100, ping_timeout=100)
+    # a generous pingTimeout: the deadline counts from the scheduled ping, a loaded loop is late
+    rec = Recorder(ping_interval=100, ping_timeout=1000)
     async with serve(rec.server, "127.0.0.1", 0) as srv:
         poll, post = await HTTP.open(srv.port), await HTTP.open(srv.port)
         sid = await handshake(poll)
