@@ -18,7 +18,7 @@ from .errors import HandshakeError
 
 __all__ = [
     "Headers", "Request", "Response", "format_request", "format_response", "error_response",
-    "RequestParser", "ResponseParser", "NEED_DATA",
+    "RequestParser", "ResponseParser", "NEED_DATA", "same_origin",
 ]
 
 
@@ -196,6 +196,11 @@ class RequestParser:
                 if not event.http_version.startswith(b"1."):  # h11 takes any HTTP/d.d
                     raise HandshakeError(505, f"HTTP/{event.http_version.decode()} is not "
                                               "supported: this server speaks HTTP/1.1")
+                declared = _content_length(event.headers)
+                if declared is not None and declared > self.max_body_size:
+                    # refuse on the header block alone: never wait for a body we would drop
+                    raise HandshakeError(413, f"request body of {declared} bytes exceeds "
+                                              f"{self.max_body_size} bytes")
                 self._request = Request(event.method.decode("latin-1"),
                                         event.target.decode("latin-1"), Headers(event.headers.raw_items()),
                                         event.http_version.decode("latin-1"))
@@ -221,6 +226,41 @@ class RequestParser:
     def start_next_cycle(self) -> None:
         """Keep-alive: after a response was sent, get ready for the next request."""
         self._conn = _reuse(self._conn)
+
+
+def _content_length(headers: Any) -> int | None:
+    """The Content-Length h11 accepted (it checked the syntax), or None (chunked, or no body)."""
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value)
+    return None
+
+
+_DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+
+
+def same_origin(origin: str, host: str | None) -> bool:
+    """Does the ``Origin`` field (RFC 6454 §7: ``scheme://host[:port]``) name the server that
+    the ``Host`` field (RFC 9110 §7.2) addresses?  Host names compare without case, a missing
+    port is the scheme's default.  ``null`` and anything malformed are not the same origin.
+    """
+    if host is None or "://" not in origin:
+        return False
+    scheme, _, authority = origin.partition("://")
+    default = _DEFAULT_PORTS.get(scheme.lower())
+    if default is None or not authority or "/" in authority:
+        return False
+    try:
+        return _host_port(authority, default) == _host_port(host, default)
+    except ValueError:
+        return False
+
+
+def _host_port(authority: str, default_port: int) -> tuple[str, int]:
+    host, sep, port = authority.lower().rpartition(":")
+    if not sep or "]" in port:  # no port (an IPv6 literal's colons are inside brackets)
+        return authority.lower(), default_port
+    return host, int(port) if port else default_port
 
 
 def _h11_reason(exc: Exception) -> str:

@@ -128,6 +128,16 @@ def test_request_body_too_large_is_413():
     assert info.value.status == 413
 
 
+def test_a_content_length_over_the_limit_is_413_before_the_body():
+    # refused on the header block alone: no need to read (or wait for) a body we would drop
+    parser = RequestParser(max_body_size=4)
+    with pytest.raises(HandshakeError) as info:
+        parser.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n")
+    assert info.value.status == 413
+    at_the_limit = RequestParser(max_body_size=4)
+    assert at_the_limit.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n") is NEED_DATA
+
+
 def test_http_10_request_is_parsed():
     request = RequestParser().receive_data(b"GET / HTTP/1.0\r\n\r\n")
     assert request.http_version == "1.0"

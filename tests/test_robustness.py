@@ -421,11 +421,14 @@ async def test_a_body_shorter_than_its_content_length_times_out(kind):
     async with running(kind) as (port, _):
         peer = await Peer.open(port)
         if kind == "ws":
+            # an upgrade request may carry no body at all: a Content-Length of 100 is refused
+            # on the header block, before any body (issue 9), so nothing is left to time out
             peer.send(upgrade_request("/")[:-2] + b"Content-Length: 100\r\n\r\n")
+            assert status(await peer.read_all()).startswith(b"HTTP/1.1 413 ")
         else:
             peer.send(request("POST", TARGETS[kind] + "&sid=whatever", b"4short",
                               headers=[("Content-Length", "100")]))
-        assert await peer.read_all() == b""   # cut off after the timeout
+            assert await peer.read_all() == b""   # cut off after the timeout
         await legit(kind, port)
 
 
@@ -871,3 +874,146 @@ async def test_a_polling_client_that_never_reads_its_answer_is_let_go():
             while server._connections:
                 await asyncio.sleep(0.02)
         await legit("eio", port)
+
+
+# --- a seeded fuzz over real sockets: never a 5xx (issue 9) --------------------------------------
+
+def fuzz_request(rng: random.Random, sids: list[str]) -> tuple[str, bytes]:
+    """One random request (method, bytes): methods, paths, query strings, headers and bodies
+    drawn around what the Engine.IO router looks at."""
+    method = rng.choice(["GET", "GET", "POST", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "BREW"])
+    path = rng.choice(["/engine.io/", "/engine.io/", "/engine.io", "/engine.io/x/y", "/", "/favicon.ico",
+                       "/socket.io/"])
+    values = ["4", "3", "", "%00", "%ff", "polling", "websocket", "x" * 40, "4%00", "&", "=="] + sids
+    pairs = [(rng.choice(["EIO", "transport", "sid", "t", "b64", "j", "EIO", "sid"]), rng.choice(values))
+             for _ in range(rng.randrange(0, 5))]
+    if rng.random() < 0.6:  # most requests look like Engine.IO
+        pairs += [("EIO", rng.choice(["4", "4", "%00", "5"])), ("transport", rng.choice(["polling", "websocket"]))]
+        if sids and rng.random() < 0.7:
+            pairs.append(("sid", rng.choice(sids)))
+    rng.shuffle(pairs)
+    target = path + ("?" + "&".join(f"{k}={v}" for k, v in pairs) if pairs else "")
+    headers = [("Connection", "close")]
+    headers += rng.sample([("Upgrade", "websocket"), ("Origin", "http://evil.example"),
+                           ("Origin", "http://127.0.0.1"), ("Content-Type", "application/octet-stream"),
+                           ("Content-Type", "text/plain"), ("Sec-WebSocket-Version", "13"),
+                           ("Sec-WebSocket-Key", KEY), ("Access-Control-Request-Method", "POST")],
+                          rng.randrange(0, 4))
+    if ("Upgrade", "websocket") in headers and rng.random() < 0.7:
+        headers[0] = ("Connection", "Upgrade")
+        headers += [field for field in [("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", KEY)]
+                    if field not in headers]
+    body = rng.choice([b"", b"3", b"1", b"2", b"4hi\x1e4there", b"\xff\xfe", bytes(rng.randbytes(30)),
+                       b"4" + b"y" * 5000])
+    if method not in ("POST", "PUT", "PATCH") and rng.random() < 0.8:
+        body = b""
+    if body or method == "POST":
+        headers.append(("Content-Length", str(len(body))))
+    head = "".join(f"{k}: {v}\r\n" for k, v in [("Host", "127.0.0.1")] + headers)
+    return method, f"{method} {target} HTTP/1.1\r\n{head}\r\n".encode("latin-1") + body
+
+
+async def status_of_answer(peer: Peer, server: EngineServer) -> int:
+    """The status of the answer; a GET the server holds is released by sending its session
+    a message (a held poll is not an answer yet, and waiting is not a failure)."""
+    received = b""
+    read = asyncio.ensure_future(peer.read())
+    while True:
+        await asyncio.wait({read}, timeout=0.02)
+        if not read.done():
+            for sid, session in list(server.sessions.items()):
+                if session.poll_held:
+                    await server.send(sid, "release")
+            continue
+        data = read.result()
+        received += data
+        if b"\r\n" in received or not data:
+            assert received.startswith(b"HTTP/1.1 "), received
+            return int(received.split(b" ", 2)[1])
+        read = asyncio.ensure_future(peer.read())
+
+
+@attack
+async def test_three_hundred_seeded_random_requests_never_get_a_5xx():
+    rng = random.Random(9)
+    async with running("eio", ping_interval=60000, ping_timeout=60000) as (port, server):
+        sids: list[str] = []
+        statuses: dict[int, int] = {}
+        for _ in range(300):
+            if len(sids) < 3 or rng.random() < 0.1:
+                peer = await Peer.open(port)
+                sids.append(await polling_handshake(peer))
+                peer.close()
+            method, data = fuzz_request(rng, sids)
+            peer = await Peer.open(port)
+            peer.send(data)
+            code = await status_of_answer(peer, server)
+            peer.close()
+            assert code < 500, (code, data[:200])
+            statuses[code] = statuses.get(code, 0) + 1
+        assert set(statuses) >= {101, 200, 400, 403, 405, 413}  # the fuzz reached the interesting answers
+        await legit("eio", port)
+
+
+# --- error answers that arrive: the server reads what the peer still sends (issue 9) -----------
+
+EXPECTED_413 = b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+async def send_big_body_and_read_the_answer(port: int, head: bytes, chunks) -> bytes:
+    """Send ``head`` then keep sending ``chunks`` while reading; return everything received
+    until the server's EOF.  A reset (the server closed with our bytes unread) fails."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head)
+
+    async def keep_sending():
+        try:
+            for chunk in chunks:
+                writer.write(chunk)
+                await writer.drain()
+            writer.write_eof()
+        except ConnectionError:
+            pass  # the server may stop reading after its bounded linger: our answer is in
+
+    sending = asyncio.ensure_future(keep_sending())
+    received = b""
+    async with asyncio.timeout(WAIT):
+        while data := await reader.read(65536):  # ConnectionResetError here fails the test
+            received += data
+    await sending
+    writer.close()
+    return received
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@attack
+async def test_a_peer_that_keeps_sending_gets_the_whole_413(chunked):
+    async with running("eio", close_timeout=WAIT) as (port, server):
+        peer = await Peer.open(port)
+        sid = await polling_handshake(peer)
+        peer.close()
+        for _ in range(5):  # 5 of 5 runs
+            if chunked:
+                head = request("POST", eio_target(sid=sid), headers=[("Transfer-Encoding", "chunked")])
+                chunks = [b"10000\r\n" + b"4" * 0x10000 + b"\r\n"] * 32
+            else:
+                head = request("POST", eio_target(sid=sid), headers=[("Content-Length", str(32 * 65536))])
+                chunks = [b"4" * 65536] * 32
+            assert await send_big_body_and_read_the_answer(port, head, chunks) == EXPECTED_413
+        assert sid in server.sessions
+        await legit("eio", port)
+        await server.disconnect(sid)  # and collect the close packet: shutdown need not wait
+        peer = await Peer.open(port)
+        assert (await peer.request("GET", eio_target(sid=sid)))[1] == b"1"
+
+
+@attack
+async def test_a_content_length_over_max_payload_is_refused_before_the_body():
+    async with running("eio", request_timeout=WAIT) as (port, server):
+        peer = await Peer.open(port)
+        sid = await polling_handshake(peer)
+        # only the header block: the answer must not wait for a body it would refuse
+        peer.send(request("POST", eio_target(sid=sid), headers=[("Content-Length", "1000000000")]))
+        head, body = await peer.answer()
+        assert head + body == EXPECTED_413
+        assert sid in server.sessions

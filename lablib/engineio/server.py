@@ -58,7 +58,10 @@ Limits: request heads (``max_request_size``), bodies and WebSocket messages (``m
 a request must arrive within ``request_timeout`` seconds, packets waiting for a client that
 does not poll (``max_buffered_packets``, in the core), the WebSocket closing handshake
 (``close_timeout``).  A failure never reaches the peer as a traceback: it is logged, and the
-peer gets the core's answer or a bare 500.
+peer gets the core's answer (never a 5xx for anything a peer can send; a bare 500 only for a
+bug of ours or a failing route handler).  After an error answer (400, 413, 431, ...) the
+connection ends with a *lingering close*: FIN, then what the peer still sends is read and
+dropped (at most ``close_timeout`` seconds, 16 MiB), so the answer is not lost to a reset.
 """
 
 from __future__ import annotations
@@ -67,12 +70,16 @@ import asyncio
 import inspect
 import logging
 import math
+import mimetypes
+import os
+import pathlib
 import random
+import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from ..errors import EngineIOError, HandshakeError, LocalProtocolError
-from ..http import NEED_DATA, Request, RequestParser, error_response, format_request, format_response
+from ..http import NEED_DATA, Request, RequestParser, Response, error_response, format_request, format_response
 from ..websocket.connection import (BinaryMessage, Connection, ConnectionClosed, Role, TextMessage)
 from ..websocket.connection import State as WebSocketState
 from ..websocket.frames import CloseCode
@@ -87,6 +94,9 @@ __all__ = ["Server", "serve"]
 logger = logging.getLogger(__name__)
 
 READ_SIZE = 64 * 1024
+#: a request handler of ``routes``: gets the request, returns the Response (or None: 404)
+RouteHandler = Callable[[Request], "Response | None | Awaitable[Response | None]"]
+LINGER_MAX_BYTES = 16 * 1024 * 1024  #: what a lingering close reads and drops, at most
 EVENTS = ("connect", "message", "disconnect")
 
 
@@ -136,8 +146,9 @@ class _WebSocket:
         """Write what the connection decided on its own (pongs, the close echo, a 1002/1009)."""
         self._write(self.conn.data_to_send())
 
-    def close(self, code: int, timeout: float) -> None:
-        """Start the closing handshake; abort the TCP connection if the peer does not answer."""
+    def close(self, code: int | None, timeout: float) -> None:
+        """Start the closing handshake (``code=None``: a close frame without a status code);
+        abort the TCP connection if the peer does not answer within ``timeout``."""
         if self.conn.state is WebSocketState.OPEN:
             self._write(self.conn.send_close(code))
         if self._early is not None:  # never opened: nothing to wait for
@@ -159,6 +170,7 @@ class _Link:
     """What ties one session to the I/O currently carrying it."""
 
     session: ServerSession
+    request: Request | None = None               #: the request that opened the session
     held_request: Request | None = None          #: the GET waiting for packets, if any
     held_reply: asyncio.Future | None = None     #: resolved with its HTTPReply
     websocket: _WebSocket | None = None          #: the session's WebSocket (probing or upgraded)
@@ -184,11 +196,27 @@ class Server:
     Protocol settings are the core's (milliseconds, as on the wire): ``path``,
     ``ping_interval``, ``ping_timeout``, ``max_payload``, ``upgrade_timeout``, ``transports``,
     ``allow_upgrades``, ``cors_allowed_origins``, ``cors_credentials``, ``allow_request``,
-    ``max_buffered_packets``, ``rng`` (seed it for reproducible sids).  Driver limits are
+    ``max_buffered_packets``, ``rng`` (sids come from :mod:`secrets` unless a seeded
+    ``random.Random`` is given, for reproducible notebooks and tests).  Driver limits are
     seconds or bytes: ``max_request_size`` (request line and header fields),
     ``request_timeout`` (a connection must deliver a whole request within it, idle
     keep-alive connections included), ``close_timeout`` (WebSocket closing handshake, and how
     long shutdown waits for clients to collect their close packet).
+
+    Secure defaults: sids come from :mod:`secrets` (``rng`` only for reproducible notebooks);
+    ``cors_allowed_origins=None`` is same-origin - a browser page of another site gets 403
+    ``{"code":4,"message":"Forbidden"}`` on the WebSocket upgrade and on polling, a request
+    without ``Origin`` (not a browser) is accepted, ``"*"`` or a list opens it; bodies and
+    WebSocket messages are bounded by ``max_payload`` (a larger declared Content-Length is
+    refused with 413 before the body is read).
+
+    Other HTTP routes on the same port: ``routes`` maps an exact path to a handler that gets
+    the :class:`lablib.http.Request` and returns a :class:`lablib.http.Response` (plain or
+    coroutine function; None is 404), e.g. a health check; ``static_dir`` serves the files
+    of a directory for GET and HEAD (``/`` is its ``index.html``), e.g. a chapter's browser
+    page.  :meth:`mount` adds another Engine.IO endpoint (another ``path``) on the same port.
+    :meth:`transport` and :meth:`request` tell the transport and the opening request of a
+    connected client.
 
     Handlers (plain functions or coroutines), like python-engineio's ``AsyncServer``:
     ``connect(sid, request)`` - return ``False`` (or raise) to refuse the handshake with
@@ -204,7 +232,9 @@ class Server:
                  allow_request: Callable[[Request], bool | str | None] | None = None,
                  max_buffered_packets: int = 10_000, rng: random.Random | None = None,
                  max_request_size: int = 16 * 1024, request_timeout: float = 60.0,
-                 close_timeout: float = 5.0, max_write_buffer: int = 4 * 1024 * 1024) -> None:
+                 close_timeout: float = 5.0, max_write_buffer: int = 4 * 1024 * 1024,
+                 routes: Mapping[str, RouteHandler] | None = None,
+                 static_dir: str | os.PathLike[str] | None = None) -> None:
         self.core = EngineServerCore(
             path=path, ping_interval=ping_interval, ping_timeout=ping_timeout,
             max_payload=max_payload, upgrade_timeout=upgrade_timeout, transports=transports,
@@ -215,7 +245,10 @@ class Server:
         self.request_timeout = request_timeout
         self.close_timeout = close_timeout
         self.max_write_buffer = max_write_buffer
+        self.routes: dict[str, RouteHandler] = dict(routes or {})
+        self.static_dir = pathlib.Path(static_dir).resolve() if static_dir is not None else None
         self.handlers: dict[str, Callable[..., Any]] = {}
+        self._mounted: list[Server] = []   #: other Engine.IO endpoints served on our port
         self._links: dict[str, _Link] = {}
         self._connections: set[_TCPConnection] = set()
         self._tcp_server: asyncio.Server | None = None
@@ -243,6 +276,31 @@ class Server:
     def sessions(self) -> dict[str, ServerSession]:
         """The live sessions, sid -> :class:`ServerSession` (state, transport, ...)."""
         return self.core.sessions
+
+    def transport(self, sid: str) -> str:
+        """The transport session ``sid`` runs on now: ``"polling"`` or ``"websocket"`` (it
+        becomes ``"websocket"`` when the upgrade completes).  KeyError for an unknown sid."""
+        return self.core.sessions[sid].transport.value
+
+    def request(self, sid: str) -> Request:
+        """The HTTP request that opened session ``sid`` (path, query, header fields: e.g. a
+        token in the query, a cookie).  KeyError for an unknown sid."""
+        request = self._links[sid].request
+        if request is None:
+            raise KeyError(sid)
+        return request
+
+    def mount(self, other: "Server") -> "Server":
+        """Serve the Engine.IO server ``other`` (another ``path``) on this server's port too.
+
+        Requests go to the server whose path they are under; ``other`` keeps its own sessions,
+        handlers and settings.  Start and close only this one: it starts and closes ``other``.
+        """
+        paths = {server.core.path for server in (self, *self._mounted)}
+        if other is self or other.core.path in paths:
+            raise ValueError(f"an endpoint already serves {other.core.path!r}")
+        self._mounted.append(other)
+        return other
 
     @property
     def port(self) -> int:
@@ -314,11 +372,15 @@ class Server:
     # --- starting and stopping ---------------------------------------------------------------
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> "Server":
+        for server in (self, *self._mounted):
+            server._start_timers()
+        self._tcp_server = await asyncio.start_server(self._accept, host, port, limit=READ_SIZE)
+        return self
+
+    def _start_timers(self) -> None:
         self._wakeup = asyncio.Event()
         self._closed = asyncio.Event()
-        self._tcp_server = await asyncio.start_server(self._accept, host, port, limit=READ_SIZE)
         self._timer_task = asyncio.create_task(self._run_timers())
-        return self
 
     async def close(self) -> None:
         """Stop listening, close every session, let the connections finish, then end them.
@@ -335,12 +397,15 @@ class Server:
         loop = asyncio.get_running_loop()
         if self._tcp_server is not None:
             self._tcp_server.close()
+        mounted = [asyncio.ensure_future(server.close()) for server in self._mounted]
         await self.disconnect()
         deadline = loop.time() + self.close_timeout
         while self._links and loop.time() < deadline:  # polling clients fetch their close packet
             await asyncio.sleep(0.01)
         for link in list(self._links.values()):
             await self._apply(link, link.session.fail("forced close"))
+        if mounted:
+            await asyncio.gather(*mounted)
         for connection in list(self._connections):
             if connection.idle:
                 connection.writer.close()
@@ -439,6 +504,7 @@ class Server:
     async def _connect(self, link: _Link, request: Request) -> bool:
         """A new session: ask the connect handler; a refusal forgets the session."""
         self._links[link.session.sid] = link
+        link.request = request
         if await self._trigger("connect", link.session.sid, request) is False:
             link.session.fail("forced close")
             await self._session_closed(link, "forced close")
@@ -511,7 +577,7 @@ class Server:
             # (RequestParser.start_next_cycle keeps them inside h11, where a request that is
             # already complete can only be reached by feeding more data; b"" would mean EOF)
             parser = RequestParser(max_header_size=self.max_request_size,
-                                   max_body_size=self.core.max_payload)
+                                   max_body_size=max(s.core.max_payload for s in (self, *self._mounted)))
             connection.idle = True
             try:
                 async with asyncio.timeout(self.request_timeout):
@@ -522,16 +588,83 @@ class Server:
                     writer.write(format_response(413, (("Content-Length", "0"), ("Connection", "close"))))
                 else:
                     writer.write(error_response(exc.status or 400, exc.reason))
+                await self._lingering_close(reader, writer)
                 return
             if request is None:
                 return
             connection.idle = False
             leftover = parser.trailing_data
-            keep_alive, leftover = await self._handle(request, reader, writer, leftover)
+            endpoint = self._endpoint_for(request)
+            if endpoint is not None:
+                keep_alive, leftover = await endpoint._handle(request, reader, writer, leftover)
+            else:
+                keep_alive = await self._handle_http(request, writer)
             async with asyncio.timeout(self.request_timeout):  # a client must read its answer
                 await writer.drain()
             if not keep_alive:
                 return
+
+    def _endpoint_for(self, request: Request) -> "Server | None":
+        """The Engine.IO server whose path the request is under (this one or a mounted one)."""
+        return next((server for server in (self, *self._mounted) if server.core.handles(request)), None)
+
+    # --- other HTTP routes: the request handlers, then the static directory ------------------
+
+    async def _handle_http(self, request: Request, writer: asyncio.StreamWriter) -> bool:
+        """Answer a request outside every Engine.IO path; return: keep the connection?"""
+        handler = self.routes.get(request.path)
+        if handler is not None:
+            reply = await self._run_route(handler, request)
+        elif self.static_dir is not None:
+            reply = await asyncio.to_thread(_static_file, self.static_dir, request)
+        else:
+            reply = self.core.handle_request(request, 0.0).reply  # the core's 404
+        assert isinstance(reply, HTTPReply)
+        close = _wants_close(request, reply)
+        data = _with_close(reply) if close else reply.to_bytes()
+        if request.method == "HEAD":
+            data = data[:len(data) - len(reply.body)]
+        writer.write(data)
+        return not close
+
+    async def _run_route(self, handler: RouteHandler, request: Request) -> HTTPReply:
+        try:
+            response = handler(request)
+            if inspect.isawaitable(response):
+                response = await response
+        except Exception:
+            logger.exception("the route handler for %s failed", request.path)
+            return _plain(500, "Internal Server Error")  # the application's failure, said so
+        if response is None:
+            return _plain(404, "Not Found")
+        headers = [(k, v) for k, v in response.headers.items() if k.lower() != "content-length"]
+        if response.status >= 200 and response.status not in (204, 304):
+            headers.append(("Content-Length", str(len(response.body))))
+        return HTTPReply(response.status, tuple(headers), response.body)
+
+    async def _lingering_close(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Close after an error answer so that the peer gets to read it.
+
+        Closing a socket whose receive buffer still holds the peer's bytes makes the kernel
+        send a reset, and a reset can destroy the answer before the peer reads it.  So, as
+        HTTP servers do (RFC 9112 §9.6; Apache's and nginx's "lingering close"): send the
+        answer, shut down our sending side (FIN), then read and discard what the peer still
+        sends until it closes too, for at most ``close_timeout`` seconds and
+        :data:`LINGER_MAX_BYTES` bytes; then close.
+        """
+        try:
+            async with asyncio.timeout(self.close_timeout):
+                await writer.drain()
+                if writer.can_write_eof():
+                    writer.write_eof()
+                discarded = 0
+                while discarded < LINGER_MAX_BYTES:
+                    data = await reader.read(READ_SIZE)
+                    if not data:
+                        break
+                    discarded += len(data)
+        except (TimeoutError, ConnectionError):
+            pass
 
     async def _read_request(self, parser: RequestParser, reader: asyncio.StreamReader,
                             data: bytes) -> Request | None:
@@ -561,6 +694,9 @@ class Server:
         if session is not None and link is None:
             link = _Link(session)
 
+        if isinstance(reply, AcceptWebSocket) and reply.close_at_once:
+            await self._close_at_once(request, reply, reader, writer, leftover)
+            return False, b""
         if isinstance(reply, AcceptWebSocket):
             assert link is not None
             await self._websocket(request, result, link, is_new, reader, writer, leftover)
@@ -585,7 +721,10 @@ class Server:
             await self._apply(link, result.outputs)
         assert isinstance(reply, HTTPReply)
         close = _wants_close(request, reply)
-        writer.write(_with_close(reply) if close else reply.to_bytes())
+        data = _with_close(reply) if close else reply.to_bytes()
+        if request.method == "HEAD":  # the header fields a GET would get, no body (RFC 9110 §9.3.2)
+            data = data[:len(data) - len(reply.body)]
+        writer.write(data)
         return not close, leftover
 
     async def _receive_post(self, link: _Link, outputs: Sequence[Output],
@@ -600,7 +739,7 @@ class Server:
         """
         if link.posting:
             await self._apply(link, link.session.fail("transport error"))
-            return HTTPReply(400, (("Content-Length", "0"),))
+            return self.core.error_reply(EngineIOError(3), _cors_fields(reply))
         link.posting = True
         try:
             await self._apply(link, outputs)
@@ -673,6 +812,38 @@ class Server:
         websocket.opened()
         await self._websocket_loop(link, websocket, reader, leftover)
 
+    async def _close_at_once(self, request: Request, reply: AcceptWebSocket, reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter, leftover: bytes) -> None:
+        """A second WebSocket for a session that has one: 101, a close frame without a status
+        code, wait (at most ``close_timeout``) for the peer's close, end the TCP connection.
+        The session is not touched."""
+        handshake = ServerHandshake(max_request_size=self.max_request_size)
+        try:
+            handshake.receive_data(format_request(request.method, request.target, request.headers.items()))
+        except HandshakeError as exc:
+            writer.write(ServerHandshake.reject(exc))
+            return
+        websocket = _WebSocket(writer, self.core.max_payload)
+        writer.write(handshake.accept(reply.headers))
+        websocket.opened()
+        websocket.close(None, self.close_timeout)
+        data = leftover
+        try:
+            while True:
+                if data:
+                    websocket.conn.receive_data(data)
+                    websocket.flush()
+                if websocket.conn.state is WebSocketState.CLOSED:
+                    break
+                data = await reader.read(READ_SIZE)
+                if not data:
+                    websocket.conn.receive_eof()
+                    break
+        except ConnectionError:
+            pass
+        finally:
+            websocket.finished()
+
     async def _websocket_loop(self, link: _Link, websocket: _WebSocket, reader: asyncio.StreamReader,
                               data: bytes) -> None:
         """Bytes -> WebSocket events -> Engine.IO packets, until the WebSocket is closed."""
@@ -709,6 +880,35 @@ class Server:
 
 # --- helpers ---------------------------------------------------------------------------------------
 
+def _plain(status: int, text: str, headers: Sequence[tuple[str, str]] = ()) -> HTTPReply:
+    body = text.encode("utf-8")
+    return HTTPReply(status, (("Content-Type", "text/plain; charset=utf-8"),
+                              ("Content-Length", str(len(body))), *headers), body)
+
+
+def _static_file(root: pathlib.Path, request: Request) -> HTTPReply:
+    """A file under ``root`` for a GET or HEAD (``/`` and directories: their ``index.html``).
+
+    The decoded path must stay inside ``root`` once resolved (no ``..``, no symlink out);
+    anything else is 404, as a missing file is.
+    """
+    if request.method not in ("GET", "HEAD"):
+        return _plain(405, "Method Not Allowed", (("Allow", "GET, HEAD"),))
+    relative = urllib.parse.unquote(request.path).lstrip("/")
+    if "\x00" in relative:
+        return _plain(404, "Not Found")
+    candidate = (root / relative).resolve()
+    if candidate == root or (relative.endswith("/") and candidate.is_dir()):
+        candidate = candidate / "index.html"
+    if not candidate.is_relative_to(root) or not candidate.is_file():
+        return _plain(404, "Not Found")
+    body = candidate.read_bytes()
+    content_type = mimetypes.guess_type(candidate.name)[0] or "application/octet-stream"
+    if content_type.startswith("text/") or content_type == "application/javascript":
+        content_type += "; charset=utf-8"
+    return HTTPReply(200, (("Content-Type", content_type), ("Content-Length", str(len(body)))), body)
+
+
 def _cors_fields(reply: object) -> list[tuple[str, str]]:
     """The CORS fields of a reply the core built (to reuse them on a refusal)."""
     if not isinstance(reply, HTTPReply):
@@ -732,20 +932,46 @@ def _with_close(reply: HTTPReply) -> bytes:
 class serve:
     """``async with serve(server_or_handlers, host, port) as srv`` (or ``srv = await serve(...)``).
 
-    ``server_or_handlers`` is a :class:`Server`, or a mapping ``{"message": f, ...}`` for a
-    new Server built with ``**settings``.
+    ``server_or_handlers`` is a :class:`Server` (then no setting may be given: they are the
+    Server's), or a mapping ``{"message": f, ...}`` for a new Server built with the keyword
+    settings below - those of :class:`Server`, with the same defaults: the sids come from
+    :mod:`secrets` (``rng``), cross-origin browser pages are refused (``cors_allowed_origins``),
+    bodies and messages are bounded (``max_payload``), and so on.
     """
 
     server_class = Server  #: what a mapping of handlers is turned into (Socket.IO reuses serve)
 
     def __init__(self, server_or_handlers: Server | Mapping[str, Callable[..., Any]],
-                 host: str = "127.0.0.1", port: int = 0, **settings: Any) -> None:
+                 host: str = "127.0.0.1", port: int = 0, *, path: str = "/engine.io/",
+                 ping_interval: int = 25000, ping_timeout: int = 20000, max_payload: int = 1_000_000,
+                 upgrade_timeout: int = 10000, transports: Sequence[str] = ("polling", "websocket"),
+                 allow_upgrades: bool = True, cors_allowed_origins: str | Sequence[str] | None = None,
+                 cors_credentials: bool = True,
+                 allow_request: Callable[[Request], bool | str | None] | None = None,
+                 max_buffered_packets: int = 10_000, rng: random.Random | None = None,
+                 max_request_size: int = 16 * 1024, request_timeout: float = 60.0,
+                 close_timeout: float = 5.0, max_write_buffer: int = 4 * 1024 * 1024,
+                 routes: Mapping[str, RouteHandler] | None = None,
+                 static_dir: str | os.PathLike[str] | None = None) -> None:
+        settings = dict(
+            path=path, ping_interval=ping_interval, ping_timeout=ping_timeout,
+            max_payload=max_payload, upgrade_timeout=upgrade_timeout, transports=transports,
+            allow_upgrades=allow_upgrades, cors_allowed_origins=cors_allowed_origins,
+            cors_credentials=cors_credentials, allow_request=allow_request,
+            max_buffered_packets=max_buffered_packets, rng=rng, max_request_size=max_request_size,
+            request_timeout=request_timeout, close_timeout=close_timeout,
+            max_write_buffer=max_write_buffer, routes=routes, static_dir=static_dir)
+        # only what the caller changed goes on: a subclass's server (Socket.IO's) keeps its
+        # own defaults (its path is /socket.io/)
+        defaults = {name: p.default for name, p in inspect.signature(serve.__init__).parameters.items()}
+        changed = {name: value for name, value in settings.items() if value is not defaults[name]
+                   and value != defaults[name]}
         if isinstance(server_or_handlers, self.server_class):
-            if settings:
-                raise TypeError("settings go to Server(...) when a Server is given")
+            if changed:
+                raise TypeError(f"settings go to {self.server_class.__name__}(...) when a server is given")
             self.server = server_or_handlers
         else:
-            self.server = self.server_class(**settings)
+            self.server = self.server_class(**changed)
             for event, handler in server_or_handlers.items():
                 self.server.on(event, handler)
         self.host, self.port = host, port

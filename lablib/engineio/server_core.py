@@ -18,19 +18,24 @@ WebSocket request (``Upgrade: websocket``) gets what ``abortUpgrade`` writes: 40
 code, ``Content-Type: text/html``, the bare message, ``Connection: close``::
 
     path outside the prefix                        404 (not ours; the reference passes it on)
-    Origin refused by cors_allowed_origins         403 code 4 "Forbidden"
+    Origin of another site (default same-origin)   403 code 4 "Forbidden", JSON even for a WebSocket
     OPTIONS with CORS enabled                      204 preflight
     transport not polling/websocket (or disabled)  400 code 0 "Transport unknown"
     sid given but unknown                          400 code 1 "Session ID unknown"
     sid given, other transport, not an upgrade     400 code 3 "Bad request" (e.g. polling after the upgrade)
+    WebSocket for a session that has one           101, then a close frame without code (AcceptWebSocket(close_at_once))
     no sid, method is not GET                      400 code 2 "Bad handshake method"
     no sid, transport=websocket without Upgrade    400 code 3 "Bad request"
     no sid, allow_request refuses                  403 code 4, the hook's message or "Forbidden"
     no sid, EIO is not "4"                         400 code 5 "Unsupported protocol version"
     POST body longer than maxPayload               413, empty body (polling.ts); the session lives on
     POST body that does not parse                  400 code 3, the session closes ("parse error")
-    method other than GET/POST on a session        500, empty body (polling.ts onRequest)
-    second GET while one is held                   500, empty body; the session closes
+    method other than GET/POST on a session        405 code 3 "Method Not Allowed", Allow: GET, POST
+                                                   (the reference: 500, empty body); the session lives on
+    second GET while one is held                   400 code 3; the session closes (the reference: 500)
+
+No request ever gets a 5xx: every refusal says what was wrong (tests/engineio: the hypothesis
+test ``test_random_requests_never_get_a_5xx_and_leak_no_session``).
 """
 
 from __future__ import annotations
@@ -38,12 +43,13 @@ from __future__ import annotations
 import base64
 import json
 import random
+import secrets
 import urllib.parse
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 from ..errors import EngineIOError
-from ..http import Request, format_response
+from ..http import Request, format_response, same_origin
 from .packets import Packet, encode_payload
 from .session import (AnswerPoll, HoldPoll, Output, RefuseRequest, ServerSession, State,
                       Transport)
@@ -70,9 +76,17 @@ class HTTPReply:
 
 @dataclass(frozen=True, slots=True)
 class AcceptWebSocket:
-    """Complete the WebSocket handshake (RFC 6455 §4.2); the session then runs over it."""
+    """Complete the WebSocket handshake (RFC 6455 §4.2); the session then runs over it.
+
+    ``close_at_once``: a WebSocket for a session that already has one (upgraded, or an upgrade
+    in progress).  The spec says the server MUST close *this WebSocket*; the reference
+    (engine.io ``server.ts`` ``onWebSocket``) completes the handshake and calls
+    ``websocket.close()`` with no code, i.e. sends a close frame without a status code
+    (``\x88\x00``).  The session and its WebSocket are not touched.
+    """
 
     headers: tuple[tuple[str, str], ...] = ()  #: extra header fields for the 101 answer
+    close_at_once: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +96,15 @@ class RequestResult:
     outputs: tuple[Output, ...] = ()
 
 
-def generate_sid(rng: random.Random) -> str:
-    """20 characters of URL-safe base64 from 15 random bytes, like the reference's base64id."""
+def generate_sid(rng: random.Random | None = None) -> str:
+    """20 characters of URL-safe base64 from 15 random bytes, like the reference's base64id.
+
+    A sid is a bearer token (whoever knows it can poll the session), so by default its bytes
+    come from the operating system's CSPRNG (:func:`secrets.token_urlsafe`).  A seeded
+    ``rng`` gives reproducible sids, for notebooks and tests only.
+    """
+    if rng is None:
+        return secrets.token_urlsafe(15)
     return base64.urlsafe_b64encode(rng.randbytes(15)).decode("ascii")
 
 
@@ -94,10 +115,21 @@ class EngineServerCore:
     """The sans-I/O Engine.IO server: sessions plus the HTTP request router.
 
     ``ping_interval``/``ping_timeout``/``upgrade_timeout`` are milliseconds (the wire's unit);
-    ``max_payload`` bytes.  ``cors_allowed_origins``: None leaves CORS alone (the reference's
-    default), ``"*"`` allows every origin, a list allows those.  ``allow_request(request)``
-    vets handshakes: ``False`` or a string (the message) refuses with 403.  ``rng`` draws the
-    sids: pass ``random.Random(seed)`` for reproducible sessions.
+    ``max_payload`` bytes.
+
+    ``cors_allowed_origins`` guards against cross-site WebSocket hijacking (a page of another
+    site opening a session with the user's cookies).  One setting for the WebSocket upgrade
+    and the polling requests.  The default, None, is **same-origin**: a request whose
+    ``Origin`` names this server (its host and port are those of the ``Host`` field) is
+    accepted, one from any other origin is refused with 403 ``{"code":4,"message":"Forbidden"}``,
+    and a request without ``Origin`` (not from a browser: the lablib, python-engineio and
+    Node clients send none) is accepted.  ``"*"`` accepts every origin, a list (or one string)
+    those origins as well, and both answer with CORS fields (``cors_credentials``).
+    python-engineio has the same default (it refuses with 400 and a message); the Node server
+    checks no origin at all.  ``allow_request(request)``
+    vets handshakes: ``False`` or a string (the message) refuses with 403.  Sids come from
+    :mod:`secrets` unless ``rng`` is given: pass ``random.Random(seed)`` for reproducible
+    sessions (notebooks, tests), never in production.
     """
 
     def __init__(self, *, path: str = "/engine.io/", ping_interval: int = 25000,
@@ -117,7 +149,7 @@ class EngineServerCore:
         self.cors_credentials = cors_credentials
         self.allow_request = allow_request
         self.max_buffered_packets = max_buffered_packets
-        self.rng = rng if rng is not None else random.SystemRandom()
+        self.rng = rng  #: None: sids from `secrets`
         self.sessions: dict[str, ServerSession] = {}
 
     # --- the router ------------------------------------------------------------------------
@@ -132,8 +164,11 @@ class EngineServerCore:
         is_upgrade = "websocket" in request.headers.tokens("upgrade")
         refuse = self._upgrade_error_reply if is_upgrade else self.error_reply
         cors = self._cors_headers(request)
-        if cors is None:
-            return RequestResult(refuse(EngineIOError(4)))
+        if cors is None:  # a page of another site: 403 JSON, WebSocket or not
+            reply = self.error_reply(EngineIOError(4))
+            if is_upgrade:  # no WebSocket follows: this connection is over
+                reply = HTTPReply(403, reply.headers + (("Connection", "close"),), reply.body)
+            return RequestResult(reply)
         if request.method == "OPTIONS" and self.cors_allowed_origins is not None:
             return RequestResult(self._preflight(request, cors))
         query = _parse_query(request.query)
@@ -175,14 +210,25 @@ class EngineServerCore:
                           cors: list[tuple[str, str]], now: float) -> RequestResult:
         refuse = self._upgrade_error_reply if is_upgrade else self.error_reply
         session = self.sessions.get(sid)
+        # the session's overdue timers run first: a request that comes after the pong
+        # deadline finds the session gone, however late the driver's timer task is
+        overdue = tuple(session.tick(now)) if session is not None else ()
         if session is None or session.state is State.CLOSED:
             self.sessions.pop(sid, None)
-            return RequestResult(refuse(EngineIOError(1), cors))
+            return RequestResult(refuse(EngineIOError(1), cors), session, overdue)
+        result = self._route_to_session(request, session, transport, is_upgrade, cors, now)
+        if overdue:
+            result = RequestResult(result.reply, result.session, overdue + result.outputs)
+        return result
+
+    def _route_to_session(self, request: Request, session: ServerSession, transport: str,
+                          is_upgrade: bool, cors: list[tuple[str, str]], now: float) -> RequestResult:
+        refuse = self._upgrade_error_reply if is_upgrade else self.error_reply
         if transport == "websocket" and is_upgrade and request.method == "GET":
             if session.transport is not Transport.POLLING or session.state is not State.OPEN:
-                # already upgraded, or an upgrade in progress: the reference accepts the
-                # WebSocket and closes it at once; refusing before the 101 says the same, earlier.
-                return RequestResult(refuse(EngineIOError(3), cors), session)
+                # already upgraded (or a WebSocket session), or an upgrade in progress: accept
+                # this WebSocket and close it at once, as the reference does
+                return RequestResult(AcceptWebSocket(close_at_once=True), session)
             return RequestResult(AcceptWebSocket(), session, tuple(session.attach_websocket(now)))
         if transport != session.transport.value:
             return RequestResult(refuse(EngineIOError(3), cors), session)
@@ -190,7 +236,10 @@ class EngineServerCore:
             return self._poll(session, cors, now)
         if request.method == "POST":
             return self._post(request, session, cors, now)
-        return RequestResult(HTTPReply(500, (("Content-Length", "0"),)), session)
+        # the reference answers 500 and an empty body (polling.ts onRequest); nothing failed
+        # on the server: the method is not allowed on a session (python-engineio: 405 too)
+        reply = self.error_reply(EngineIOError(3, "Method Not Allowed", 405), cors)
+        return RequestResult(HTTPReply(405, reply.headers + (("Allow", "GET, POST"),), reply.body), session)
 
     def _poll(self, session: ServerSession, cors: list[tuple[str, str]], now: float) -> RequestResult:
         outputs = session.receive_poll(now)
@@ -280,7 +329,9 @@ class EngineServerCore:
 
     # --- CORS --------------------------------------------------------------------------------
 
-    def _origin_allowed(self, origin: str) -> bool:
+    def _origin_allowed(self, origin: str, host: str | None) -> bool:
+        if same_origin(origin, host):
+            return True  # the page this server (or its proxy) served itself
         allowed = self.cors_allowed_origins
         if allowed == "*":
             return True
@@ -289,12 +340,19 @@ class EngineServerCore:
         return origin in (allowed or ())
 
     def _cors_headers(self, request: Request) -> list[tuple[str, str]] | None:
-        """The CORS fields for a reply; None if the request's Origin is refused."""
+        """The CORS fields for a reply; None if the request's Origin is refused.
+
+        A request without ``Origin`` is not from a browser page (a browser always sends it on
+        WebSocket requests and cross-origin fetches): nothing to check.  A page of this very
+        origin needs no CORS fields.
+        """
         origin = request.headers.get("origin")
-        if self.cors_allowed_origins is None or origin is None:
+        if origin is None:
             return []
-        if not self._origin_allowed(origin):
+        if not self._origin_allowed(origin, request.headers.get("host")):
             return None
+        if self.cors_allowed_origins is None:
+            return []
         headers = [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
         if self.cors_credentials:
             headers.append(("Access-Control-Allow-Credentials", "true"))

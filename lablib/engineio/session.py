@@ -32,7 +32,7 @@ Transitions (``*`` = any of OPEN, PROBING, UPGRADING, UPGRADED)::
     state      input                              outputs                             next
     ---------  ---------------------------------  ----------------------------------  ---------
     OPEN       GET (no poll held)                 HoldPoll [, AnswerPoll(buffer)]     OPEN
-    OPEN       GET while one is held              AnswerPoll(1), RefuseRequest(500)   CLOSED "transport error"
+    OPEN       GET while one is held              AnswerPoll(1), RefuseRequest(400)   CLOSED "transport error"
     *          message                            MessageReceived                     same
     *          pong                               PongReceived (next ping in interval) same
     *          ping (v4: wrong direction)         AnswerPoll(1) if held               CLOSED "transport error"
@@ -260,7 +260,7 @@ class ServerSession:
         status and close the session".  The reference (polling.ts ``onPollRequest``) answers the
         second GET with **500** (409 with its ``downgradeOverlapStatus`` option) and closes the
         session with "transport error", which answers the first GET with a close packet.  We do
-        the same, with the reference's 500.
+        the same, but answer the spec's 400 (code 3, "Bad request"): nothing failed on the server.
         """
         if self.state is State.CLOSED:
             return [RefuseRequest(400, EngineIOError(1))]
@@ -268,7 +268,7 @@ class ServerSession:
             return [RefuseRequest(400, EngineIOError(3))]  # polling after the upgrade
         if self.poll_held:
             outputs = self._fail("transport error")
-            return outputs + [RefuseRequest(500)]
+            return outputs + [RefuseRequest(400, EngineIOError(3))]
         outputs: list[Output] = [HoldPoll()]
         self.poll_held = True
         if self.state is State.UPGRADING:
@@ -349,8 +349,12 @@ class ServerSession:
 
     def receive_websocket_message(self, data: str | bytes, now: float) -> list[Output]:
         """One WebSocket message (text -> str, binary -> bytes) from the client."""
+        overdue = self.tick(now)
         if not self.websocket_open or self.state not in _ALIVE:
-            return []
+            return overdue
+        return overdue + self._receive_websocket_message(data, now)
+
+    def _receive_websocket_message(self, data: str | bytes, now: float) -> list[Output]:
         try:
             packet = decode_packet(data)
         except PacketError:
@@ -394,19 +398,35 @@ class ServerSession:
         return min(times) if times else None
 
     def tick(self, now: float) -> list[Output]:
-        """Run the timers due at ``now``: ping timeout, upgrade timeout, close timeout, ping."""
+        """Run every timer due at ``now``, earliest first: ping, ping timeout, upgrade timeout,
+        close timeout.
+
+        Deadlines count from when a timer was *due*, not from when it ran: a ping scheduled at
+        ``t`` whose timer fired late still wants its pong by ``t + pingTimeout``.  So one late
+        call can run several timers in turn (the ping, then its already-passed pong deadline),
+        and every input method runs the overdue timers first: a packet that arrives after the
+        deadline finds the session closed, however late the timer task is.
+        """
         outputs: list[Output] = []
-        if self._pong_deadline is not None and now >= self._pong_deadline:
-            return self._fail("ping timeout")
-        if self._close_deadline is not None and now >= self._close_deadline:
-            return self._closed("forced close")
-        if self._upgrade_deadline is not None and now >= self._upgrade_deadline:
-            outputs += self._abort_upgrade("upgrade timeout")
-        if self._next_ping_at is not None and now >= self._next_ping_at:
-            self._next_ping_at = None
-            self._pong_deadline = now + self.ping_timeout / 1000
-            outputs += self.send_packet(Packet(PacketType.PING))
+        while self.state is not State.CLOSED:
+            due = self.next_deadline()
+            if due is None or due > now:
+                break
+            outputs += self._fire_timer(due)
         return outputs
+
+    def _fire_timer(self, due: float) -> list[Output]:
+        """Run the timer whose deadline is ``due`` (the earliest one)."""
+        if due == self._pong_deadline:
+            return self._fail("ping timeout")
+        if due == self._close_deadline:
+            return self._closed("forced close")
+        if due == self._upgrade_deadline:
+            return self._abort_upgrade("upgrade timeout")
+        assert due == self._next_ping_at
+        self._next_ping_at = None
+        self._pong_deadline = due + self.ping_timeout / 1000
+        return self.send_packet(Packet(PacketType.PING))
 
     # --- internals ---------------------------------------------------------------------------
 

@@ -117,7 +117,10 @@ class RawWebSocket:
         conn = Connection(Role.CLIENT, handshake=handshake, rng=random.Random(seed))
         writer.write(handshake.request_bytes())
         while True:
-            events = conn.receive_data(await reader.read(4096))
+            data = await reader.read(4096)
+            if not data:
+                raise ConnectionError("the server refused the WebSocket (or closed)")
+            events = conn.receive_data(data)
             if any(isinstance(e, Accepted) for e in events):
                 break
         ws = cls(reader, writer, conn)
@@ -262,7 +265,7 @@ async def test_bad_payload_closes_the_session_with_400_code_3():
 
 
 @asyncio_test
-async def test_a_second_concurrent_get_is_500_and_ends_the_session():
+async def test_a_second_concurrent_get_is_400_and_ends_the_session():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
         first, second = await HTTP.open(srv.port), await HTTP.open(srv.port)
@@ -270,7 +273,10 @@ async def test_a_second_concurrent_get_is_500_and_ends_the_session():
         first.send("GET", q(sid))
         await until(lambda: srv.sessions[sid].poll_held)
         head, body = await second.request("GET", q(sid))
-        assert head == b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
+        # the spec's 400 and the error JSON (the reference answers 500, empty)
+        assert head == (b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 34\r\n\r\n")
+        assert body == b'{"code":3,"message":"Bad request"}'
         _, body = await first.answer()
         assert body == b"1"  # the held GET gets the close packet
         assert rec.events[-1] == ("disconnect", sid, "transport error")
@@ -297,8 +303,9 @@ async def test_a_post_while_the_previous_one_is_handled_is_400_and_ends_the_sess
         sid = await handshake(first)
         first.send("POST", q(sid), b"4first")
         await until(lambda: handled)
-        head, _ = await second.request("POST", q(sid), b"4second")
+        head, body = await second.request("POST", q(sid), b"4second")
         assert status(head) == b"HTTP/1.1 400 Bad Request"
+        assert body == b'{"code":3,"message":"Bad request"}'
         assert await closed == "transport error"
         release.set()
         head, body = await first.answer()
@@ -577,20 +584,22 @@ async def test_a_polling_client_that_never_pongs_is_dropped():
     rec = Recorder(ping_interval=100, ping_timeout=100)
     async with serve(rec.server, "127.0.0.1", 0) as srv:
         http = await HTTP.open(srv.port)
-        sid = await handshake(http)
         loop = asyncio.get_running_loop()
+        before_handshake = loop.time()
+        sid = await handshake(http)
         assert (await http.request("GET", q(sid)))[1] == b"2"
-        pinged = loop.time()
         http.send("GET", q(sid))  # poll again, never POST the pong
         assert (await http.answer())[1] == b"1"  # the held GET gets the close packet
-        assert loop.time() - pinged >= 0.1  # not before pingTimeout
+        # not before pingInterval + pingTimeout (counted from the ping's scheduled time)
+        assert loop.time() - before_handshake >= 0.2
         assert rec.events[-1] == ("disconnect", sid, "ping timeout")
         http.close()
 
 
 @asyncio_test
 async def test_a_polling_client_that_pongs_stays():
-    rec = Recorder(ping_interval=100, ping_timeout=100)
+    # a generous pingTimeout: the deadline counts from the scheduled ping, a loaded loop is late
+    rec = Recorder(ping_interval=100, ping_timeout=1000)
     async with serve(rec.server, "127.0.0.1", 0) as srv:
         poll, post = await HTTP.open(srv.port), await HTTP.open(srv.port)
         sid = await handshake(poll)
@@ -637,3 +646,224 @@ async def test_shutdown_answers_held_polls_and_closes_websockets_with_1001():
     assert sorted(e[1:] for e in rec.events if e[0] == "disconnect") == sorted(
         [(sid, "forced close"), (ws_sid, "forced close")])
     assert srv.sessions == {}
+
+
+# === (d) a second WebSocket for a session that has one (issue 9) ================================
+
+async def _second_websocket_is_accepted_then_closed(srv, sid: str) -> None:
+    """101, then a close frame without a status code (what the reference's ``websocket.close()``
+    sends: ``\\x88\\x00``), then the TCP connection ends once the close is echoed."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+    handshake = ClientHandshake(f"127.0.0.1:{srv.port}", q(sid, "websocket"), rng=random.Random(2))
+    writer.write(handshake.request_bytes())
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert status(head) == b"HTTP/1.1 101 Switching Protocols"
+    assert await reader.readexactly(2) == b"\x88\x00"
+    writer.write(b"\x88\x80\x00\x00\x00\x00")  # the client's echo: a masked, empty close frame
+    assert await reader.read() == b""  # the server ends the TCP connection
+    writer.close()
+
+
+@asyncio_test
+async def test_a_second_websocket_for_an_upgraded_session_is_accepted_then_closed():
+    rec = Recorder()
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        poll = await HTTP.open(srv.port)
+        sid = await handshake(poll)
+        first = await RawWebSocket.open(srv.port, q(sid, "websocket"))
+        first.send_text("2probe")
+        assert await first.raw(8) == b"\x81\x063probe"
+        first.send_text("5")
+        await until(lambda: srv.sessions[sid].state is State.UPGRADED)
+
+        await _second_websocket_is_accepted_then_closed(srv, sid)
+
+        # the session and its first WebSocket carry on untouched
+        assert srv.sessions[sid].state is State.UPGRADED
+        await srv.send(sid, "still here")
+        assert await first.raw(13) == b"\x81\x0b4still here"
+        first.send_text("4and me")
+        await until(lambda: rec.events[-1] == ("message", sid, "and me"))
+        assert [e[0] for e in rec.events] == ["connect", "message"]
+        poll.close()
+
+
+@asyncio_test
+async def test_a_second_websocket_while_probing_is_accepted_then_closed():
+    rec = Recorder()
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        poll = await HTTP.open(srv.port)
+        sid = await handshake(poll)
+        first = await RawWebSocket.open(srv.port, q(sid, "websocket"))
+        assert srv.sessions[sid].state is State.PROBING
+
+        await _second_websocket_is_accepted_then_closed(srv, sid)
+
+        assert srv.sessions[sid].state is State.PROBING  # the first probe goes on
+        first.send_text("2probe")
+        assert await first.raw(8) == b"\x81\x063probe"
+        first.send_text("5")
+        await until(lambda: srv.sessions[sid].state is State.UPGRADED)
+        await srv.send(sid, "upgraded")
+        assert await first.raw(11) == b"\x81\x094upgraded"
+        poll.close()
+
+
+# === (e) no 5xx: methods a session does not take (issue 9) =======================================
+
+@asyncio_test
+async def test_head_and_options_on_a_live_session_get_405_and_the_connection_goes_on():
+    rec = Recorder()
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        http = await HTTP.open(srv.port)
+        sid = await handshake(http)
+        body = b'{"code":3,"message":"Method Not Allowed"}'
+        # a HEAD answer has the GET's header fields and no body (RFC 9110 §9.3.2)
+        http.send("HEAD", f"/engine.io/?sid={sid}&transport=polling&EIO=4")
+        head = await http.reader.readuntil(b"\r\n\r\n")
+        assert head == (b"HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 41\r\nAllow: GET, POST\r\n\r\n")
+        head, answer = await http.request("OPTIONS", f"/engine.io/?sid={sid}&transport=polling&EIO=%00")
+        assert (status(head), answer) == (b"HTTP/1.1 405 Method Not Allowed", body)
+        # the same keep-alive connection: the next answer is not confused with a HEAD body
+        await srv.send(sid, "still there")
+        assert (await http.request("GET", q(sid)))[1] == b"4still there"
+        http.close()
+
+
+# === (f) cross-site WebSocket hijacking: same-origin by default (issue 9) ==========================
+
+@asyncio_test
+async def test_a_websocket_from_another_site_is_refused_by_default():
+    rec = Recorder()
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        upgrade = ClientHandshake(f"127.0.0.1:{srv.port}", q(transport="websocket"),
+                                  origin="http://evil.example", rng=random.Random(1))
+        writer.write(upgrade.request_bytes())
+        assert await reader.read() == (b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n"
+                                       b"Content-Length: 32\r\nConnection: close\r\n\r\n"
+                                       b'{"code":4,"message":"Forbidden"}')
+        assert srv.sessions == {} and rec.events == []
+        writer.close()
+        # the page's own origin is accepted
+        same = ClientHandshake(f"127.0.0.1:{srv.port}", q(transport="websocket"),
+                               origin=f"http://127.0.0.1:{srv.port}", rng=random.Random(1))
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        writer.write(same.request_bytes())
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert status(head) == b"HTTP/1.1 101 Switching Protocols"
+        writer.close()
+
+
+# === (g) the server's surface: transport(sid), request(sid), routes, static files, two paths ======
+
+@asyncio_test
+async def test_transport_and_handshake_request_of_each_session():
+    rec = Recorder()
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        poll = await HTTP.open(srv.port)
+        head, body = await poll.request("GET", q() + "&token=abc", headers=[("X-Lab", "01")])
+        sid = json.loads(body[1:])["sid"]
+        assert srv.transport(sid) == "polling"
+        request = srv.request(sid)
+        assert request.method == "GET" and request.path == "/engine.io/"
+        assert "token=abc" in request.query and request.headers["X-Lab"] == "01"
+        ws = await RawWebSocket.open(srv.port, q(sid, "websocket"))
+        assert srv.transport(sid) == "polling"  # probing: still polling
+        ws.send_text("2probe")
+        assert await ws.raw(8) == b"\x81\x063probe"
+        ws.send_text("5")
+        await until(lambda: srv.transport(sid) == "websocket")
+        assert srv.request(sid) is request  # the handshake request, not the upgrade's
+        with pytest.raises(KeyError):
+            srv.transport("unknown")
+        with pytest.raises(KeyError):
+            srv.request("unknown")
+        poll.close()
+
+
+@asyncio_test
+async def test_routes_and_a_static_directory_next_to_engineio(tmp_path):
+    from lablib.http import Headers, Response
+    (tmp_path / "index.html").write_bytes(b"<!doctype html><title>lab</title>")
+    (tmp_path / "js").mkdir()
+    (tmp_path / "js" / "app.js").write_bytes(b"console.log(1)")
+    (tmp_path.parent / "secret.txt").write_bytes(b"secret")
+
+    async def health(request):
+        return Response(200, Headers([("Content-Type", "text/plain")]), body=b"ok " + request.method.encode())
+
+    rec = Recorder(routes={"/health": health, "/sync": lambda request: Response(204, Headers())},
+                   static_dir=tmp_path)
+    async with serve(rec.server, "127.0.0.1", 0) as srv:
+        http = await HTTP.open(srv.port)  # one keep-alive connection for everything
+        head, body = await http.request("GET", "/health")
+        assert head == (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\n")
+        assert body == b"ok GET"
+        head, body = await http.request("GET", "/sync")
+        assert status(head) == b"HTTP/1.1 204 No Content" and body == b""
+        head, body = await http.request("GET", "/")
+        assert (status(head), body) == (b"HTTP/1.1 200 OK", b"<!doctype html><title>lab</title>")
+        assert b"\r\nContent-Type: text/html" in head
+        head, body = await http.request("GET", "/js/app.js?v=1")
+        assert (status(head), body) == (b"HTTP/1.1 200 OK", b"console.log(1)")
+        assert b"javascript" in head
+        for outside in ("/../secret.txt", "/js/../../secret.txt", "/%2e%2e/secret.txt", "/missing.html", "/js"):
+            head, _ = await http.request("GET", outside)
+            assert status(head) == b"HTTP/1.1 404 Not Found", outside
+        head, _ = await http.request("POST", "/index.html", b"x")
+        assert status(head) == b"HTTP/1.1 405 Method Not Allowed"
+        sid = await handshake(http)  # Engine.IO on the same port, the same connection
+        assert srv.transport(sid) == "polling"
+        http.close()
+
+
+@asyncio_test
+async def test_two_engineio_endpoints_on_one_port():
+    first, second = Recorder(path="/a/"), Recorder(path="/b/", rng=random.Random(8))
+    first.server.mount(second.server)
+    async with serve(first.server, "127.0.0.1", 0) as srv:
+        http = await HTTP.open(srv.port)
+        _, body_a = await http.request("GET", q(prefix="/a/"))
+        _, body_b = await http.request("GET", q(prefix="/b/"))
+        sid_a, sid_b = json.loads(body_a[1:])["sid"], json.loads(body_b[1:])["sid"]
+        assert sid_a in first.server.sessions and sid_b in second.server.sessions
+        await http.request("POST", q(sid_b, prefix="/b/"), b"4to b")
+        await http.request("POST", q(sid_a, prefix="/a/"), b"4to a")
+        assert first.events[-1] == ("message", sid_a, "to a")
+        assert second.events[-1] == ("message", sid_b, "to b")
+        # a sid of one endpoint means nothing to the other
+        head, _ = await http.request("GET", q(sid_a, prefix="/b/"))
+        assert status(head) == b"HTTP/1.1 400 Bad Request"
+        # the second endpoint's heartbeat and sends work: its timers run too
+        await second.server.send(sid_b, "from b")
+        assert (await http.request("GET", q(sid_b, prefix="/b/")))[1] == b"4from b"
+        http.close()
+    assert second.events[-1][0] == "disconnect" and first.events[-1][0] == "disconnect"
+
+
+def test_serve_takes_explicit_keyword_settings():
+    import inspect
+    parameters = inspect.signature(serve).parameters
+    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    server_parameters = inspect.signature(Server).parameters
+    for name, parameter in server_parameters.items():
+        assert name in parameters, name
+        assert parameters[name].default == parameter.default and parameters[name].annotation == parameter.annotation
+        assert parameters[name].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+@asyncio_test
+async def test_serve_builds_a_server_from_handlers_and_settings():
+    seen = []
+    async with serve({"message": lambda sid, data: seen.append(data)}, "127.0.0.1", 0,
+                     ping_interval=300, rng=random.Random(SEED)) as srv:
+        http = await HTTP.open(srv.port)
+        _, body = await http.request("GET", q())
+        assert body == open_json(SID, ping_interval=300)
+        await http.request("POST", q(SID), b"4hi")
+        assert seen == ["hi"]
+        http.close()
+    with pytest.raises(TypeError):
+        serve(Server(), "127.0.0.1", 0, ping_interval=300)

@@ -113,7 +113,8 @@ def test_concurrent_get():
     sid = handshake(server)
     assert server.handle_request(get(q(sid)), 1.0).reply == HoldPoll()
     second = server.handle_request(get(q(sid) + "&t=burst"), 1.1)
-    assert second.reply == HTTPReply(500, (("Content-Length", "0"),))
+    # the spec: "return an HTTP 400 error status and close the session" (the reference: 500)
+    assert (second.reply.status, second.reply.json()) == (400, {"code": 3, "message": "Bad request"})
     assert second.outputs == (AnswerPoll((Packet(PacketType.CLOSE),)), SessionClosed("transport error"))
     assert server.handle_request(get(q(sid)), 2.0).reply.status == 400
 
@@ -140,9 +141,12 @@ def test_upgrade_through_the_router():
         SendWebSocket((Packet(PacketType.PONG, "probe"),)), AnswerPoll((Packet(PacketType.NOOP),))]
     # a GET during the upgrade gets a noop at once
     assert server.handle_request(get(q(sid)), 1.3).reply.body == b"6"
-    # a second WebSocket for the same session is refused
-    assert server.handle_request(get(q(sid, "websocket"), WS_HEADERS), 1.3).reply.body == b"Bad request"
+    # a second WebSocket for the same session: accepted, then closed at once (reference)
+    second = server.handle_request(get(q(sid, "websocket"), WS_HEADERS), 1.3)
+    assert second.reply == AcceptWebSocket(close_at_once=True) and second.outputs == ()
     assert session.receive_websocket_message("5", 1.4) == [Upgraded()]
+    again = server.handle_request(get(q(sid, "websocket"), WS_HEADERS), 1.45)
+    assert again.reply == AcceptWebSocket(close_at_once=True) and session.state is State.UPGRADED
     # polling refused after the upgrade: 400 "Bad request" (reference: TRANSPORT_MISMATCH)
     for method in ("GET", "POST"):
         refused = server.handle_request(get(q(sid), method=method, body=b"4x"), 1.5)
@@ -226,10 +230,17 @@ def test_disabled_transport_is_unknown():
     assert b'"upgrades":[]' in server.handle_request(get("/engine.io/?EIO=4&transport=polling"), 0).reply.body
 
 
-def test_other_methods_on_a_session_get_500():
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE", "BREW"])
+@pytest.mark.parametrize("eio", ["4", "%00"])
+def test_other_methods_on_a_session_get_405(method, eio):
+    # the reference answers 500 with an empty body (polling.ts onRequest); python-engineio 405
     server = core()
     sid = handshake(server)
-    assert server.handle_request(get(q(sid), method="PUT"), 1.0).reply == HTTPReply(500, (("Content-Length", "0"),))
+    reply = server.handle_request(get(f"/engine.io/?sid={sid}&transport=polling&EIO={eio}", method=method), 1.0).reply
+    body = b'{"code":3,"message":"Method Not Allowed"}'
+    assert reply == HTTPReply(405, (("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                                    ("Allow", "GET, POST")), body)
+    assert server.sessions[sid].state is State.OPEN  # the session lives on
 
 
 # --- maxPayload ----------------------------------------------------------------------------------------
@@ -279,15 +290,72 @@ def test_cors_headers_on_answers_and_refused_origin():
         get("/engine.io/?EIO=4&transport=polling"), 0.0).reply.status == 200
 
 
-def test_cors_star_and_disabled():
+def test_cors_star():
     star = core(cors_allowed_origins="*")
     reply = star.handle_request(get("/engine.io/?EIO=4&transport=polling", [("Origin", "https://any.example")]), 0.0).reply
     assert ("Access-Control-Allow-Origin", "https://any.example") in reply.headers
-    # CORS not configured: no headers, and OPTIONS is just another method (the reference's default)
-    plain = core()
-    reply = plain.handle_request(get("/engine.io/?EIO=4&transport=polling", [("Origin", "https://any.example")]), 0.0).reply
-    assert not any(k.startswith("Access-Control") for k, _ in reply.headers)
-    assert error(plain, get("/engine.io/?EIO=4&transport=polling", method="OPTIONS"))[2]["code"] == 2
+
+
+# --- same-origin by default: cross-site WebSocket hijacking (issue 9) --------------------------------
+
+FORBIDDEN = b'{"code":4,"message":"Forbidden"}'
+
+
+@pytest.mark.parametrize("target, extra", [
+    ("/engine.io/?EIO=4&transport=polling", []),
+    ("/engine.io/?EIO=4&transport=websocket", WS_HEADERS),
+])
+def test_a_cross_site_request_is_refused_by_default(target, extra):
+    server = core()
+    evil = server.handle_request(get(target, [*extra, ("Origin", "http://evil.example")]), 0.0)
+    closing = (("Connection", "close"),) if extra else ()  # no WebSocket follows
+    assert evil.reply == HTTPReply(403, (("Content-Type", "application/json"), ("Content-Length", "32"))
+                                   + closing, FORBIDDEN)
+    assert server.sessions == {}
+    # same origin (the Origin's host:port is the Host field), or no Origin (not a browser): accepted
+    for origin in ([("Origin", "http://localhost")], []):
+        reply = server.handle_request(get(target, [*extra, *origin]), 0.0).reply
+        assert reply == AcceptWebSocket() or reply.status == 200
+        assert not any(k.startswith("Access-Control") for k, _ in getattr(reply, "headers", ()))
+
+
+def test_a_refused_origin_is_refused_on_every_request_of_a_session():
+    server = core()
+    sid = handshake(server)
+    for method, target, extra in [("GET", q(sid), []), ("POST", q(sid), []),
+                                  ("GET", q(sid, "websocket"), WS_HEADERS)]:
+        result = server.handle_request(get(target, [*extra, ("Origin", "http://evil.example")], method, b"4x"), 1.0)
+        assert (result.reply.status, result.reply.body) == (403, FORBIDDEN)
+    assert server.sessions[sid].state is State.OPEN
+
+
+@pytest.mark.parametrize("origin, host, allowed", [
+    ("http://localhost", "localhost", True),
+    ("http://127.0.0.1:8080", "127.0.0.1:8080", True),
+    ("http://LOCALHOST:8080", "localhost:8080", True),
+    ("http://localhost:80", "localhost", True),          # the scheme's default port
+    ("https://lab.example", "lab.example:443", True),
+    ("http://127.0.0.1:8081", "127.0.0.1:8080", False),  # another port is another origin
+    ("http://evil.example", "127.0.0.1:8080", False),
+    ("http://localhost.evil.example", "localhost", False),
+    ("null", "localhost", False),                        # sandboxed frames, file:// pages
+    ("localhost", "localhost", False),
+])
+def test_same_origin_is_host_and_port(origin, host, allowed):
+    server = core()
+    request = Request("GET", "/engine.io/?EIO=4&transport=polling", Headers([("Host", host), ("Origin", origin)]))
+    assert (server.handle_request(request, 0.0).reply.status == 200) is allowed
+
+
+def test_an_allow_list_or_star_opens_it():
+    listed = core(cors_allowed_origins=["http://app.example"])
+    assert listed.handle_request(get("/engine.io/?EIO=4&transport=websocket",
+                                     [*WS_HEADERS, ("Origin", "http://app.example")]), 0.0).reply == AcceptWebSocket()
+    assert listed.handle_request(get("/engine.io/?EIO=4&transport=websocket",
+                                     [*WS_HEADERS, ("Origin", "http://evil.example")]), 0.0).reply.status == 403
+    star = core(cors_allowed_origins="*")
+    assert star.handle_request(get("/engine.io/?EIO=4&transport=websocket",
+                                   [*WS_HEADERS, ("Origin", "http://evil.example")]), 0.0).reply == AcceptWebSocket()
 
 
 def test_answer_for_a_held_poll_keeps_the_cors_headers():
@@ -295,3 +363,119 @@ def test_answer_for_a_held_poll_keeps_the_cors_headers():
     request = get("/engine.io/?EIO=4&transport=polling", [("Origin", "https://a.example")])
     reply = server.answer_held_poll(request, [Packet(PacketType.MESSAGE, "x")])
     assert reply.body == b"4x" and ("Access-Control-Allow-Origin", "https://a.example") in reply.headers
+
+
+# --- sids: a CSPRNG by default (issue 9) ---------------------------------------------------------
+
+def test_sids_come_from_secrets_by_default(monkeypatch):
+    import lablib.engineio.server_core as server_core
+    drawn = []
+
+    def token_urlsafe(nbytes):
+        drawn.append(nbytes)
+        return "S" * 20
+
+    monkeypatch.setattr(server_core.secrets, "token_urlsafe", token_urlsafe)
+    server = EngineServerCore()  # no rng: the sid is a bearer token, it comes from `secrets`
+    assert server.rng is None
+    assert handshake(server) == "S" * 20 and drawn == [15]
+    # a seeded generator only when one is passed explicitly (the notebooks do)
+    assert handshake(EngineServerCore(rng=random.Random(7))) == generate_sid(random.Random(7))
+    assert drawn == [15]
+
+
+def test_generate_sid_without_rng_is_20_urlsafe_characters():
+    sids = {generate_sid() for _ in range(50)}
+    assert len(sids) == 50
+    assert all(len(s) == 20 and set(s) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+               for s in sids)
+
+
+# --- heartbeat deadlines, to the millisecond (issue 9) ----------------------------------------------
+# pingInterval 25 s, pingTimeout 20 s: the pong to the ping *scheduled* at t0 + 25 s is due at
+# t0 + 45 s, whenever the ping actually went out, and a request is judged against overdue timers
+# before it is handled.
+
+T0 = 1000.0
+
+
+@pytest.mark.parametrize("method, body", [("GET", b""), ("POST", b"3")])
+@pytest.mark.parametrize("ms_after_deadline, expected", [(-1, 200), (0, 400), (1, 400), (5000, 400)])
+def test_a_request_after_the_pong_deadline_finds_no_session(method, body, ms_after_deadline, expected):
+    # no timer ran at all (a busy event loop): the request itself runs the overdue ones
+    server = core()
+    sid = handshake(server, T0)
+    now = T0 + 45.0 + ms_after_deadline / 1000
+    result = server.handle_request(get(q(sid), method=method, body=body), now)
+    assert result.reply.status == expected
+    if expected == 400:
+        assert result.reply.json() == {"code": 1, "message": "Session ID unknown"}
+        assert SessionClosed("ping timeout") in result.outputs and sid not in server.sessions
+    elif method == "GET":  # the overdue ping, delivered just in time
+        assert result.reply.body == b"2"
+
+
+@pytest.mark.parametrize("ms_after_deadline, expected", [(-1, 200), (0, 400)])
+def test_a_late_ping_does_not_move_the_pong_deadline(ms_after_deadline, expected):
+    server = core()
+    sid = handshake(server, T0)
+    assert server.handle_request(get(q(sid)), T0 + 1.0).reply == HoldPoll()
+    # the timer task woke up 37 ms late: the ping goes out then, its deadline stays T0 + 45 s
+    assert server.tick(T0 + 25.037) == {sid: [AnswerPoll((Packet(PacketType.PING),))]}
+    assert server.next_deadline() == T0 + 45.0
+    result = server.handle_request(get(q(sid)), T0 + 45.0 + ms_after_deadline / 1000)
+    assert result.reply.status == expected if expected == 400 else result.reply == HoldPoll()
+
+
+# --- no 5xx, no leaked session, whatever comes (issue 9) ---------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_KNOWN_SID = generate_sid(random.Random(7))  # the first sid of core() (rng=Random(7))
+_METHODS = st.sampled_from(["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE"]) \
+    | st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ-", min_size=1, max_size=8)
+_PATHS = st.sampled_from(["/engine.io/", "/engine.io", "/engine.io/x", "/", "/socket.io/", "*", "/engine.iox/"]) \
+    | st.text(min_size=0, max_size=12).map(lambda t: "/engine.io/" + t)
+_VALUES = st.sampled_from(["4", "3", "", "%00", "polling", "websocket", "flashsocket", _KNOWN_SID, "x" * 30]) \
+    | st.text(max_size=8)
+_KEYS = st.sampled_from(["EIO", "transport", "sid", "t", "b64", "j"]) | st.text(max_size=4)
+_SHAPED = st.builds(  # most requests look like Engine.IO's, often with the live sid
+    lambda eio, transport, sid, extra: "&".join(f"{k}={v}" for k, v in
+                                               [("EIO", eio), ("transport", transport), ("sid", sid)] + extra),
+    st.sampled_from(["4", "4", "%00", "3"]), st.sampled_from(["polling", "websocket"]),
+    st.sampled_from([_KNOWN_SID, _KNOWN_SID, "nope"]), st.lists(st.tuples(_KEYS, _VALUES), max_size=2))
+_QUERIES = _SHAPED | st.lists(st.tuples(_KEYS, _VALUES), max_size=5).map(
+    lambda pairs: "&".join(f"{k}={v}" for k, v in pairs)) | st.text(max_size=20)
+_HEADERS = st.lists(st.sampled_from([
+    ("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Origin", "http://evil.example"),
+    ("Origin", "http://localhost"), ("Origin", "null"), ("Content-Type", "application/octet-stream"),
+    ("Content-Type", "text/plain"), ("Access-Control-Request-Headers", "x-a"),
+    ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")]), max_size=5)
+_BODIES = st.binary(max_size=40) | st.sampled_from([b"3", b"1", b"2", b"4hi\x1e4there", b"40", b"\xff\xfe"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(_METHODS, _PATHS, _QUERIES, _HEADERS, _BODIES, st.floats(0, 60)), max_size=12),
+       st.sampled_from([None, "*", ["http://app.example"]]))
+def test_random_requests_never_get_a_5xx_and_leak_no_session(requests, cors):
+    server = core(cors_allowed_origins=cors, ping_interval=25000, ping_timeout=20000)
+    handshake(server)  # a live session, whose sid the requests may use
+    now = 0.0
+    for method, path, query, headers, body, dt in requests:
+        now += dt
+        target = path + ("?" + query if query else "")
+        result = server.handle_request(get(target, headers, method, body), now)
+        reply = result.reply
+        if isinstance(reply, HTTPReply):
+            assert 200 <= reply.status < 500, (method, target, reply)
+            fields = dict(reply.headers)
+            assert fields["Content-Length"] == str(len(reply.body)) if "Content-Length" in fields else reply.status == 204
+            if fields.get("Content-Type") == "application/json":
+                assert set(reply.json()) == {"code", "message"}
+        else:
+            assert isinstance(reply, (HoldPoll, AcceptWebSocket))
+        server.tick(now)
+    # no session outlives the heartbeat: nobody answers the pings
+    server.tick(now + 45.0)
+    server.tick(now + 90.0)
+    assert server.sessions == {}

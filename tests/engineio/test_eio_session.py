@@ -81,9 +81,10 @@ def test_a_ping_from_the_client_is_the_wrong_direction():
 def test_second_get_closes_the_session():
     session = opened()
     assert session.receive_poll(1.0) == [HoldPoll()]
-    # the held GET gets the close packet, the second one a 500 (reference polling.ts)
-    assert session.receive_poll(1.1) == [AnswerPoll((Packet(CLOSE),)), SessionClosed("transport error"),
-                                         RefuseRequest(500)]
+    # the held GET gets the close packet, the second one the spec's 400 (the reference: 500)
+    *outputs, refusal = session.receive_poll(1.1)
+    assert outputs == [AnswerPoll((Packet(CLOSE),)), SessionClosed("transport error")]
+    assert (refusal.status, refusal.error.to_json()) == (400, {"code": 3, "message": "Bad request"})
     assert session.state is State.CLOSED
 
 
@@ -304,3 +305,31 @@ def test_server_close_while_upgrading_ends_at_once():
     assert session.state is State.UPGRADING
     assert session.close(1.2) == [CloseWebSocket(), SessionClosed("forced close")]
     assert session.state is State.CLOSED
+
+
+# --- heartbeat deadlines count from the scheduled ping (issue 9) ----------------------------------
+
+def test_the_pong_deadline_counts_from_the_scheduled_ping():
+    session = upgraded(0.0)
+    assert session.tick(25.040) == [SendWebSocket((Packet(PING),))]  # the timer ran 40 ms late
+    assert session.next_deadline() == 45.0
+
+
+def test_overdue_timers_run_before_a_websocket_message():
+    session = upgraded(0.0)
+    session.tick(25.0)
+    # the pong arrives when the deadline has passed, before any timer ran: too late
+    assert session.receive_websocket_message("3", 45.0) == [CloseWebSocket(), SessionClosed("ping timeout")]
+    assert session.state is State.CLOSED
+
+
+def test_a_pong_just_in_time_over_the_websocket():
+    session = upgraded(0.0)
+    session.tick(25.0)
+    assert session.receive_websocket_message("3", 44.999) == [PongReceived()]
+
+
+def test_one_late_tick_runs_every_overdue_timer_in_order():
+    session = opened(0.0)
+    # nothing ran for 50 s: the ping was due at 25 s, its pong at 45 s
+    assert session.tick(50.0) == [SessionClosed("ping timeout")]
