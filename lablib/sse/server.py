@@ -28,6 +28,12 @@ Limits (constructor arguments): ``request_timeout`` and ``max_request_size`` for
 and the handler's ``send`` raises :class:`~lablib.errors.ConnectionClosed`, so a stalled client
 never holds a handler forever.  ``headers`` are added to every 200 head (e.g.
 ``Access-Control-Allow-Origin`` for a browser's ``EventSource`` from another origin).
+
+An event stream only goes from server to client.  What the client has to say travels in
+ordinary requests beside it (a browser's ``fetch(url, {method: "POST", body})``): with
+``max_body_size`` > 0 the server also accepts ``POST`` with a body up to that size and hands it
+to the same handler (``stream.request.method``, ``stream.request.body``), which answers with
+``respond()`` or ``reject()``.  By default (0) a POST gets 405, like any method but GET.
 """
 
 from __future__ import annotations
@@ -176,12 +182,14 @@ class Server:
     def __init__(self, handler: Handler, host: str, port: int, *, retry: int | None = None,
                  keepalive: float | None = 15.0, headers: Iterable[tuple[str, str]] = (),
                  send_timeout: float | None = 60.0, max_request_size: int = 16 * 1024,
-                 request_timeout: float = 10.0) -> None:
+                 request_timeout: float = 10.0, max_body_size: int = 0) -> None:
         self.handler = handler
         self.headers, self.send_timeout = list(headers), send_timeout
         self.host, self.requested_port = host, port
         self.retry, self.keepalive = retry, keepalive
         self.max_request_size, self.request_timeout = max_request_size, request_timeout
+        self.max_body_size = max_body_size
+        self.methods = ("GET", "POST") if max_body_size > 0 else ("GET",)
         self.streams: set[EventStream] = set()
         self._tasks: set[asyncio.Task] = set()
         self._server: asyncio.AbstractServer | None = None
@@ -226,7 +234,8 @@ class Server:
             writer.close()
 
     async def _read_request(self, reader, writer) -> Request | None:
-        parser = RequestParser(max_header_size=self.max_request_size, max_body_size=0)
+        parser = RequestParser(max_header_size=self.max_request_size,
+                               max_body_size=self.max_body_size)
         try:
             async with asyncio.timeout(self.request_timeout):
                 result = NEED_DATA
@@ -239,9 +248,9 @@ class Server:
         except TimeoutError:
             writer.write(error_response(408, "no complete request in time"))
             return None
-        if result.method != "GET":
+        if result.method not in self.methods:
             writer.write(error_response(405, "an event stream is read with GET",
-                                        [("Allow", "GET")]))
+                                        [("Allow", ", ".join(self.methods))]))
             return None
         return result
 

@@ -166,3 +166,26 @@ async def test_respond_serves_an_ordinary_page():
         page = await exchange(server.port, get("/"))
     assert page == (b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Type: text/html\r\n"
                     b"Content-Length: 10\r\nConnection: close\r\n\r\n<p>hi</p>\n")
+
+
+@asyncio_test
+async def test_post_beside_the_stream_when_max_body_size_allows_it():
+    seen = []
+
+    async def handler(stream):
+        seen.append((stream.request.method, stream.path, stream.request.body))
+        await stream.respond(200, "ok")
+
+    post = b"POST /send HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+    async with serve(handler, keepalive=None, max_body_size=8) as server:
+        answer = await exchange(server.port, post)
+        too_big = await exchange(server.port, b"POST /send HTTP/1.1\r\nHost: x\r\n"
+                                              b"Content-Length: 9\r\n\r\n123456789")
+        put = await exchange(server.port, b"PUT /send HTTP/1.1\r\nHost: x\r\n"
+                                          b"Content-Length: 0\r\n\r\n")
+    assert seen == [("POST", "/send", b"hello")]
+    assert answer == (b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\n"
+                      b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 3\r\n"
+                      b"Connection: close\r\n\r\nok\n")
+    assert too_big.startswith(b"HTTP/1.1 413 ")
+    assert put.startswith(b"HTTP/1.1 405 ") and b"\r\nAllow: GET, POST\r\n" in put
