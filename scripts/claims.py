@@ -134,6 +134,16 @@ def _ch05(text: str) -> Iterable[tuple[str, str]]:
     if upgrade and direct:
         yield "handshake", (f"round trips until the first echo (counted, then timed through a relay): "
                             f"{upgrade[2]} with polling first, {direct[2]} WebSocket-only")
+    refused = re.search(r"^ws://…/socket\.io/\s+InvalidStatus: .*HTTP (\d+), body b'([^']*)'", text, re.M)
+    hello = re.search(r"then 'hello'\s+received (\d+) messages?, then close (\d+)", text, re.M)
+    polling = re.search(r"^\['polling', 'websocket'\]\s+connect\(\) raised \w+: (\d+)", text, re.M)
+    waiting = re.search(r"^\['websocket'\]\s+connect\(\) raised \w+: (\w+)", text, re.M)
+    if refused and hello and polling and waiting:
+        yield "not_api_compatible", (
+            f"a websockets client at a Socket.IO server: HTTP {refused[1]} ({refused[2]}) without the Engine.IO "
+            f"query; with it, closed ({hello[2]}) at its first plain message. A Socket.IO client at a plain "
+            f"WebSocket server: HTTP {polling[1]} (polling first) or a {waiting[1]} waiting for Engine.IO's "
+            f"open packet (WebSocket only)")
 
 
 LEGACY: dict[str, Callable[[str], Iterable[tuple[str, str]]]] = {

@@ -92,3 +92,15 @@ def test_only_the_text_between_the_markers_is_replaced():
     assert with_table(readme, "new table") == f"intro\n{BEGIN}\nnew table\n{END}\noutro\n"
     with pytest.raises(ValueError):
         with_table("no markers here", "new table")
+
+
+def test_not_api_compatible_is_read_from_chapter_05(tmp_path):
+    printed = ("ws://…/socket.io/                                 InvalidStatus: server rejected WebSocket "
+               "connection: HTTP 400, body b'Transport unknown'\n"
+               "…?EIO=4&transport=websocket, then 'hello'         received 1 message, then close 1000 ''\n"
+               "['polling', 'websocket']  connect() raised TransportError: 426 missing 'Upgrade: websocket' header\n"
+               "['websocket']             connect() raised TransportError: timeout\n")
+    notebook(tmp_path / "05-upgrade.ipynb", ([], printed))
+    where, measured = claim_row('"not API-compatible', tmp_path)[1:]
+    assert where == "chapter 05"
+    assert "HTTP 400 (Transport unknown)" in measured and "HTTP 426" in measured and "timeout" in measured
