@@ -10,7 +10,7 @@
 
 Number columns (``#``, ``time``, ``conn``) are right-aligned, text columns left-aligned, in both
 renderings; the HTML sets the alignment on every cell, since JupyterLab's stylesheet would
-otherwise right-align them all.
+otherwise right-align them all.  In HTML a long summary wraps to the width of the notebook.
 
 ``→`` is client to server, ``←`` server to client, ``·`` a connection event.  Records nested in
 another (a reassembled message, a decoder's packet) have their summary indented by their depth.
@@ -118,11 +118,15 @@ class ConversationTable:
         aligns = self.alignments()
         head = "".join(f'<th style="padding:2px 8px;text-align:{align};border-bottom:1px solid #888">'
                        f'{html.escape(c)}</th>' for c, align in zip(self.columns, aligns))
+        # The summary keeps its indentation but may wrap (anywhere: a URL is one long word), so
+        # the table fits a narrow notebook instead of making it scroll sideways.
+        wraps = ["pre-wrap;overflow-wrap:anywhere" if c == "summary" else "pre"
+                 for c in self.columns]
         body = []
         for record, row in zip(self.records, self.rows()):
             color = LAYER_COLORS.get(record.layer, "#ffffff")
-            cells = "".join(f'<td style="padding:1px 8px;text-align:{align};white-space:pre">'
-                            f'{html.escape(c)}</td>' for c, align in zip(row, aligns))
+            cells = "".join(f'<td style="padding:1px 8px;text-align:{align};white-space:{wrap}">'
+                            f'{html.escape(c)}</td>' for c, align, wrap in zip(row, aligns, wraps))
             body.append(f'<tr style="background:{color}">{cells}</tr>')
         return ('<table style="border-collapse:collapse;font-family:monospace;font-size:12px">'
                 f'<tr>{head}</tr>{"".join(body)}</table>')

@@ -115,3 +115,11 @@ def test_numbers_right_text_left_in_text():
     assert lines[1] == " 1   1.0     7  ·    tcp        open 127.0.0.1:40000 -> 127.0.0.1:8765"
     assert lines[10] == "10   1.0     7  →    http       GET /chat HTTP/1.1 [Upgrade: websocket]"
     assert lines[17] == "17  12.2    10  ·    tcp        open a:1 -> b:2"
+
+
+def test_html_summary_wraps_other_columns_do_not():
+    """A long summary wraps (keeping its indentation) instead of widening the notebook."""
+    columns = _cells_by_column(conversation_table(dissect(_timed()))._repr_html_())
+    assert all("white-space:pre-wrap" in style for style in columns["summary"][1:])
+    for name in ("#", "time", "dir", "layer"):
+        assert all(style.endswith("white-space:pre") for style in columns[name][1:]), name
