@@ -168,8 +168,8 @@ def test_make_lab_takes_ip_port_and_arguments_and_opens_the_repository_root():
     assert "--ServerApp.ip=127.0.0.1" in default and "--ServerApp.port=" not in default
     assert default.endswith(" .")  # the root: notebooks/, labs/, build/labs/ all reachable
     container = [line for line in _make_dry_run("lab", "IP=0.0.0.0", "PORT=8888",
-                                                "ARGS=--ServerApp.token=abc --no-browser")
+                                                "ARGS=--IdentityProvider.token=abc --no-browser")
                  if "jupyter lab" in line][-1].split()
     assert "--ServerApp.ip=0.0.0.0" in container
     assert "--ServerApp.port=8888" in container and "--ServerApp.port_retries=0" in container
-    assert "--ServerApp.token=abc" in container and "--no-browser" in container
+    assert "--IdentityProvider.token=abc" in container and "--no-browser" in container
