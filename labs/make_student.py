@@ -163,11 +163,14 @@ def generate(path: pathlib.Path, out_dir: pathlib.Path) -> tuple[pathlib.Path, S
 def execute(path: pathlib.Path, timeout: int) -> NotebookNode:
     """Run a notebook with nbclient in its own folder, letting cells fail."""
     from nbclient import NotebookClient  # only --check needs a kernel
+    from traitlets.config import Config
 
     nb = nbformat.read(path, as_version=4)
+    # CurveZMQ keys for the kernel's channels (ipykernel warns at every start without them).
+    encrypted = Config({"KernelManager": {"transport_encryption": "auto"}})
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
                             record_timing=False, skip_cells_with_tag="skip-execution",
-                            resources={"metadata": {"path": str(path.parent)}})
+                            resources={"metadata": {"path": str(path.parent)}}, config=encrypted)
     client.execute()
     return nb
 

@@ -14,14 +14,18 @@ import time
 
 import nbformat
 from nbclient import NotebookClient
+from traitlets.config import Config
 
 
 def execute(path: pathlib.Path) -> float:
     nb = nbformat.read(path, as_version=4)
     started = time.monotonic()
+    # CurveZMQ keys for the kernel's channels (ipykernel warns at every start without them).
+    encrypted = Config({"KernelManager": {"transport_encryption": "auto"}})
     client = NotebookClient(nb, timeout=120, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}},
-                            skip_cells_with_tag="skip-execution", record_timing=False)
+                            skip_cells_with_tag="skip-execution", record_timing=False,
+                            config=encrypted)
     client.execute()
     nbformat.write(nb, path)
     return time.monotonic() - started

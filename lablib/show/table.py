@@ -8,6 +8,10 @@
       2  0.001  ←    http       HTTP/1.1 101 Switching Protocols
       3  0.002  →    websocket  TEXT fin=1 mask=1 len=5 'Hello'
 
+Number columns (``#``, ``time``, ``conn``) are right-aligned, text columns left-aligned, in both
+renderings; the HTML sets the alignment on every cell, since JupyterLab's stylesheet would
+otherwise right-align them all.  In HTML a long summary wraps to the width of the notebook.
+
 ``→`` is client to server, ``←`` server to client, ``·`` a connection event.  Records nested in
 another (a reassembled message, a decoder's packet) have their summary indented by their depth.
 
@@ -20,7 +24,7 @@ from __future__ import annotations
 import html
 from typing import Iterable, Sequence
 
-__all__ = ["ConversationTable", "conversation_table", "ARROWS", "LAYER_COLORS"]
+__all__ = ["ConversationTable", "conversation_table", "ARROWS", "LAYER_COLORS", "NUMBER_COLUMNS"]
 
 ARROWS = {"c2s": "→", "s2c": "←", None: "·"}
 
@@ -29,6 +33,9 @@ LAYER_COLORS = {"tcp": "#eeeeee", "http": "#dbe8f6", "websocket": "#e3f1df", "en
                 "socketio": "#f2e1ef", "error": "#f9d2d2"}
 
 _TIME_MODES = ("absolute", "relative", "none", "order")
+
+#: The columns that hold numbers: right-aligned, so that digits of the same weight line up.
+NUMBER_COLUMNS = frozenset({"#", "time", "conn"})
 
 
 def conversation_table(records: Iterable, *, times: str = "absolute", precision: int = 3,
@@ -90,13 +97,17 @@ class ConversationTable:
             out.append(row)
         return out
 
+    def alignments(self) -> list[str]:
+        """``"right"`` for each number column, ``"left"`` for each text column."""
+        return ["right" if c in NUMBER_COLUMNS else "left" for c in self.columns]
+
     def text(self) -> str:
         rows = [self.columns] + self.rows()
         widths = [max(len(row[c]) for row in rows) for c in range(len(self.columns))]
         lines = []
         for row in rows:
-            cells = [cell.rjust(widths[0]) if c == 0 else cell.ljust(widths[c])
-                     for c, cell in enumerate(row)]
+            cells = [cell.rjust(width) if align == "right" else cell.ljust(width)
+                     for cell, width, align in zip(row, widths, self.alignments())]
             lines.append("  ".join(cells).rstrip())
         return "\n".join(lines)
 
@@ -104,13 +115,18 @@ class ConversationTable:
         return self.text()
 
     def _repr_html_(self) -> str:
-        th = "padding:2px 8px;text-align:left;border-bottom:1px solid #888"
-        head = "".join(f'<th style="{th}">{html.escape(c)}</th>' for c in self.columns)
+        aligns = self.alignments()
+        head = "".join(f'<th style="padding:2px 8px;text-align:{align};border-bottom:1px solid #888">'
+                       f'{html.escape(c)}</th>' for c, align in zip(self.columns, aligns))
+        # The summary keeps its indentation but may wrap (anywhere: a URL is one long word), so
+        # the table fits a narrow notebook instead of making it scroll sideways.
+        wraps = ["pre-wrap;overflow-wrap:anywhere" if c == "summary" else "pre"
+                 for c in self.columns]
         body = []
         for record, row in zip(self.records, self.rows()):
             color = LAYER_COLORS.get(record.layer, "#ffffff")
-            cells = "".join(f'<td style="padding:1px 8px;white-space:pre">{html.escape(c)}</td>'
-                            for c in row)
+            cells = "".join(f'<td style="padding:1px 8px;text-align:{align};white-space:{wrap}">'
+                            f'{html.escape(c)}</td>' for c, align, wrap in zip(row, aligns, wraps))
             body.append(f'<tr style="background:{color}">{cells}</tr>')
         return ('<table style="border-collapse:collapse;font-family:monospace;font-size:12px">'
                 f'<tr>{head}</tr>{"".join(body)}</table>')

@@ -71,3 +71,55 @@ def test_html():
     assert html.startswith("<table") and html.count("<tr") == 1 + 8
     assert "GET /chat HTTP/1.1 [Upgrade: websocket]" in html and "background:" in html
     assert "<script" not in html
+
+
+def _cells_by_column(table_html: str) -> dict[str, list[str]]:
+    """column name -> the style of its header and of each of its cells, read from the HTML."""
+    from html.parser import HTMLParser
+
+    rows: list[list[tuple[str, str]]] = []
+
+    class Cells(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "tr":
+                rows.append([])
+            elif tag in ("th", "td"):
+                rows[-1].append((dict(attrs).get("style", ""), ""))
+
+        def handle_data(self, data):
+            if rows and rows[-1]:
+                style, text = rows[-1][-1]
+                rows[-1][-1] = (style, text + data)
+
+    Cells().feed(table_html)
+    header = [text for _, text in rows[0]]
+    return {name: [row[c][0] for row in rows] for c, name in enumerate(header)}
+
+
+def test_numbers_right_text_left_in_html():
+    """JupyterLab right-aligns table cells unless told otherwise: every cell says its alignment."""
+    several = dissect(_timed()) + dissect(Conversation(8, ("a", 1), ("b", 2)))
+    columns = _cells_by_column(conversation_table(several)._repr_html_())
+    assert list(columns) == ["#", "time", "conn", "dir", "layer", "summary"]
+    for name, styles in columns.items():
+        wanted = "text-align:right" if name in ("#", "time", "conn") else "text-align:left"
+        assert len(styles) == 1 + len(several)
+        assert all(wanted in style for style in styles), (name, styles)
+
+
+def test_numbers_right_text_left_in_text():
+    later = Conversation(10, ("a", 1), ("b", 2), start=12.25, end=12.5)
+    records = dissect(_timed()) * 2 + dissect(later)
+    lines = conversation_table(records, precision=1).text().splitlines()
+    assert lines[0] == " #  time  conn  dir  layer      summary"
+    assert lines[1] == " 1   1.0     7  ·    tcp        open 127.0.0.1:40000 -> 127.0.0.1:8765"
+    assert lines[10] == "10   1.0     7  →    http       GET /chat HTTP/1.1 [Upgrade: websocket]"
+    assert lines[17] == "17  12.2    10  ·    tcp        open a:1 -> b:2"
+
+
+def test_html_summary_wraps_other_columns_do_not():
+    """A long summary wraps (keeping its indentation) instead of widening the notebook."""
+    columns = _cells_by_column(conversation_table(dissect(_timed()))._repr_html_())
+    assert all("white-space:pre-wrap" in style for style in columns["summary"][1:])
+    for name in ("#", "time", "dir", "layer"):
+        assert all(style.endswith("white-space:pre") for style in columns[name][1:]), name
