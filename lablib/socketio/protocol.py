@@ -74,6 +74,9 @@ class ConnectRequested(Event):
     namespace: str
     sid: str
     auth: dict | None  #: the CONNECT packet's data (None if it had none)
+    #: connection state recovery: the client's ``{pid, offset}`` restored a kept session (its
+    #: sid, rooms and data; the missed packets follow the CONNECT answer)
+    recovered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,8 @@ class Connected(Event):
 
     namespace: str
     sid: str
+    #: connection state recovery: the server restored our session (same sid and pid)
+    recovered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
