@@ -73,7 +73,7 @@ from typing import Any, Sequence
 
 from ..errors import LocalProtocolError, PacketError
 from .backoff import Backoff
-from .dedupe import Dedupe
+from .dedupe import OffsetDedupe
 from .packets import (DEFAULT_MAX_ATTACHMENTS, MAX_ACK_ID, RESERVED_EVENTS, Decoder, Packet,
                       PacketType, encode)
 from .protocol import (IO_CLIENT_DISCONNECT, IO_SERVER_DISCONNECT, PARSE_ERROR, AckCancelled,
@@ -111,7 +111,7 @@ class _Socket:
     last_offset: str | None = None       # the offset of the last event handed on
     recovered: bool = False
     receive_buffer: list[Packet] = field(default_factory=list)   # events before CONNECT
-    offsets: Any = None                  # the Dedupe of offsets handed on (created with a pid)
+    offsets: OffsetDedupe | None = None  # the offsets handed on (created with a pid)
     # Retries: the queue, and the attempt in flight (its ack id -> its entry)
     queue: deque["_Queued"] = field(default_factory=deque)
     queue_seq: int = 0                   # numbers the queued emits (the reference's _queueSeq)
@@ -364,7 +364,7 @@ class ClientCore:
                 and isinstance(args[-1], str)):
             offset, args = args[-1], args[:-1]
             if socket.offsets is None:
-                socket.offsets = Dedupe(max_entries=self.max_send_buffer, ttl=None)
+                socket.offsets = OffsetDedupe(max_entries=self.max_send_buffer, ttl=None)
             if not socket.offsets.first(offset):
                 return []
             socket.last_offset = offset

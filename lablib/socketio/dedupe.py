@@ -77,8 +77,9 @@ class Dedupe:
 class OffsetDedupe(Dedupe):
     """Server -> client: the recovery offset of each event is its identity.
 
-    ``first(offset)`` is True once per offset.  (With lablib's server and Node's, a recovered
-    session replays only what follows the last offset the client reported, so a duplicate
-    needs an event handed on but whose processing was lost - e.g. a handler that failed; this
-    guards against that case and against a replay from a store that resends more.)
+    ``first(offset)`` is True once per offset.  lablib's client core keeps one per namespace
+    (the last ``max_send_buffer`` offsets) and drops an event whose offset it has handed on
+    already, so a replay never runs a handler twice for one broadcast; an application that
+    sees the offsets itself (the official client passes them to its handlers as the last
+    argument) can do the same with this class.
     """

@@ -323,6 +323,17 @@ async def test_lablib_client_recovers_missed_broadcasts_after_a_cut():
         assert await sio.get_session(sid) == {"user": "ada"}
         assert sio.rooms(sid) == [sid, "blue"]
         await client.disconnect()
+        # On the wire (server frames are not masked): the same sid and pid in both CONNECT
+        # answers, then the replay with the offsets 2 and 3 (offset 4 went to "red").
+        first, second = (c.data("s2c") for c in relay.capture.conversations[:2])
+        start = first.index(f'40{{"sid":"{sid}","pid":"'.encode())
+        answer = first[start:first.index(b"}", start) + 1]     # 40{"sid":"...","pid":"..."}
+        assert answer in second
+        assert sio.core.store().sessions() == []   # used once; a deliberate leave keeps none
+        assert b'42["news","before","1"]' in first
+        replay = second[second.index(answer):]
+        assert replay.index(b'42["news","missed-1","2"]') < replay.index(b'42["news","missed-2","3"]')
+        assert b"other room" not in second
 
 
 @asyncio_test(timeout=20)
