@@ -466,7 +466,10 @@ class AsyncClient:
                    timeout: float | None = 60) -> Any:
         """Emit ``event`` and wait for its ack: returns its one argument, a tuple of several,
         or None.  Raises TimeoutError after ``timeout`` seconds (the core's ack timer) and
-        :class:`ConnectionError` if the connection that carried it is lost."""
+        :class:`ConnectionError` if the connection that carried it is lost.  With ``retries``
+        the emit is queued instead: each attempt waits ``ack_timeout`` and a lost connection
+        is one more failed attempt; TimeoutError comes after the last one (``timeout`` is
+        not used)."""
         self._check_running()
         name = namespace or "/"
         future = asyncio.get_running_loop().create_future()
