@@ -14,7 +14,7 @@ client's buffers.  Each setting runs on a fresh server, client and relay, with t
 
 Counted on the receiving side of each direction, after the traffic has settled: *lost* (numbers
 never processed), *duplicated* (processed more than once), *reordered* (processed after a
-higher number).  ``python -m benchmarks.delivery [--messages 2000] [--cuts 20] [--seed 1]``
+higher number); and how many reconnections were recovered.  ``python -m benchmarks.delivery [--messages 2000] [--cuts 20] [--seed 1]``
 
 This measures behaviour, not speed: the numbers do not depend on the machine's load except
 through where in the traffic a cut falls (the seed fixes the message index of each cut, not
@@ -81,6 +81,8 @@ async def run_setting(name: str, messages: int, cuts: int, seed: int) -> dict:
                              retries=10 if options["retries"] else None,
                              ack_timeout=0.5 if options["retries"] else None)
         client.on("s2c", lambda number: to_client.processed.append(number))
+        reconnects = []   # recovered or not, for each reconnection
+        client.on("connect", lambda: reconnects.append(client.recovered()))
         await client.connect(f"http://127.0.0.1:{relay.port}", transports=["websocket"])
         started = time.monotonic()
         for number in range(messages):
@@ -97,7 +99,8 @@ async def run_setting(name: str, messages: int, cuts: int, seed: int) -> dict:
         elapsed = time.monotonic() - started
         await client.disconnect()
     return {"setting": name, "c2s": to_server.counts(messages),
-            "s2c": to_client.counts(messages), "seconds": elapsed}
+            "s2c": to_client.counts(messages), "seconds": elapsed,
+            "recovered": f"{sum(reconnects[1:])}/{len(reconnects) - 1}"}
 
 
 async def _settle(client: AsyncClient, *tallies: Tally, quiet: float = 1.5) -> None:
@@ -118,12 +121,13 @@ async def _settle(client: AsyncClient, *tallies: Tally, quiet: float = 1.5) -> N
 def table(results: list[dict], messages: int, cuts: int) -> str:
     lines = [f"{messages} messages each way, {cuts} cuts, lablib <-> lablib",
              f"{'setting':16} {'c2s lost':>9} {'dup':>5} {'reord':>6}   "
-             f"{'s2c lost':>9} {'dup':>5} {'reord':>6}   {'seconds':>7}"]
+             f"{'s2c lost':>9} {'dup':>5} {'reord':>6}   {'recovered':>9} {'seconds':>7}"]
     for result in results:
         c_lost, c_dup, c_re = result["c2s"]
         s_lost, s_dup, s_re = result["s2c"]
         lines.append(f"{result['setting']:16} {c_lost:9d} {c_dup:5d} {c_re:6d}   "
-                     f"{s_lost:9d} {s_dup:5d} {s_re:6d}   {result['seconds']:7.1f}")
+                     f"{s_lost:9d} {s_dup:5d} {s_re:6d}   {result['recovered']:>9} "
+                     f"{result['seconds']:7.1f}")
     return "\n".join(lines)
 
 

@@ -274,6 +274,8 @@ class ServerCore:
             return []
         out: list[Output] = []
         for socket in list(conn.pending.values()):
+            if socket.recovered:   # dropped again before its answer: keep the session again
+                self._persist_session(socket, reason, now)
             out += self._drop_pending(socket, reason)
         for socket in list(conn.sockets.values()):
             self._persist_session(socket, reason, now)
@@ -285,8 +287,11 @@ class ServerCore:
         store = self._namespaces[socket.namespace].store
         if store is None or socket.pid is None or reason not in RECOVERABLE_DISCONNECT_REASONS:
             return
-        rooms = tuple(self._namespaces[socket.namespace].adapter.rooms_of(socket.sid))
-        data = self._session_data(socket.namespace, socket.sid)
+        if socket.pending:   # a restored socket not yet accepted: its state is on the socket
+            rooms, data = (socket.sid, *socket.rooms), socket.data
+        else:
+            rooms = tuple(self._namespaces[socket.namespace].adapter.rooms_of(socket.sid))
+            data = self._session_data(socket.namespace, socket.sid)
         store.persist(Session(socket.sid, socket.pid, rooms, data, now))
 
     def receive(self, eio_sid: str, message: str | bytes, now: float) -> list[Output]:

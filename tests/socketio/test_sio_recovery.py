@@ -164,6 +164,24 @@ def test_a_session_is_restored_once_and_unknown_offsets_or_pids_fail():
     assert not again.recovered
 
 
+def test_a_restored_session_dropped_before_its_answer_is_kept_again():
+    core = _server()
+    _join(core, "e1")
+    core.enter_room(SID, "blue")
+    core.emit("news", ["x"], now=1)
+    core.connection_closed("e1", "transport close", 2.0)
+    core.emit("news", ["y"], to="blue", now=2.5)
+    core.connection_opened("e2", 3.0)
+    (request,) = core.receive("e2", f'0{{"pid":"{PID}","offset":"1"}}', 3.0)
+    assert request.recovered
+    core.connection_closed("e2", "transport close", 3.5)   # before accept()
+    core.connection_opened("e3", 4.0)
+    (again,) = core.receive("e3", f'0{{"pid":"{PID}","offset":"1"}}', 4.0)
+    assert again.recovered and again.sid == SID
+    assert _sent(core.accept("e3"))[1:] == ['2["news","y","2"]']
+    assert core.rooms(SID) == [SID, "blue"]
+
+
 def test_the_log_is_trimmed_by_age_and_size():
     store = InMemorySessionStore(RecoveryOptions(max_disconnection_duration=1000,
                                                  max_log_packets=2))
