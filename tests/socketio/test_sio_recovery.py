@@ -306,17 +306,20 @@ def test_dedupe_is_bounded_by_count_and_age():
 
 # --- end to end: lablib server and client, the relay cuts the connection ---------------------------
 
+@pytest.mark.parametrize("skip", [True, False])
 @asyncio_test(timeout=20)
-async def test_lablib_client_recovers_missed_broadcasts_after_a_cut():
-    sio = Server(connection_state_recovery={"max_disconnection_duration": 60000},
+async def test_lablib_client_recovers_missed_broadcasts_after_a_cut(skip):
+    sio = Server(connection_state_recovery={"max_disconnection_duration": 60000,
+                                            "skip_middlewares": skip},
                  rng=random.Random(3))
     connects = []
 
     @sio.event
     async def connect(sid, request, auth):
-        connects.append(sid)
-        await sio.save_session(sid, {"user": auth["user"]})
-        await sio.enter_room(sid, "blue")
+        connects.append((sid, sio.recovered(sid)))
+        if not sio.recovered(sid):
+            await sio.save_session(sid, {"user": auth["user"]})
+            await sio.enter_room(sid, "blue")
 
     async with serve(sio) as server, Relay("127.0.0.1", server.port) as relay:
         client = AsyncClient(reconnection_delay=0.05, reconnection_delay_max=0.1,
@@ -337,7 +340,8 @@ async def test_lablib_client_recovers_missed_broadcasts_after_a_cut():
         await until(lambda: len(events) == 3)
         assert events == ["before", "missed-1", "missed-2"]
         assert client.recovered() and sio.recovered(sid) and client.sid == sid
-        assert connects == [sid]                         # skip_middlewares: not run again
+        # skip_middlewares: the connect handler does not run again; else it runs, recovered
+        assert connects == [(sid, False)] + ([] if skip else [(sid, True)])
         assert await sio.get_session(sid) == {"user": "ada"}
         assert sio.rooms(sid) == [sid, "blue"]
         await client.disconnect()
