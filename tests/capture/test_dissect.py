@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
 import json
@@ -15,7 +14,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
-from lablib.capture import cli_dissect
+from lablib import cli
 from lablib.capture.dissect import (DECODERS, Decoded, Decoder, Message, Record, dissect,
                                     dissect_capture, dissect_streams, message_decoder)
 from lablib.capture.records import Capture, Chunk, Conversation
@@ -530,22 +529,21 @@ def test_dissect_capture_merges_by_time():
 
 
 def test_cli_render_and_parser(monkeypatch):
-    text = cli_dissect.render(_two_conversations(), times="none")
+    text = cli.render(_two_conversations(), times="none")
     assert "=== conversation 1: 127.0.0.1:5001 -> 127.0.0.1:80" in text
     assert "TEXT fin=1 mask=1 len=5 'Hello'" in text and "HTTP/1.1 204 No Content" in text
-    verbose = cli_dissect.render(_two_conversations(), verbose=True, hexdump=True,
+    verbose = cli.render(_two_conversations(), verbose=True, hexdump=True,
                                  conversations=[1], layers=["websocket"])
     assert "masking_key = 37 fa 21 3d" in verbose and "conversation 2" not in verbose
     assert "KK  masking key" in verbose
 
-    parser = argparse.ArgumentParser(prog="lablib")
-    cli_dissect.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["dissect", "x.pcap", "-v", "-l", "websocket", "--times", "none"])
-    assert args.run is cli_dissect.run and args.layer == ["websocket"] and args.verbose
+    args = cli.build_parser().parse_args(["dissect", "x.pcap", "-v", "-l", "websocket",
+                                          "--times", "none"])
+    assert args.run is cli.run_dissect and args.layer == ["websocket"] and args.verbose
     pcap = pytest.importorskip("lablib.capture.pcap")
     monkeypatch.setattr(pcap, "read_pcap", lambda path: _two_conversations())
     out = io.StringIO()
-    assert cli_dissect.run(args, out) == 0
+    assert cli.run_dissect(args, out) == 0
     assert "payload = 48 65 6c 6c 6f" in out.getvalue()
 
 
@@ -555,18 +553,14 @@ def test_cli_reads_a_real_pcap(tmp_path):
         pytest.skip("lablib.capture.pcap.write_pcap not available yet")
     path = tmp_path / "echo.pcap"
     pcap.write_pcap(_two_conversations(), str(path))
-    parser = argparse.ArgumentParser(prog="lablib")
-    cli_dissect.add_parser(parser.add_subparsers(dest="command"))
     out = io.StringIO()
-    assert cli_dissect.run(parser.parse_args(["dissect", str(path)]), out) == 0
+    assert cli.run_dissect(cli.build_parser().parse_args(["dissect", str(path)]), out) == 0
     assert "CLOSE fin=1 mask=0 len=5 1000 NORMAL_CLOSURE 'bye'" in out.getvalue()
 
 
 def test_cli_unreadable_file(tmp_path, capsys):
-    parser = argparse.ArgumentParser(prog="lablib")
-    cli_dissect.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["dissect", str(tmp_path / "missing.pcap")])
-    assert cli_dissect.run(args, io.StringIO()) == 1
+    args = cli.build_parser().parse_args(["dissect", str(tmp_path / "missing.pcap")])
+    assert cli.run_dissect(args, io.StringIO()) == 1
     assert "cannot read" in capsys.readouterr().err
 
 
