@@ -16,7 +16,7 @@ from websockets.asyncio.server import serve
 
 from lablib import cli
 from lablib.capture.dissect import (DECODERS, Decoded, Decoder, Message, Record, dissect,
-                                    dissect_capture, dissect_streams, message_decoder)
+                                    dissect_capture, dissect_streams)
 from lablib.capture.records import Capture, Chunk, Conversation
 from lablib.websocket.frames import Frame, Opcode, encode_close_payload, encode_frame
 from lablib.websocket.handshake import accept_key
@@ -493,18 +493,12 @@ def test_a_failing_decoder_becomes_an_error_record():
     assert "broken decoder failed" in failures[0].summary
 
 
-def test_message_decoder_registers_by_name():
-    before = list(DECODERS)
-    try:
-        message_decoder("test-upper", carriers=("websocket",))(
-            lambda m: [Decoded("upper", "text", m.text.upper())] if m.text else None)
-        message_decoder("test-upper", carriers=("websocket",))(
-            lambda m: [Decoded("upper", "text", m.text.upper() + "!")] if m.text else None)
-        assert [d.name for d in DECODERS].count("test-upper") == 1
-        records = dissect_streams(_C2S, _S2C)
-        assert [r.summary for r in records if r.layer == "upper"] == ["HELLO!", "HELLO!"]
-    finally:
-        DECODERS[:] = before
+def test_extra_decoders_are_passed_explicitly():
+    upper = Decoder("test-upper", {"websocket"},
+                    lambda m: [Decoded("upper", "text", m.text.upper())] if m.text else None)
+    records = dissect_streams(_C2S, _S2C, decoders=[*DECODERS, upper])
+    assert [r.summary for r in records if r.layer == "upper"] == ["HELLO", "HELLO"]
+    assert "test-upper" not in [d.name for d in DECODERS]   # nothing registered behind our back
 
 
 # --- captures and the CLI ---------------------------------------------------------------------
@@ -564,17 +558,20 @@ def test_cli_unreadable_file(tmp_path, capsys):
     assert "cannot read" in capsys.readouterr().err
 
 
-def test_decoder_modules_load_on_first_use(tmp_path, monkeypatch):
-    import lablib.capture.dissect as dissect_module
-    (tmp_path / "lablib_test_plugin.py").write_text(
-        "from lablib.capture.dissect import Decoded, message_decoder\n"
-        "@message_decoder('test-plugin', carriers=('websocket',))\n"
-        "def decode(message):\n"
-        "    return [Decoded('plugin', 'seen', f'{len(message.data)} bytes')]\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(dissect_module, "DECODER_MODULES",
-                        ("lablib.not_a_layer.dissect", "lablib_test_plugin"))
-    monkeypatch.setattr(dissect_module, "_loaded", False)
-    monkeypatch.setattr(dissect_module, "DECODERS", [])
-    records = dissect_streams(_C2S, _S2C)
-    assert [r.summary for r in records if r.layer == "plugin"] == ["5 bytes", "5 bytes"]
+def test_default_decoders_are_listed_explicitly():
+    from lablib.capture import decoders
+    assert DECODERS is decoders.DECODERS
+    assert [d.name for d in DECODERS] == ["engineio", "socketio", "mqtt", "sse", "socketio-redis"]
+
+
+@pytest.mark.parametrize("module", ["lablib.capture.dissect", "lablib.capture.decoders",
+                                    "lablib.capture.resp", "lablib.engineio.dissect",
+                                    "lablib.socketio.dissect", "lablib.socketio.redis_dissect",
+                                    "lablib.sse.dissect", "lablib.mqtt.dissect", "lablib.cli"])
+def test_each_module_imports_first_without_a_cycle(module):
+    """Imported first in a fresh interpreter, each module loads: no import cycle to hide."""
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
