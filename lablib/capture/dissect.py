@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import zlib
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -48,7 +47,9 @@ from ..http import Headers, Request, RequestParser, Response, ResponseParser
 from ..websocket.frames import (NEED_DATA as WS_NEED_DATA, CloseCode, Frame, FrameParser, Opcode,
                                 parse_close_payload)
 from ..sse.httpstream import ResponseStream  # moves to ..http with its rewrite
+from ..websocket.deflate import DeflateParameters, Inflater
 from ..websocket.handshake import accept_key
+from ..websocket.messages import MessageAssembler, Reassembled
 from . import resp
 from .decoders import DECODERS
 from .decoding import MAX_SIZE, Decoded, Decoder, Message
@@ -397,7 +398,10 @@ class _Dissector:
         # flagged below instead of ending the dissection.
         parser = FrameParser(mask_required=None, allowed_rsv=upgrade.allowed_rsv)
         parser.feed(stream.data[stream.offset:])
-        messages = _Reassembler(upgrade.inflater(stream.direction))
+        # tolerant: a fragmentation or UTF-8 violation is reported with its message, and the
+        # dissection goes on.
+        messages = MessageAssembler(tolerant=True, inflater=upgrade.inflater(stream.direction))
+        first_offset = 0  # where the message being reassembled began
         while True:
             try:
                 frame = parser.next_frame()
@@ -414,7 +418,11 @@ class _Dissector:
             record = self.frame(stream, frame, raw, messages.continues_compressed(frame))
             stream.offset += size
             self.check_mask(stream, frame, record)
-            self.message(stream, record, messages.add(frame, record))
+            if frame.opcode.is_control:
+                continue
+            if frame.opcode is not Opcode.CONT:
+                first_offset = record.offset
+            self.message(stream, record, messages.receive(frame), first_offset)
 
     def frame(self, stream: _Stream, frame: Frame, raw: bytes, compressed: bool) -> Record:
         fields = _frame_fields(frame, raw)
@@ -429,22 +437,23 @@ class _Dissector:
             self.emit(stream, "error", "violation", problem, {"error": problem},
                       record.offset, record.raw, frame)
 
-    def message(self, stream: _Stream, record: Record, done: _Done | None) -> None:
-        """Report a completed message (when it adds something) and hand it to the decoders."""
+    def message(self, stream: _Stream, record: Record, done: Reassembled | None,
+                first: int) -> None:
+        """Report a completed message (when it adds something) and hand it to the decoders;
+        ``first`` is where its first frame began."""
         if done is None:
             return
-        if done.problem is not None:
-            self.emit(stream, "error", "violation", done.problem, {"error": done.problem},
+        if done.violation is not None:
+            self.emit(stream, "error", "violation", done.violation, {"error": done.violation},
                       record.offset, record.raw, record.obj)
             if done.data is None:
                 return
         carrier, depth = record, 0
         if done.frames > 1 or done.compressed:
-            first = done.first_offset
             raw = stream.data[first:record.end]
             how = [f"{done.frames} frames"] if done.frames > 1 else []
             if done.compressed:
-                how.append(f"inflated {done.wire_len}->{len(done.data)} bytes")
+                how.append(f"inflated {done.wire_length}->{len(done.data)} bytes")
             else:
                 how.append(f"{len(done.data)} bytes")
             preview = _preview(done.data, done.text)
@@ -561,121 +570,24 @@ def _utf8(data: bytes) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
-class _Done:
-    """A data message whose last frame arrived (``data`` None if it could not be rebuilt)."""
-
-    opcode: Opcode
-    data: bytes | None
-    text: str | None
-    frames: int
-    first_offset: int
-    compressed: bool
-    wire_len: int
-    problem: str | None = None
-
-
-class _Reassembler:
-    """§5.4: join a message's fragments (control frames may sit between them)."""
-
-    def __init__(self, inflater: _Inflater | None) -> None:
-        self.inflater = inflater
-        self.frames: list[Frame] = []
-        self.first_offset = 0
-
-    def continues_compressed(self, frame: Frame) -> bool:
-        """Is ``frame`` a continuation of a message whose first frame had RSV1 set?"""
-        return frame.opcode == Opcode.CONT and bool(self.frames) and self.frames[0].rsv1
-
-    def add(self, frame: Frame, record: Record) -> _Done | None:
-        if frame.opcode.is_control:
-            return None
-        if frame.opcode == Opcode.CONT and not self.frames:
-            return _Done(Opcode.CONT, None, None, 1, record.offset, False, 0,
-                         "continuation frame without a message to continue (§5.4)")
-        problem = None
-        if frame.opcode != Opcode.CONT and self.frames:
-            problem = f"new {frame.opcode.name} frame before the previous message ended (§5.4)"
-            self.frames = []
-        if not self.frames:
-            self.first_offset = record.offset
-        self.frames.append(frame)
-        if not frame.fin:
-            return None
-        frames, self.frames = self.frames, []
-        return self._finish(frames, problem)
-
-    def _finish(self, frames: list[Frame], problem: str | None) -> _Done:
-        opcode, compressed = frames[0].opcode, frames[0].rsv1  # RFC 7692 §6: RSV1 on the first
-        wire = b"".join(f.payload for f in frames)
-        data: bytes | None = wire
-        if compressed:
-            if self.inflater is None:
-                problem = problem or "RSV1 set but permessage-deflate was not negotiated"
-                data = None
-            else:
-                try:
-                    data = self.inflater.inflate(wire)
-                except (zlib.error, ValueError) as exc:
-                    problem, data = f"permessage-deflate: cannot inflate ({exc})", None
-        text = None
-        if data is not None and opcode == Opcode.TEXT:
-            text = _utf8(data)
-            if text is None:
-                problem = problem or "text message is not valid UTF-8 (§8.1)"
-        return _Done(opcode, data, text, len(frames), self.first_offset, compressed, len(wire),
-                     problem)
-
-
-class _Inflater:
-    """RFC 7692 §7.2.2: inflate one direction's compressed messages.
-
-    Stand-in until lablib.websocket implements permessage-deflate; then the dissector should
-    use that instead.  With context takeover (the default) the sender's LZ77 window carries
-    over from message to message, so one decompressor serves the whole direction.
-    """
-
-    def __init__(self, no_context_takeover: bool) -> None:
-        self.no_context_takeover = no_context_takeover
-        self._z = zlib.decompressobj(-15)
-
-    def inflate(self, data: bytes) -> bytes:
-        if self.no_context_takeover:
-            self._z = zlib.decompressobj(-15)
-        # §7.2.2: the sender removed the trailing empty stored block 00 00 ff ff; put it back.
-        out = self._z.decompress(data + b"\x00\x00\xff\xff", MAX_SIZE)
-        if self._z.unconsumed_tail:
-            raise ValueError(f"message inflates beyond {MAX_SIZE} bytes")
-        return out
-
-
-@dataclass(frozen=True, slots=True)
 class _Upgrade:
     """What the 101 response negotiated that the frame dissector must know."""
 
-    deflate: bool = False
-    client_no_context_takeover: bool = False
-    server_no_context_takeover: bool = False
+    deflate: DeflateParameters | None = None   # RFC 7692 permessage-deflate, if agreed
 
     @classmethod
     def from_response(cls, response: Response) -> _Upgrade:
-        for value in response.headers.get_all("sec-websocket-extensions"):
-            for extension in value.split(","):
-                name, *params = [p.strip().lower() for p in extension.split(";")]
-                if name == "permessage-deflate":
-                    names = {p.split("=", 1)[0].strip() for p in params}
-                    return cls(True, "client_no_context_takeover" in names,
-                               "server_no_context_takeover" in names)
-        return cls()
+        return cls(DeflateParameters.from_headers(
+            response.headers.get_all("sec-websocket-extensions")))
 
     @property
     def allowed_rsv(self) -> int:
         return 0x40 if self.deflate else 0  # RFC 7692 §6: permessage-deflate owns RSV1
 
-    def inflater(self, direction: Direction) -> _Inflater | None:
-        if not self.deflate:
+    def inflater(self, direction: Direction) -> Inflater | None:
+        if self.deflate is None:
             return None
-        return _Inflater(self.client_no_context_takeover if direction == "c2s"
-                         else self.server_no_context_takeover)
+        return self.deflate.inflater(sender_is_client=direction == "c2s", max_size=MAX_SIZE)
 
 
 # --- HTTP helpers -------------------------------------------------------------------------------
