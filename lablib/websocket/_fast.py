@@ -109,7 +109,7 @@ class Unmasker:
     __slots__ = ("_scratch",)
 
     def __init__(self) -> None:
-        self._scratch = np.empty(0, dtype=np.uint8)
+        self._scratch: np.ndarray | None = None  # made by the first large payload
 
     def payload(self, buf, start: int, end: int, key: bytes | None) -> bytes:
         """One frame's payload ``buf[start:end]``, unmasked on its own (``key`` None: as is)."""
@@ -118,7 +118,7 @@ class Unmasker:
         if end - start < NUMPY_THRESHOLD:
             return xor_mask(buf[start:end], key)
         data = memoryview(buf)[start:end]
-        if len(self._scratch) < len(data):
+        if self._scratch is None or len(self._scratch) < len(data):
             self._scratch = np.empty(len(data), dtype=np.uint8)
         return mask_words(data, key, self._scratch).tobytes()
 
