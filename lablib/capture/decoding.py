@@ -82,7 +82,7 @@ class Message:
     target: str | None = None
     headers: Headers | None = None    #: for an HTTP body: the message's headers
     obj: Any = None                   #: the carrier's object (Request, Response, Frame, packet)
-    complete: bool = True             #: False: an HTTP body that has not ended (see STREAMED_TYPES)
+    complete: bool = True             #: False: an HTTP body that has not ended (see Decoder.streamed_types)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,11 @@
 A captured TCP connection is two byte streams (client to server, "c2s", and server to client,
 "s2c") that arrived in chunks whose boundaries mean nothing.  :func:`dissect` re-reads them with
 lablib's own sans-I/O parsers — :class:`~lablib.http.RequestParser`,
-:class:`~lablib.http.ResponseParser` and :class:`~lablib.websocket.frames.FrameParser` — so what
-you see here is exactly what the protocol cores understand, not a second opinion::
+:class:`~lablib.http.ResponseParser`, :class:`~lablib.websocket.frames.FrameParser`, and the
+connection's own reassembly, :class:`~lablib.websocket.messages.MessageAssembler` (in its
+tolerant mode, which reports a violation instead of failing), with permessage-deflate's
+:class:`~lablib.websocket.deflate.Inflater` — so what you see here is exactly what the protocol
+cores understand, not a second opinion::
 
     layer      kind         summary                                  spec
     tcp        open         open 127.0.0.1:50312 -> 127.0.0.1:8765
@@ -43,13 +46,13 @@ from typing import Any, Sequence
 
 from ..errors import HandshakeError, LablibError
 from ..http import NEED_DATA as HTTP_NEED_DATA
-from ..http import Headers, Request, RequestParser, Response, ResponseParser
+from ..http import Request, RequestParser, Response, ResponseParser
 from ..websocket.frames import (NEED_DATA as WS_NEED_DATA, CloseCode, Frame, FrameParser, Opcode,
                                 parse_close_payload)
-from ..sse.httpstream import ResponseStream  # moves to ..http with its rewrite
 from ..websocket.deflate import DeflateParameters, Inflater
 from ..websocket.handshake import accept_key
 from ..websocket.messages import MessageAssembler, Reassembled
+from ..sse.httpstream import ResponseStream  # moves to ..http with its rewrite
 from . import resp
 from .decoders import DECODERS
 from .decoding import MAX_SIZE, Decoded, Decoder, Message

@@ -55,7 +55,6 @@ from typing import Any
 from ..errors import LablibError
 from .decoding import Message
 from .decoding import preview as _preview
-from .records import Conversation
 
 __all__ = [
     "NEED_DATA", "RespParser", "MalformedRESP", "SimpleString", "ErrorReply", "Verbatim", "Map",

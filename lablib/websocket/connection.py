@@ -27,7 +27,7 @@ import enum
 import random
 from dataclasses import dataclass, field
 
-from ..errors import HandshakeError, InvalidUTF8, LocalProtocolError, RemoteProtocolError
+from ..errors import HandshakeError, LocalProtocolError, RemoteProtocolError
 from ..http import Request, Response
 from .frames import (NEED_DATA, CloseCode, Frame, FrameParser, Opcode, encode_close_payload,
                      encode_frame, is_valid_close_code, parse_close_payload)
