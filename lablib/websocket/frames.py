@@ -19,8 +19,8 @@ The frame layout (§5.2), one row = 32 bits::
 
 This module knows frames only: :func:`encode_frame` turns fields into bytes, and
 :class:`FrameParser` turns a byte stream (arriving in any chunks) back into :class:`Frame`
-objects, rejecting anything §5 forbids.  Messages, fragments and closing live in
-:mod:`lablib.websocket.connection`.
+objects, rejecting anything §5 forbids.  Messages (fragments joined, text checked) live in
+:mod:`lablib.websocket.messages`, closing in :mod:`lablib.websocket.connection`.
 
 The module reads in the order of §5.2: the opcodes and close codes, the :class:`Frame`, the
 header byte by byte, :func:`encode_frame`, the :class:`FrameParser`, masking (§5.3) and the
