@@ -162,7 +162,7 @@ class EngineServerCore:
         if not self.handles(request):
             return RequestResult(_plain(404, "Not Found"))
         is_upgrade = "websocket" in request.headers.tokens("upgrade")
-        refuse = self._upgrade_error_reply if is_upgrade else self.error_reply
+        refuse = self.upgrade_error_reply if is_upgrade else self.error_reply
         cors = self._cors_headers(request)
         if cors is None:  # a page of another site: 403 JSON, WebSocket or not
             reply = self.error_reply(EngineIOError(4))
@@ -208,7 +208,7 @@ class EngineServerCore:
 
     def _existing_session(self, request: Request, sid: str, transport: str, is_upgrade: bool,
                           cors: list[tuple[str, str]], now: float) -> RequestResult:
-        refuse = self._upgrade_error_reply if is_upgrade else self.error_reply
+        refuse = self.upgrade_error_reply if is_upgrade else self.error_reply
         session = self.sessions.get(sid)
         # the session's overdue timers run first: a request that comes after the pong
         # deadline finds the session gone, however late the driver's timer task is
@@ -223,7 +223,7 @@ class EngineServerCore:
 
     def _route_to_session(self, request: Request, session: ServerSession, transport: str,
                           is_upgrade: bool, cors: list[tuple[str, str]], now: float) -> RequestResult:
-        refuse = self._upgrade_error_reply if is_upgrade else self.error_reply
+        refuse = self.upgrade_error_reply if is_upgrade else self.error_reply
         if transport == "websocket" and is_upgrade and request.method == "GET":
             if session.transport is not Transport.POLLING or session.state is not State.OPEN:
                 # already upgraded (or a WebSocket session), or an upgrade in progress: accept
@@ -315,7 +315,7 @@ class EngineServerCore:
         headers = (("Content-Type", "application/json"), ("Content-Length", str(len(body)))) + tuple(cors)
         return HTTPReply(error.status, headers, body)
 
-    def _upgrade_error_reply(self, error: EngineIOError, cors: Sequence[tuple[str, str]] = ()) -> HTTPReply:
+    def upgrade_error_reply(self, error: EngineIOError, cors: Sequence[tuple[str, str]] = ()) -> HTTPReply:
         """A refused WebSocket request: the reference (server.ts ``abortUpgrade``) writes 400
         whatever the code, ``text/html``, the bare message, and closes the connection."""
         body = error.message.encode("utf-8")
