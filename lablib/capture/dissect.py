@@ -87,7 +87,7 @@ from ..http import NEED_DATA as HTTP_NEED_DATA
 from ..http import Headers, Request, RequestParser, Response, ResponseParser
 from ..websocket.frames import (NEED_DATA as WS_NEED_DATA, CloseCode, Frame, FrameParser, Opcode,
                                 parse_close_payload)
-from ..sse.httpstream import ResponseStream  # moves to ..http with its rewrite
+from ..http import ResponseStream
 from ..websocket.handshake import accept_key
 from .records import Capture, Chunk, Conversation, Direction
 

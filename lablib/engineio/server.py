@@ -19,7 +19,7 @@ application what happened (``connect``, ``message``, ``disconnect``)::
 
 The flow of one long-polling request
 ------------------------------------
-1. A TCP connection is accepted (an :class:`_HTTPConnection`, the asyncio protocol that
+1. A TCP connection is accepted (a :class:`_TCPConnection`, the asyncio protocol that
    collects its bytes); :meth:`Server._serve_connection` reads them and feeds the
    :class:`~lablib.http.RequestParser` until a whole request (head and body) is there.
    One request at a time per connection (HTTP/1.1 keep-alive, no pipelining in parallel).
@@ -78,7 +78,7 @@ import os
 import pathlib
 import random
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from ..errors import ConnectionClosed, EngineIOError, HandshakeError
@@ -124,7 +124,7 @@ class _Link:
     queued_bytes: int = 0
 
 
-class _HTTPConnection(asyncio.BufferedProtocol):
+class _TCPConnection(asyncio.BufferedProtocol):
     """One accepted TCP connection, the asyncio protocol that collects its bytes for
     :meth:`read`; a task per connection (:meth:`Server._serve`) reads the requests from it
     and writes the answers.
@@ -320,7 +320,7 @@ class Server:
         self.handlers: dict[str, Callable[..., Any]] = {}
         self._mounted: list[Server] = []   #: other Engine.IO endpoints served on our port
         self._links: dict[str, _Link] = {}
-        self._connections: set[_HTTPConnection] = set()
+        self._connections: set[_TCPConnection] = set()
         self._tcp_server: asyncio.Server | None = None
         self._timer_task: asyncio.Task | None = None
         self._wakeup: asyncio.Event | None = None
@@ -445,7 +445,7 @@ class Server:
         for server in (self, *self._mounted):
             server._start_timers()
         loop = asyncio.get_running_loop()
-        self._tcp_server = await loop.create_server(lambda: _HTTPConnection(self), host, port)
+        self._tcp_server = await loop.create_server(lambda: _TCPConnection(self), host, port)
         return self
 
     def _start_timers(self) -> None:
@@ -627,7 +627,7 @@ class Server:
 
     # --- HTTP ------------------------------------------------------------------------------------
 
-    async def _serve(self, connection: _HTTPConnection) -> None:
+    async def _serve(self, connection: _TCPConnection) -> None:
         """The task of one TCP connection, from its first request to its end."""
         self._connections.add(connection)
         try:
@@ -648,7 +648,7 @@ class Server:
             finally:
                 self._connections.discard(connection)
 
-    async def _serve_connection(self, connection: _HTTPConnection) -> None:
+    async def _serve_connection(self, connection: _TCPConnection) -> None:
         """HTTP/1.1 keep-alive: one request, its answer, the next request, ..."""
         leftover = b""
         while not self._closing:
@@ -689,7 +689,7 @@ class Server:
 
     # --- other HTTP routes: the request handlers, then the static directory ------------------
 
-    async def _handle_http(self, request: Request, connection: _HTTPConnection) -> bool:
+    async def _handle_http(self, request: Request, connection: _TCPConnection) -> bool:
         """Answer a request outside every Engine.IO path; return: keep the connection?"""
         handler = self.routes.get(request.path)
         if handler is not None:
@@ -721,7 +721,7 @@ class Server:
             headers.append(("Content-Length", str(len(response.body))))
         return HTTPReply(response.status, tuple(headers), response.body)
 
-    async def _lingering_close(self, connection: _HTTPConnection) -> None:
+    async def _lingering_close(self, connection: _TCPConnection) -> None:
         """Close after an error answer so that the peer gets to read it.
 
         Closing a socket whose receive buffer still holds the peer's bytes makes the kernel
@@ -745,7 +745,7 @@ class Server:
         except (TimeoutError, ConnectionError):
             pass
 
-    async def _read_request(self, parser: RequestParser, connection: _HTTPConnection,
+    async def _read_request(self, parser: RequestParser, connection: _TCPConnection,
                             data: bytes) -> Request | None:
         """Feed the parser until a whole request; None if the client closed between requests."""
         received_any = bool(data)
@@ -762,7 +762,7 @@ class Server:
                 return None
             received_any = True
 
-    async def _handle(self, request: Request, connection: _HTTPConnection,
+    async def _handle(self, request: Request, connection: _TCPConnection,
                       leftover: bytes) -> tuple[bool, bytes]:
         """Answer one request; return (keep the connection?, bytes already read beyond it)."""
         loop = asyncio.get_running_loop()
@@ -826,7 +826,7 @@ class Server:
             link.posting = False
         return reply
 
-    async def _wait_for_answer(self, link: _Link, future: asyncio.Future, connection: _HTTPConnection,
+    async def _wait_for_answer(self, link: _Link, future: asyncio.Future, connection: _TCPConnection,
                                leftover: bytes) -> tuple[HTTPReply | None, bytes]:
         """Hold a GET until the session answers it; notice a client that disconnects meanwhile.
 
@@ -862,7 +862,7 @@ class Server:
     # --- WebSocket -------------------------------------------------------------------------------
 
     async def _websocket(self, request: Request, result: RequestResult, link: _Link, is_new: bool,
-                         connection: _HTTPConnection, leftover: bytes) -> None:
+                         connection: _TCPConnection, leftover: bytes) -> None:
         """RFC 6455 handshake on the request the core accepted, then the session's messages."""
         loop = asyncio.get_running_loop()
         session = link.session
@@ -886,7 +886,7 @@ class Server:
         self._send_websocket(link, early)
         await self._run_websocket(link, websocket)
 
-    def _new_websocket(self, request: Request, connection: _HTTPConnection) -> WebSocket | None:
+    def _new_websocket(self, request: Request, connection: _TCPConnection) -> WebSocket | None:
         """A server WebSocket for the request (RFC 6455 §4.2.1 checks), not open yet; None if
         the checks refused it (the HTTP error answer is written)."""
         websocket = Connection(Role.SERVER, handshake=ServerHandshake(),
@@ -898,7 +898,7 @@ class Server:
         return WebSocket(websocket, ping_interval=None, close_timeout=self.close_timeout)
 
     async def _close_at_once(self, request: Request, reply: AcceptWebSocket,
-                             connection: _HTTPConnection, leftover: bytes) -> None:
+                             connection: _TCPConnection, leftover: bytes) -> None:
         """A second WebSocket for a session that has one: 101, a close frame without a status
         code, wait (at most ``close_timeout``) for the peer's close, end the TCP connection.
         The session is not touched."""

@@ -40,14 +40,13 @@ test ``test_random_requests_never_get_a_5xx_and_leak_no_session``).
 
 from __future__ import annotations
 
-import base64
 import json
 import random
-import secrets
 import urllib.parse
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
+from .._util import generate_sid
 from ..errors import EngineIOError
 from ..http import Request, format_response, same_origin
 from .packets import Packet, encode_payload
@@ -94,18 +93,6 @@ class RequestResult:
     reply: HTTPReply | HoldPoll | AcceptWebSocket
     session: ServerSession | None = None
     outputs: tuple[Output, ...] = ()
-
-
-def generate_sid(rng: random.Random | None = None) -> str:
-    """20 characters of URL-safe base64 from 15 random bytes, like the reference's base64id.
-
-    A sid is a bearer token (whoever knows it can poll the session), so by default its bytes
-    come from the operating system's CSPRNG (:func:`secrets.token_urlsafe`).  A seeded
-    ``rng`` gives reproducible sids, for notebooks and tests only.
-    """
-    if rng is None:
-        return secrets.token_urlsafe(15)
-    return base64.urlsafe_b64encode(rng.randbytes(15)).decode("ascii")
 
 
 AllowRequest = Callable[[Request], "bool | str | None"]

@@ -61,7 +61,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from ..engineio.server_core import generate_sid
+from .._util import generate_sid
 from ..errors import LocalProtocolError, PacketError
 from .adapter import Adapter, InMemoryAdapter
 from .packets import (DEFAULT_MAX_ATTACHMENTS, MAX_ACK_ID, RESERVED_EVENTS, Decoder, Packet,

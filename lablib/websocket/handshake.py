@@ -16,10 +16,10 @@ import binascii
 import hashlib
 import random
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from ..errors import HandshakeError
-from ..http import (NEED_DATA, Headers, Request, RequestParser, Response, ResponseParser,
+from ..http import (NEED_DATA, Request, RequestParser, Response, ResponseParser,
                     error_response, format_request, format_response)
 
 __all__ = [
