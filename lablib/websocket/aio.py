@@ -99,7 +99,8 @@ class WebSocket(asyncio.BufferedProtocol):
     ``await ws.send(msg)``, ``await ws.recv()``, ``async for msg in ws``, ``await ws.ping()``,
     ``await ws.close(code, reason)``.  The client and the server create it as the protocol of
     a new TCP connection, while ``connection`` is still in CONNECTING; see :mod:`.client` and
-    :mod:`.server` for the opening handshake.
+    :mod:`.server` for the opening handshake.  A server that reads HTTP requests itself (the
+    Engine.IO server) hands it an accepted connection instead: :meth:`adopt`.
     """
 
     def __init__(self, connection: Connection, *, ping_interval: float | None = 20,
