@@ -21,10 +21,10 @@ import binascii
 import hashlib
 import random
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from ..errors import HandshakeError
-from ..http import (NEED_DATA, Headers, Request, RequestParser, Response, ResponseParser,
+from ..http import (NEED_DATA, Request, RequestParser, Response, ResponseParser,
                     error_response, format_request, format_response)
 from .deflate import DeflateOptions, DeflateParameters
 
@@ -145,11 +145,16 @@ class ServerHandshake:
         result = self._parser.receive_data(data)
         if result is NEED_DATA:
             return NEED_DATA
-        self.request = result
-        self.key = validate_request(result, origins=self.origins)
+        return self.receive_request(result)
+
+    def receive_request(self, request: Request) -> Request:
+        """Validate a request parsed elsewhere (by a server that also answers plain HTTP, such
+        as Engine.IO's) and return it; raise :class:`HandshakeError`."""
+        self.request = request
+        self.key = validate_request(request, origins=self.origins)
         self.subprotocol = choose_subprotocol(self.offered_subprotocols, self.subprotocols)
-        self._negotiate_extensions(result)
-        return result
+        self._negotiate_extensions(request)
+        return request
 
     def _negotiate_extensions(self, request: Request) -> None:
         """§9.1: answer the offers we can accept (permessage-deflate, if configured)."""
