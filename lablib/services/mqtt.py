@@ -53,7 +53,7 @@ import time
 import venv
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from ..errors import LablibError
 
@@ -156,15 +156,9 @@ def start_broker(kind: str | None = None) -> Broker:
 def _external(url: str) -> Broker:
     """``MQTT_URL``, whose userinfo (``ws://user:pass@host:port/mqtt``) becomes the login: MQTT
     carries it in CONNECT (§3.1.3.4-5), not in the WebSocket handshake, so it leaves the URL."""
-    parts = urlsplit(url)
-    if parts.username is None:
-        return Broker("external", url)
-    netloc = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
-    if parts.hostname and ":" in parts.hostname:
-        netloc = f"[{parts.hostname}]" + ("" if parts.port is None else f":{parts.port}")
-    return Broker("external", parts._replace(netloc=netloc).geturl(),
-                  username=unquote(parts.username),
-                  password=None if parts.password is None else unquote(parts.password))
+    from ..mqtt.client import split_userinfo      # here: `install` needs none of the client
+    ws_url, username, password = split_userinfo(url)
+    return Broker("external", ws_url, username=username, password=password)
 
 
 # --- launching ------------------------------------------------------------------------------------

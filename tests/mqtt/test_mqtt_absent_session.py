@@ -1,10 +1,10 @@
 """What a broker keeps for a persistent session while its client is away (MQTT 3.1.1 §3.1.2.4).
 
-Chapter 12 measures delivery under relay cuts on the default broker; this checks the claim it makes
-about brokers that queue: a client with ``clean_session=0`` leaves, QoS 1/2 messages published
-meanwhile are kept and delivered when it comes back; a QoS 0 message MAY be kept (mosquitto does
-not by default, ``queue_qos0_messages false``; amqtt does, see ``KEEPS_QOS0``).  amqtt keeps nothing for a client it
-authenticated anonymously, which is why lablib starts it with a login (lablib.services.mqtt).
+Chapter 12 measures delivery under relay cuts on the default broker; this checks the claim it makes:
+a client with ``clean_session=0`` leaves, QoS 1/2 messages published meanwhile are kept and
+delivered when it comes back; a QoS 0 message MAY be kept (mosquitto does not by default,
+``queue_qos0_messages false``; amqtt does, see ``KEEPS_QOS0``).  amqtt keeps nothing for a client
+it authenticated anonymously, which is why lablib starts it with a login (lablib.services.mqtt).
 """
 
 from __future__ import annotations
