@@ -12,7 +12,7 @@ From a notebook (top-level await) or a test::
         cluster.ports                        # [41234, 41240, 41251]
         cluster.targets                      # [("127.0.0.1", 41234), ...]  (for a Balancer)
 
-From a shell: ``python -m lablib serve --workers 3`` (see :mod:`lablib.__main__`).
+From a shell: ``python -m lablib serve --workers 3`` (see :mod:`lablib.cli`).
 
 The application is ``module:attr``: a :class:`lablib.socketio.server.Server`, or a function
 returning one.  The default, :func:`demo_app`, answers ``echo`` (the data back, as an event and as
