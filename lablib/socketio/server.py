@@ -351,6 +351,14 @@ class Server(ClusterMixin):
         goes out right after the CONNECT answer.  A ``to`` that reaches nobody (an unknown or
         gone sid, an empty room, a namespace nobody joined) is a no-op, logged at debug level
         and counted in :attr:`undelivered`.
+
+        With a cluster adapter (:class:`~lablib.socketio.redis_adapter.RedisAdapter`) anything
+        but an emit to one local sid is also published once for the other servers (after the
+        local half went out; reaching no local socket is then not "undelivered"); if Redis
+        does not take it, :class:`~lablib.errors.AdapterError` is raised (logged and counted
+        by the adapter).  A ``callback`` then also gets the acks of the other servers'
+        clients, each with its first argument only (all the wire carries); use
+        :meth:`emit_with_ack` to gather them all with a timeout.
         """
         namespace = namespace or "/"
         args = _as_args(data)
@@ -371,10 +379,13 @@ class Server(ClusterMixin):
                                                                 to=to, skip_sids=skip)
             for sid in reached:
                 self._acks[(namespace, sid, ack_id)] = callback
+        adapter = self.core.adapter(namespace)
+        clustered = not direct and getattr(adapter, "clustered", False)
+        if clustered:   # the members may be on other servers
+            outputs = [o for o in outputs if not isinstance(o, Undelivered)]
         await self._apply(outputs, wait=direct)
         if not direct:
-            adapter = self.core.adapter(namespace)
-            if getattr(adapter, "clustered", False):   # the other servers' members
+            if clustered:
                 await self._publish(adapter, namespace, event, args, to, skip, callback)
             await asyncio.sleep(0)   # let the loop write to the sockets that can take it
 
