@@ -725,8 +725,16 @@ class Server(ClusterMixin):
             adapter.bind(LocalNamespace(self, namespace))
         self._adapters.append(adapter)
         if self._loop is not None and hasattr(adapter, "start"):
-            self._start_task(adapter.start())
+            self._start_task(self._start_late(adapter, namespace))
         return adapter
+
+    async def _start_late(self, adapter: Any, namespace: str) -> None:
+        """Start the adapter of a namespace created while running (its broadcasts stay local
+        until it has subscribed; a failure is logged, the namespace works on its own)."""
+        try:
+            await adapter.start()
+        except Exception:
+            logger.exception("the adapter of %s could not start", namespace)
 
     async def _publish(self, adapter: Any, namespace: str, event: str, args: tuple,
                        to: str | Iterable[str] | None, skip: str | Iterable[str],
