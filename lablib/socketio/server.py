@@ -111,9 +111,11 @@ from ..engineio.server import Server as EngineServer
 from ..errors import LablibError, LocalProtocolError
 from ..http import Request
 from .adapter import Adapter, InMemoryAdapter
-from .packets import DEFAULT_MAX_ATTACHMENTS
+from .local import LocalNamespace
+from .packets import DEFAULT_MAX_ATTACHMENTS, Packet, PacketType
 from .protocol import (AckCancelled, AckReceived, AckTimedOut, CloseConnection, ConnectRequested,
                        Disconnected, EventReceived, Output, SendTo, Undelivered)
+from .server_cluster import ClusterMixin
 from .server_core import DEFAULT_MAX_HELD_PACKETS, DEFAULT_REFUSAL, ServerCore
 
 __all__ = ["Server", "serve", "ConnectionRefusedError", "DisconnectedError"]
@@ -213,7 +215,7 @@ async def _run(function: Callable[..., Any], *args: Any) -> Any:
     return result
 
 
-class Server:
+class Server(ClusterMixin):
     """A Socket.IO v5 server for asyncio, on lablib's Engine.IO server (path ``/socket.io/``).
 
     ``namespaces``: the namespaces clients may join besides those that have handlers
@@ -225,7 +227,12 @@ class Server:
     ``max_held_packets`` the packets it may send behind a CONNECT not yet answered (more
     closes its connection).
     ``max_queue``: events of one client waiting for its handlers before the server stops
-    reading from it.  ``adapter_factory(namespace)`` makes each namespace's room registry.
+    reading from it.  ``adapter_factory(namespace)`` makes each namespace's adapter: the room
+    registry, in-memory by default; ``adapter_factory=RedisAdapter.factory(url)``
+    (:mod:`lablib.socketio.redis_adapter`) makes this server one of a cluster that shares
+    broadcasts, rooms and queries over Redis (see :mod:`lablib.socketio.server_cluster` for the
+    cluster-wide methods).  Adapters start with the server (a Redis that does not answer
+    then raises :class:`~lablib.errors.AdapterError`) and close with it.
 
     Sending: an emit to one client (``to=sid``), a ``call`` and an acknowledgement wait while
     that client does not read (backpressure on the sender).  A broadcast - to a room, to
@@ -261,6 +268,9 @@ class Server:
                  request_timeout: float = 60.0, close_timeout: float = 5.0,
                  max_write_buffer: int = 4 * 1024 * 1024) -> None:
         rng = rng if rng is not None else secrets.SystemRandom()
+        self._adapter_factory = adapter_factory or (lambda namespace: InMemoryAdapter())
+        self._adapters: list[Any] = []       # every namespace's, to start and close them
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.eio = EngineServer(path=path, ping_interval=ping_interval, ping_timeout=ping_timeout,
                                 cors_allowed_origins=cors_allowed_origins,
                                 cors_credentials=cors_credentials, max_payload=max_payload,
@@ -272,11 +282,12 @@ class Server:
                                 max_write_buffer=max_write_buffer)
         self.core = ServerCore(
             namespaces="*" if namespaces == "*" else list(namespaces or ["/"]),
-            adapter_factory=adapter_factory or (lambda namespace: InMemoryAdapter()),
+            adapter_factory=self._make_adapter,
             rng=rng, connect_timeout=connect_timeout, max_attachments=max_attachments,
             max_held_packets=max_held_packets)
         self.max_queue = max_queue
         self.handlers: dict[str, dict[str, Callable[..., Any]]] = {}   # namespace -> event -> f
+        self.server_handlers: dict[str, dict[str, Callable[..., Any]]] = {}   # other servers'
         self._connections: dict[str, _Connection] = {}                 # eio sid -> connection
         self._eio_sid_of: dict[tuple[str, str], str] = {}              # (namespace, sid) -> eio sid
         #: packets that reached nobody: an emit whose ``to`` named no socket (an unknown or
@@ -289,7 +300,6 @@ class Server:
         self._tasks: set[asyncio.Task] = set()     # workers and async ack callbacks
         self._timer_task: asyncio.Task | None = None
         self._wakeup: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self.eio.on("connect", self._on_eio_connect)
         self.eio.on("message", self._on_eio_message)
         self.eio.on("disconnect", self._on_eio_disconnect)
@@ -363,6 +373,9 @@ class Server:
                 self._acks[(namespace, sid, ack_id)] = callback
         await self._apply(outputs, wait=direct)
         if not direct:
+            adapter = self.core.adapter(namespace)
+            if getattr(adapter, "clustered", False):   # the other servers' members
+                await self._publish(adapter, namespace, event, args, to, skip, callback)
             await asyncio.sleep(0)   # let the loop write to the sockets that can take it
 
     async def send(self, data: Any, to: str | Iterable[str] | None = None,
@@ -455,6 +468,16 @@ class Server:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> "Server":
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
+        started = []
+        try:
+            for adapter in list(self._adapters):   # a Redis that does not answer: AdapterError
+                await _start_adapter(adapter)
+                started.append(adapter)
+        except BaseException:
+            for adapter in started:
+                await _close_adapter(adapter)
+            self._loop = None
+            raise
         await self.eio.start(host, port)
         self._timer_task = asyncio.create_task(self._run_timers())
         return self
@@ -479,6 +502,8 @@ class Server:
             task.cancel()
         await asyncio.gather(*self._tasks, *([self._timer_task] if self._timer_task else []),
                              return_exceptions=True)
+        for adapter in self._adapters:
+            await _close_adapter(adapter)
 
     async def wait_closed(self) -> None:
         await self.eio.wait_closed()
@@ -679,6 +704,32 @@ class Server:
         if self._wakeup is not None:
             self._wakeup.set()
 
+    # --- adapters ------------------------------------------------------------------------------
+
+    def _make_adapter(self, namespace: str) -> Adapter:
+        """The core's adapter factory: the application's, bound to this server's namespace
+        and started if the server runs already (a namespace created on a client's CONNECT)."""
+        adapter = self._adapter_factory(namespace)
+        if hasattr(adapter, "bind"):
+            adapter.bind(LocalNamespace(self, namespace))
+        self._adapters.append(adapter)
+        if self._loop is not None and hasattr(adapter, "start"):
+            self._start_task(adapter.start())
+        return adapter
+
+    async def _publish(self, adapter: Any, namespace: str, event: str, args: tuple,
+                       to: str | Iterable[str] | None, skip: str | Iterable[str],
+                       callback: Callable[..., Any] | None) -> None:
+        """The remote half of a broadcast (the core delivered the local half): one message
+        for the other servers.  With ``callback``, their clients' acks come back to it."""
+        packet = Packet(PacketType.EVENT, namespace, [event, *args])
+        opts = self._opts(to, skip)
+        if callback is None:
+            await adapter.publish(packet, opts)
+        else:
+            await adapter.publish_with_ack(packet, opts, lambda count: None,
+                                           lambda value: callback(value), None)
+
     # --- helpers -------------------------------------------------------------------------------
 
     def _has_namespace(self, namespace: str) -> bool:
@@ -698,6 +749,19 @@ class Server:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+async def _start_adapter(adapter: Any) -> None:
+    if hasattr(adapter, "start"):
+        await adapter.start()
+
+
+async def _close_adapter(adapter: Any) -> None:
+    if hasattr(adapter, "close"):
+        try:
+            await adapter.close()
+        except Exception:
+            logger.exception("closing the adapter %r failed", adapter)
 
 
 class serve:
