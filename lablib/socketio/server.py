@@ -351,6 +351,14 @@ class Server(ClusterMixin):
         goes out right after the CONNECT answer.  A ``to`` that reaches nobody (an unknown or
         gone sid, an empty room, a namespace nobody joined) is a no-op, logged at debug level
         and counted in :attr:`undelivered`.
+
+        With a cluster adapter (:class:`~lablib.socketio.redis_adapter.RedisAdapter`) anything
+        but an emit to one local sid is also published once for the other servers (after the
+        local half went out; reaching no local socket is then not "undelivered"); if Redis
+        does not take it, :class:`~lablib.errors.AdapterError` is raised (logged and counted
+        by the adapter).  A ``callback`` then also gets the acks of the other servers'
+        clients, each with its first argument only (all the wire carries); use
+        :meth:`emit_with_ack` to gather them all with a timeout.
         """
         namespace = namespace or "/"
         args = _as_args(data)
@@ -371,10 +379,13 @@ class Server(ClusterMixin):
                                                                 to=to, skip_sids=skip)
             for sid in reached:
                 self._acks[(namespace, sid, ack_id)] = callback
+        adapter = self.core.adapter(namespace)
+        clustered = not direct and getattr(adapter, "clustered", False)
+        if clustered:   # the members may be on other servers
+            outputs = [o for o in outputs if not isinstance(o, Undelivered)]
         await self._apply(outputs, wait=direct)
         if not direct:
-            adapter = self.core.adapter(namespace)
-            if getattr(adapter, "clustered", False):   # the other servers' members
+            if clustered:
                 await self._publish(adapter, namespace, event, args, to, skip, callback)
             await asyncio.sleep(0)   # let the loop write to the sockets that can take it
 
@@ -714,8 +725,16 @@ class Server(ClusterMixin):
             adapter.bind(LocalNamespace(self, namespace))
         self._adapters.append(adapter)
         if self._loop is not None and hasattr(adapter, "start"):
-            self._start_task(adapter.start())
+            self._start_task(self._start_late(adapter, namespace))
         return adapter
+
+    async def _start_late(self, adapter: Any, namespace: str) -> None:
+        """Start the adapter of a namespace created while running (its broadcasts stay local
+        until it has subscribed; a failure is logged, the namespace works on its own)."""
+        try:
+            await adapter.start()
+        except Exception:
+            logger.exception("the adapter of %s could not start", namespace)
 
     async def _publish(self, adapter: Any, namespace: str, event: str, args: tuple,
                        to: str | Iterable[str] | None, skip: str | Iterable[str],

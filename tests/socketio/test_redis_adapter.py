@@ -104,6 +104,38 @@ async def test_a_broadcast_reaches_the_room_on_both_servers(redis_url):  # noqa:
 
 
 @asyncio_test(timeout=30)
+async def test_an_emit_to_a_sid_or_room_of_another_server_reaches_it(redis_url):  # noqa: F811
+    async with cluster(redis_url) as (sios, join):
+        b1 = await join(1, "b1", ["only-on-b"])
+        await sios[0].emit("to-sid", 1, to=b1.sid)          # published on socket.io#/#<sid>#
+        assert await b1.next() == ("to-sid", 1)
+        await sios[0].emit("to-room", 2, to="only-on-b")    # no local member: not undelivered
+        assert await b1.next() == ("to-room", 2)
+        assert sios[0].undelivered == 0
+
+
+@asyncio_test(timeout=30)
+async def test_a_namespace_created_by_a_client_joins_the_cluster(redis_url):  # noqa: F811
+    async with cluster(redis_url, namespaces="*") as (sios, join):
+        peers = []
+        for index in (0, 1):
+            peer = Peer(f"p{index}")
+            peer.client.on("*", peer._record, namespace="/dyn")
+            await peer.client.connect(f"http://127.0.0.1:{sios[index].port}",
+                                      transports=["websocket"], namespaces=["/dyn"])
+            peers.append(peer)
+        try:
+            adapter = sios[0].core.adapter("/dyn")   # made on the CONNECT, started meanwhile
+            await until(lambda: adapter._started and sios[1].core.adapter("/dyn")._started)
+            assert await adapter.server_count() == 2
+            await sios[0].emit("hi", namespace="/dyn")
+            assert [await peer.next() for peer in peers] == [("hi",), ("hi",)]
+        finally:
+            for peer in peers:
+                await peer.client.disconnect()
+
+
+@asyncio_test(timeout=30)
 async def test_fetch_sockets_sees_every_server(redis_url):  # noqa: F811
     async with cluster(redis_url) as (sios, join):
         a1 = await join(0, "a1", ["room1"])
