@@ -5,13 +5,17 @@ Everything here is sans-I/O (no sockets, no clock of its own); asyncio drivers r
 :mod:`lablib.socketio.adapter` for rooms, :mod:`lablib.socketio.server_core` and
 :mod:`lablib.socketio.client_core` for the two sides of the exchange (their outputs are in
 :mod:`lablib.socketio.protocol`), and
-:mod:`lablib.socketio.backoff` for the client's reconnection delays.
+:mod:`lablib.socketio.backoff` for the client's reconnection delays,
+:mod:`lablib.socketio.recovery` for connection state recovery (sessions and the packet log), and
+:mod:`lablib.socketio.dedupe` for exactly-once processing over at-least-once delivery.
 """
 
 from .packets import (DEFAULT_MAX_ATTACHMENTS, MAX_ACK_ID, RESERVED_EVENTS, Decoder, Packet,
                       PacketType, decode, deconstruct, encode, has_binary, reconstruct)
 from .adapter import Adapter, InMemoryAdapter
 from .backoff import Backoff, backoff_delay
+from .recovery import InMemorySessionStore, RecoveryOptions, SessionStore
+from .dedupe import Dedupe, OffsetDedupe
 from .server_core import ServerCore
 from .client_core import ClientCore, EngineState, NamespaceState
 from .protocol import (IO_CLIENT_DISCONNECT, IO_SERVER_DISCONNECT, PING_TIMEOUT, TRANSPORT_CLOSE,
@@ -21,6 +25,7 @@ __all__ = [
     "DEFAULT_MAX_ATTACHMENTS", "MAX_ACK_ID", "RESERVED_EVENTS", "Decoder", "Packet", "PacketType",
     "decode", "deconstruct", "encode", "has_binary", "reconstruct",
     "Adapter", "InMemoryAdapter", "Backoff", "backoff_delay",
+    "RecoveryOptions", "SessionStore", "InMemorySessionStore", "Dedupe", "OffsetDedupe",
     "ServerCore", "ClientCore", "EngineState", "NamespaceState",
     "IO_SERVER_DISCONNECT", "IO_CLIENT_DISCONNECT", "PING_TIMEOUT", "TRANSPORT_CLOSE",
     "TRANSPORT_ERROR",

@@ -210,6 +210,14 @@ class AsyncClient:
     handler; ``max_send_buffer`` the emits kept per namespace while disconnected;
     ``engineio_options`` go to each :class:`lablib.engineio.client.Client` (``open_timeout``,
     ``close_timeout``, ...).
+
+    ``retries`` and ``ack_timeout`` (seconds) are socket.io-client's options for at-least-once
+    delivery to the server: each emit waits for its ack (the server's handler must return),
+    one in flight at a time, in order, and is sent again after ``ack_timeout`` or a lost
+    connection, up to ``retries`` times (see :mod:`lablib.socketio.client_core`).  With a
+    server that has connection state recovery on, :meth:`recovered` tells whether the last
+    (re)connection restored the session; the events missed meanwhile arrive at the handlers
+    like live ones.
     """
 
     def __init__(self, reconnection: bool = True, reconnection_attempts: int = 0,
@@ -217,7 +225,8 @@ class AsyncClient:
                  randomization_factor: float = 0.5, rng: random.Random | None = None, *,
                  engineio_rng: random.Random | None = None, max_queue: int = 64,
                  max_send_buffer: int = 1000,
-                 engineio_options: Mapping[str, Any] | None = None) -> None:
+                 engineio_options: Mapping[str, Any] | None = None,
+                 retries: int | None = None, ack_timeout: float | None = None) -> None:
         if reconnection_attempts < 0:
             raise ValueError("reconnection_attempts must be >= 0 (0: unlimited)")
         self.reconnection = reconnection
@@ -233,6 +242,8 @@ class AsyncClient:
         self.engineio_rng = engineio_rng
         self.max_queue = max_queue
         self.max_send_buffer = max_send_buffer
+        self.retries = retries
+        self.ack_timeout = ack_timeout
         self.engineio_options = dict(engineio_options or {})
         self.handlers: dict[str, dict[str, Callable[..., Any]]] = {}
         self.manager_handlers: dict[str, Callable[..., Any]] = {}
@@ -267,7 +278,8 @@ class AsyncClient:
             reconnection_delay=max(1, round(self.reconnection_delay * 1000)),
             reconnection_delay_max=max(1, round(self.reconnection_delay_max * 1000)),
             randomization_factor=self.randomization_factor, rng=self.rng,
-            max_send_buffer=self.max_send_buffer)
+            max_send_buffer=self.max_send_buffer, retries=self.retries,
+            ack_timeout=None if self.ack_timeout is None else max(1, round(self.ack_timeout * 1000)))
 
     # --- handlers ------------------------------------------------------------------------------
 
@@ -309,6 +321,11 @@ class AsyncClient:
 
     def get_sid(self, namespace: str | None = None) -> str | None:
         return self.core.sid(namespace or "/")
+
+    def recovered(self, namespace: str | None = None) -> bool:
+        """Did the last connection of ``namespace`` restore our session (connection state
+        recovery: same sid, rooms, and the missed events replayed)?"""
+        return self.core.recovered(namespace or "/")
 
     def transport(self) -> str | None:
         """``"polling"`` or ``"websocket"``: what carries the connection now (None if none)."""
@@ -433,7 +450,7 @@ class AsyncClient:
         name = namespace or "/"
         args = _as_args(data)
         if callback is None:
-            self._apply(self.core.emit(event, args, namespace=name))
+            self._apply(self.core.emit(event, args, namespace=name, now=self._now()))
         else:
             ack_id, outputs = self.core.emit_with_ack(event, args, namespace=name, now=self._now())
             self._callbacks[(name, ack_id)] = callback
@@ -449,7 +466,10 @@ class AsyncClient:
                    timeout: float | None = 60) -> Any:
         """Emit ``event`` and wait for its ack: returns its one argument, a tuple of several,
         or None.  Raises TimeoutError after ``timeout`` seconds (the core's ack timer) and
-        :class:`ConnectionError` if the connection that carried it is lost."""
+        :class:`ConnectionError` if the connection that carried it is lost.  With ``retries``
+        the emit is queued instead: each attempt waits ``ack_timeout`` and a lost connection
+        is one more failed attempt; TimeoutError comes after the last one (``timeout`` is
+        not used)."""
         self._check_running()
         name = namespace or "/"
         future = asyncio.get_running_loop().create_future()

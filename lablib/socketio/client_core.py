@@ -39,6 +39,27 @@ Emits while a namespace is not connected wait in its *send buffer* and go out, i
 after it connects again (``volatile=True`` emits are dropped instead).  Emits handed to a
 connection that then dies are lost: Socket.IO delivers at most once.  Acks of such emits are
 cancelled (AckCancelled); acks of buffered emits survive, as in the reference (``_clearAcks``).
+
+Connection state recovery (socket.io-client's ``_pid``/``_lastOffset``): when a CONNECT answer
+carries a ``pid``, the core remembers it, and the offset of each event received - the last
+argument, when it is a string and the event asks for no ack; it is taken off before the event
+is handed on.  The next CONNECT of that namespace sends ``{"pid", "offset"}`` merged under the
+application's auth, and ``Connected.recovered`` says whether the server answered with the same
+pid.  Events that arrive before the CONNECT answer (the Node server replays missed packets
+first) are kept and handed on right after ``Connected``.  (An event the server sends without
+offset whose last argument is a string is misread as carrying one: the format cannot tell, a
+limit of the official protocol; lablib's server gives an offset to every ack-less emit.)
+An event whose offset was already handed on (the last ``max_send_buffer`` offsets are
+remembered) is dropped: the offset is the event's identity, so a replay never makes a handler
+run twice for one broadcast.
+
+Retries (socket.io-client's ``retries`` and ``ackTimeout``): with ``retries`` set, every emit
+that is not volatile goes through a queue: one in flight at a time, in order, each attempt
+asking for an ack (a fresh ack id per attempt, as the reference; the payload is the identity).
+An attempt fails when its ack does not come within ``ack_timeout`` ms or when the connection
+drops; after ``retries`` failed attempts past the first the emit is dropped (AckTimedOut for
+an ``emit_with_ack``).  On reconnection the head of the queue is sent again at once.  The
+server may so process an emit more than once: see :mod:`lablib.socketio.dedupe`.
 """
 
 from __future__ import annotations
@@ -52,6 +73,7 @@ from typing import Any, Sequence
 
 from ..errors import LocalProtocolError, PacketError
 from .backoff import Backoff
+from .dedupe import OffsetDedupe
 from .packets import (DEFAULT_MAX_ATTACHMENTS, MAX_ACK_ID, RESERVED_EVENTS, Decoder, Packet,
                       PacketType, encode)
 from .protocol import (IO_CLIENT_DISCONNECT, IO_SERVER_DISCONNECT, PARSE_ERROR, AckCancelled,
@@ -84,6 +106,28 @@ class _Socket:
     next_ack_id: int = 0
     acks: dict[int, float | None] = field(default_factory=dict)   # ack id -> deadline
     send_buffer: deque[Packet] = field(default_factory=deque)
+    # Connection state recovery:
+    pid: str | None = None               # the server's private session id
+    last_offset: str | None = None       # the offset of the last event handed on
+    recovered: bool = False
+    receive_buffer: list[Packet] = field(default_factory=list)   # events before CONNECT
+    offsets: OffsetDedupe | None = None  # the offsets handed on (created with a pid)
+    # Retries: the queue, and the attempt in flight (its ack id -> its entry)
+    queue: deque["_Queued"] = field(default_factory=deque)
+    queue_seq: int = 0                   # numbers the queued emits (the reference's _queueSeq)
+    attempts: dict[int, "_Queued"] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Queued:
+    """An emit in the retry queue (socket.io-client's ``_queue`` entry)."""
+
+    handle: int          #: what emit_with_ack returned: -1, -2, ... (AckReceived/AckTimedOut
+    #: carry it; negative, so it never equals the ack id of an emit outside the queue)
+    data: list           #: [event, *args], the same on each attempt
+    wants_ack: bool
+    tries: int = 0       #: attempts sent (the reference's tryCount)
+    pending: bool = False
 
 
 class ClientCore:
@@ -94,14 +138,23 @@ class ClientCore:
     ``reconnection_delay`` (1000), ``reconnection_delay_max`` (5000),
     ``randomization_factor`` (0.5).  ``rng`` draws the jitter: pass ``random.Random(seed)`` for
     reproducible delays.  ``max_send_buffer`` bounds the emits kept per namespace while
-    disconnected (the reference keeps all); past it ``emit`` raises LocalProtocolError.
+    disconnected (the reference keeps all); past it ``emit`` raises LocalProtocolError.  It
+    also bounds the retry queue and the events held before a CONNECT answer.
+
+    ``retries`` (None: off) and ``ack_timeout`` (ms, None: wait for ever) are
+    socket.io-client's options (see the module docstring).
     """
 
     def __init__(self, *, reconnection: bool = True, reconnection_attempts: int | None = None,
                  reconnection_delay: int = 1000, reconnection_delay_max: int = 5000,
                  randomization_factor: float = 0.5, rng: random.Random | None = None,
                  max_send_buffer: int = 1000,
-                 max_attachments: int = DEFAULT_MAX_ATTACHMENTS) -> None:
+                 max_attachments: int = DEFAULT_MAX_ATTACHMENTS,
+                 retries: int | None = None, ack_timeout: int | None = None) -> None:
+        if retries is not None and retries < 0:
+            raise LocalProtocolError("retries must be >= 0")
+        self.retries = retries
+        self.ack_timeout = ack_timeout
         self.reconnection = reconnection
         self.reconnection_attempts = reconnection_attempts
         self.backoff = Backoff(min_ms=reconnection_delay, max_ms=reconnection_delay_max,
@@ -126,6 +179,24 @@ class ClientCore:
         socket = self._sockets.get(namespace)
         return socket.sid if socket else None
 
+    def recovered(self, namespace: str = "/") -> bool:
+        """Did the last CONNECT answer of ``namespace`` restore our session?"""
+        socket = self._sockets.get(namespace)
+        return socket.recovered if socket else False
+
+    def pid(self, namespace: str = "/") -> str | None:
+        socket = self._sockets.get(namespace)
+        return socket.pid if socket else None
+
+    def last_offset(self, namespace: str = "/") -> str | None:
+        socket = self._sockets.get(namespace)
+        return socket.last_offset if socket else None
+
+    def queued(self, namespace: str = "/") -> int:
+        """How many emits wait in ``namespace``'s retry queue (the one in flight included)."""
+        socket = self._sockets.get(namespace)
+        return len(socket.queue) if socket else 0
+
     def buffered(self, namespace: str = "/") -> int:
         """How many emits wait in ``namespace``'s send buffer."""
         socket = self._sockets.get(namespace)
@@ -143,7 +214,7 @@ class ClientCore:
             socket.auth = auth
             socket.state = NamespaceState.CONNECTING
             if self.state is EngineState.OPEN:
-                return self._send(Packet(PacketType.CONNECT, namespace, auth))
+                return self._send_connect(socket)
         if self.state is EngineState.CLOSED:   # first time, or after giving up reconnecting
             self.state = EngineState.OPENING
             self._reconnect_at = None
@@ -152,6 +223,18 @@ class ClientCore:
 
     def _send(self, packet: Packet) -> list[Output]:
         return [Send(tuple(encode(packet)))]
+
+    def _send_connect(self, socket: _Socket) -> list[Output]:
+        """CONNECT with the auth; with a pid, ``{pid, offset}`` first (the application's keys
+        win, as ``Object.assign({pid, offset}, auth)``; no offset yet: left out)."""
+        data = socket.auth
+        if socket.pid is not None:
+            data = {"pid": socket.pid}
+            if socket.last_offset is not None:
+                data["offset"] = socket.last_offset
+            data.update(socket.auth or {})
+        socket.receive_buffer = []
+        return self._send(Packet(PacketType.CONNECT, socket.namespace, data))
 
     # --- the Engine.IO connection -----------------------------------------------------------
 
@@ -172,7 +255,7 @@ class ClientCore:
         self.backoff.reset()
         for socket in self._sockets.values():
             if socket.state is NamespaceState.CONNECTING:
-                out += self._send(Packet(PacketType.CONNECT, socket.namespace, socket.auth))
+                out += self._send_connect(socket)
         return out
 
     def engine_failed(self, error: str, now: float) -> list[Output]:
@@ -246,9 +329,16 @@ class ClientCore:
             return []
         kind = packet.type
         if kind is PacketType.CONNECT:
-            return self._on_connect(socket, packet)
+            return self._on_connect(socket, packet, now)
         if kind is PacketType.CONNECT_ERROR:
             return self._on_connect_error(socket, packet)
+        if socket.state is NamespaceState.CONNECTING and packet.type in (
+                PacketType.EVENT, PacketType.BINARY_EVENT):
+            # the Node server replays missed packets before its CONNECT answer
+            if len(socket.receive_buffer) >= self.max_send_buffer:
+                return [CloseEngine(PARSE_ERROR)] + self._connection_lost(PARSE_ERROR, now)
+            socket.receive_buffer.append(packet)
+            return []
         if socket.state is not NamespaceState.CONNECTED:
             return []   # only a connected namespace hears events, acks and disconnects
         if kind is PacketType.DISCONNECT:
@@ -256,26 +346,52 @@ class ClientCore:
             out = self._socket_closed(socket, IO_SERVER_DISCONNECT)
             return out + self._close_if_unwanted(IO_SERVER_DISCONNECT)
         assert socket.sid is not None
-        args = tuple(packet.data)
         if kind in (PacketType.EVENT, PacketType.BINARY_EVENT):
-            return [EventReceived(socket.namespace, socket.sid, args[0], args[1:], packet.id)]
+            return self._event(socket, packet)
         assert packet.id is not None
+        args = tuple(packet.data)
+        if packet.id in socket.attempts:
+            return self._attempt_acked(socket, packet.id, args, now)
         if socket.acks.pop(packet.id, _MISSING) is _MISSING:
             return []   # unknown or timed out: ignored
         return [AckReceived(socket.namespace, socket.sid, packet.id, args)]
 
-    def _on_connect(self, socket: _Socket, packet: Packet) -> list[Output]:
+    def _event(self, socket: _Socket, packet: Packet) -> list[Output]:
+        """The EventReceived of an EVENT packet; with recovery on, its offset is noted and
+        taken off, and an offset seen before drops it (see the module docstring)."""
+        args = tuple(packet.data)
+        if (socket.pid is not None and packet.id is None and len(args) > 1
+                and isinstance(args[-1], str)):
+            offset, args = args[-1], args[:-1]
+            if socket.offsets is None:
+                socket.offsets = OffsetDedupe(max_entries=self.max_send_buffer, ttl=None)
+            if not socket.offsets.first(offset):
+                return []
+            socket.last_offset = offset
+        return [EventReceived(socket.namespace, socket.sid or "", args[0], args[1:], packet.id)]
+
+    def _on_connect(self, socket: _Socket, packet: Packet, now: float) -> list[Output]:
         if socket.state is not NamespaceState.CONNECTING:
             return []
         sid = packet.data.get("sid") if packet.data else None
         if not isinstance(sid, str):
             return [ConnectError(socket.namespace, "CONNECT answer without a sid")]
+        pid = packet.data.get("pid")
+        pid = pid if isinstance(pid, str) else None
+        socket.recovered = pid is not None and pid == socket.pid
+        if pid != socket.pid:
+            socket.last_offset = None   # a new session: old offsets mean nothing to it
+            socket.offsets = None
+        socket.pid = pid
         socket.state = NamespaceState.CONNECTED
         socket.sid = sid
-        out: list[Output] = [Connected(socket.namespace, sid)]
+        out: list[Output] = [Connected(socket.namespace, sid, socket.recovered)]
+        held, socket.receive_buffer = socket.receive_buffer, []
+        for held_packet in held:
+            out += self._event(socket, held_packet)
         while socket.send_buffer:   # flush what was emitted while disconnected, in order
             out += self._send(socket.send_buffer.popleft())
-        return out
+        return out + self._drain(socket, now, force=True)
 
     def _on_connect_error(self, socket: _Socket, packet: Packet) -> list[Output]:
         if socket.state is not NamespaceState.CONNECTING:
@@ -289,11 +405,15 @@ class ClientCore:
         return [error] + self._close_if_unwanted(IO_CLIENT_DISCONNECT)
 
     def _socket_closed(self, socket: _Socket, reason: str) -> list[Output]:
-        """``socket`` stops being connected: cancel the acks of emits already sent."""
+        """``socket`` stops being connected: cancel the acks of emits already sent; the
+        attempt in flight of the retry queue has failed."""
         sid = socket.sid or ""
         socket.sid = None
         buffered = {p.id for p in socket.send_buffer}
         out: list[Output] = []
+        for ack_id in list(socket.attempts):
+            socket.acks.pop(ack_id, None)
+            out += self._attempt_failed(socket, ack_id, sid, drain=False)
         for ack_id in [a for a in socket.acks if a not in buffered]:
             del socket.acks[ack_id]
             out.append(AckCancelled(socket.namespace, sid, ack_id, reason))
@@ -331,11 +451,76 @@ class ClientCore:
         return []
 
     def emit(self, event: str, args: Sequence[Any] = (), *, namespace: str = "/",
-             volatile: bool = False) -> list[Output]:
-        """Send an event (buffered while ``namespace`` is not connected, unless ``volatile``)."""
+             volatile: bool = False, now: float = 0.0) -> list[Output]:
+        """Send an event (buffered while ``namespace`` is not connected, unless ``volatile``;
+        with ``retries``, queued: see the module docstring)."""
         socket = self._socket(namespace)
-        packet = Packet(PacketType.EVENT, namespace, self._event_data(event, args))
+        data = self._event_data(event, args)
+        if self.retries is not None and not volatile:
+            return self._enqueue(socket, data, False, now)[1]
+        packet = Packet(PacketType.EVENT, namespace, data)
         return self._emit_packet(socket, packet, volatile)
+
+    @staticmethod
+    def _next_ack_id(socket: _Socket) -> int:
+        ack_id = socket.next_ack_id
+        socket.next_ack_id = 0 if ack_id == MAX_ACK_ID else ack_id + 1
+        return ack_id
+
+    # --- retries: one emit in flight, acknowledged, re-sent on failure ----------------------
+
+    def _enqueue(self, socket: _Socket, data: list, wants_ack: bool,
+                 now: float) -> tuple[int, list[Output]]:
+        if len(socket.queue) >= self.max_send_buffer:
+            raise LocalProtocolError(f"retry queue of {socket.namespace!r} is full "
+                                     f"({self.max_send_buffer} emits)")
+        socket.queue_seq += 1
+        handle = -socket.queue_seq
+        socket.queue.append(_Queued(handle, data, wants_ack))
+        return handle, self._drain(socket, now)
+
+    def _drain(self, socket: _Socket, now: float, force: bool = False) -> list[Output]:
+        """Send the head of the queue (again, with ``force``) unless it is in flight."""
+        if not socket.queue or not self._can_send(socket):
+            return []
+        head = socket.queue[0]
+        if head.pending and not force:
+            return []
+        for ack_id in [a for a, entry in socket.attempts.items() if entry is head]:
+            del socket.attempts[ack_id]   # a forced re-send supersedes the attempt in flight
+            socket.acks.pop(ack_id, None)
+        head.pending = True
+        head.tries += 1
+        ack_id = self._next_ack_id(socket)
+        socket.attempts[ack_id] = head
+        deadline = None if self.ack_timeout is None else now + self.ack_timeout / 1000
+        socket.acks[ack_id] = deadline
+        if deadline is not None:
+            heapq.heappush(self._ack_heap, (deadline, socket.namespace, ack_id))
+        return self._send(Packet(PacketType.EVENT, socket.namespace, head.data, ack_id))
+
+    def _attempt_acked(self, socket: _Socket, ack_id: int, args: tuple,
+                       now: float) -> list[Output]:
+        entry = socket.attempts.pop(ack_id)
+        socket.acks.pop(ack_id, None)
+        out: list[Output] = []
+        if socket.queue and socket.queue[0] is entry:
+            socket.queue.popleft()
+            if entry.wants_ack:
+                out.append(AckReceived(socket.namespace, socket.sid or "", entry.handle, args))
+        return out + self._drain(socket, now)
+
+    def _attempt_failed(self, socket: _Socket, ack_id: int, sid: str, now: float = 0.0,
+                        drain: bool = True) -> list[Output]:
+        """An attempt timed out or its connection dropped: give up after ``retries`` more."""
+        entry = socket.attempts.pop(ack_id)
+        out: list[Output] = []
+        entry.pending = False
+        if entry.tries > (self.retries or 0) and socket.queue and socket.queue[0] is entry:
+            socket.queue.popleft()
+            if entry.wants_ack:
+                out.append(AckTimedOut(socket.namespace, sid, entry.handle))
+        return out + (self._drain(socket, now) if drain else [])
 
     def emit_with_ack(self, event: str, args: Sequence[Any] = (), *, namespace: str = "/",
                       timeout: float | None = None, volatile: bool = False,
@@ -347,8 +532,10 @@ class ClientCore:
         withdrawn from the send buffer (as in the reference).
         """
         socket = self._socket(namespace)
-        ack_id = socket.next_ack_id
-        socket.next_ack_id = 0 if ack_id == MAX_ACK_ID else ack_id + 1
+        if self.retries is not None and not volatile:
+            # a queued emit: its handle, and ``ack_timeout`` per attempt instead of ``timeout``
+            return self._enqueue(socket, self._event_data(event, args), True, now)
+        ack_id = self._next_ack_id(socket)
         packet = Packet(PacketType.EVENT, namespace, self._event_data(event, args), ack_id)
         dropped = volatile and not self._can_send(socket)
         out = self._emit_packet(socket, packet, volatile)
@@ -406,6 +593,10 @@ class ClientCore:
             _, namespace, ack_id = heapq.heappop(self._ack_heap)
             socket = self._sockets[namespace]
             del socket.acks[ack_id]
+            if ack_id in socket.attempts:
+                out += self._attempt_failed(socket, ack_id, socket.sid or "", now)
+                self._drop_stale_heap_entries()
+                continue
             socket.send_buffer = deque(p for p in socket.send_buffer if p.id != ack_id)
             out.append(AckTimedOut(namespace, socket.sid or "", ack_id))
             self._drop_stale_heap_entries()

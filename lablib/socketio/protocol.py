@@ -26,7 +26,7 @@ The client side's are socket.io-client's ``Socket.DisconnectReason``, exported b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = [
@@ -47,6 +47,14 @@ PING_TIMEOUT = "ping timeout"           #: the server's pings stopped coming (En
 TRANSPORT_CLOSE = "transport close"     #: the connection was closed (by the server, or cut)
 TRANSPORT_ERROR = "transport error"     #: the connection failed (e.g. a network error)
 PARSE_ERROR = "parse error"             #: the server sent a packet we cannot decode
+
+
+def _repr_shown_when_true(event: Any, flag: str) -> str:
+    """The dataclass repr, with ``flag`` shown only when true: a flag added for an optional
+    feature (recovery) leaves the reprs that notebooks print without it unchanged."""
+    names = [f.name for f in fields(event) if f.name != flag or getattr(event, flag)]
+    inner = ", ".join(f"{name}={getattr(event, name)!r}" for name in names)
+    return f"{type(event).__name__}({inner})"
 
 
 class Output:
@@ -74,6 +82,12 @@ class ConnectRequested(Event):
     namespace: str
     sid: str
     auth: dict | None  #: the CONNECT packet's data (None if it had none)
+    #: connection state recovery: the client's ``{pid, offset}`` restored a kept session (its
+    #: sid, rooms and data; the missed packets follow the CONNECT answer)
+    recovered: bool = False
+
+    def __repr__(self) -> str:
+        return _repr_shown_when_true(self, "recovered")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +96,11 @@ class Connected(Event):
 
     namespace: str
     sid: str
+    #: connection state recovery: the server restored our session (same sid and pid)
+    recovered: bool = False
+
+    def __repr__(self) -> str:
+        return _repr_shown_when_true(self, "recovered")
 
 
 @dataclass(frozen=True, slots=True)

@@ -243,6 +243,14 @@ class Server:
     ``allow_request``, ``max_buffered_packets``, ``max_request_size``, ``request_timeout``,
     ``close_timeout``, ``max_write_buffer``.  ``sio.eio`` is that server (its ``sessions``
     are the Engine.IO connections), ``sio.core`` the :class:`ServerCore`.
+
+    ``connection_state_recovery``: None (off, the default) or a dict such as
+    ``{"max_disconnection_duration": 120000, "skip_middlewares": True}`` (Node's option; see
+    :mod:`lablib.socketio.recovery`).  With it, a client that drops and comes back within the
+    duration keeps its sid, rooms and session dict (:meth:`get_session`) and receives every
+    emit it missed; :meth:`recovered` tells.  With ``skip_middlewares`` the connect handler
+    does not run for a recovered client (it is lablib's middleware: Node runs its ``use()``
+    middlewares only, then still fires "connection"; lablib has one connect handler for both).
     """
 
     def __init__(self, namespaces: Iterable[str] | str | None = None, *,
@@ -259,7 +267,8 @@ class Server:
                  allow_request: Callable[[Request], bool | str | None] | None = None,
                  max_buffered_packets: int = 10_000, max_request_size: int = 16 * 1024,
                  request_timeout: float = 60.0, close_timeout: float = 5.0,
-                 max_write_buffer: int = 4 * 1024 * 1024) -> None:
+                 max_write_buffer: int = 4 * 1024 * 1024,
+                 connection_state_recovery: dict | bool | None = None) -> None:
         rng = rng if rng is not None else secrets.SystemRandom()
         self.eio = EngineServer(path=path, ping_interval=ping_interval, ping_timeout=ping_timeout,
                                 cors_allowed_origins=cors_allowed_origins,
@@ -274,7 +283,9 @@ class Server:
             namespaces="*" if namespaces == "*" else list(namespaces or ["/"]),
             adapter_factory=adapter_factory or (lambda namespace: InMemoryAdapter()),
             rng=rng, connect_timeout=connect_timeout, max_attachments=max_attachments,
-            max_held_packets=max_held_packets)
+            max_held_packets=max_held_packets,
+            connection_state_recovery=connection_state_recovery,
+            session_data=lambda namespace, sid: self._sessions.get((namespace, sid)))
         self.max_queue = max_queue
         self.handlers: dict[str, dict[str, Callable[..., Any]]] = {}   # namespace -> event -> f
         self._connections: dict[str, _Connection] = {}                 # eio sid -> connection
@@ -355,7 +366,8 @@ class Server:
         # buffer without waiting for any one of them (see _write).
         direct = isinstance(to, str) and self.core.is_connected(to, namespace)
         if callback is None:
-            outputs = self.core.emit(event, args, namespace=namespace, to=to, skip_sids=skip)
+            outputs = self.core.emit(event, args, namespace=namespace, to=to, skip_sids=skip,
+                                     now=self._now())
         else:
             ack_id, reached, outputs = self.core.emit_with_acks(event, args, namespace=namespace,
                                                                 to=to, skip_sids=skip)
@@ -427,6 +439,10 @@ class Server:
         for sid in self.core.adapter(namespace).members(room):
             self.core.leave_room(sid, room, namespace)
         return _DONE
+
+    def recovered(self, sid: str, namespace: str | None = None) -> bool:
+        """Was ``sid``'s session restored by connection state recovery?"""
+        return self.core.is_recovered(sid, namespace or "/")
 
     def rooms(self, sid: str, namespace: str | None = None) -> list[str]:
         """The rooms ``sid`` is in, its own room first."""
@@ -604,6 +620,12 @@ class Server:
         key = (request.namespace, request.sid)
         handler = self.handlers.get(request.namespace, {}).get("connect")
         message, data, accepted = DEFAULT_REFUSAL, None, True
+        if request.recovered:   # connection state recovery: the session dict comes back
+            restored = self.core.restored_data(request.sid, request.namespace)
+            if restored is not None:
+                self._sessions[key] = restored
+            if self.core.recovery is not None and self.core.recovery.skip_middlewares:
+                handler = None
         try:
             if handler is not None:
                 args = (request.sid, conn.request, request.auth)
@@ -726,7 +748,8 @@ class serve:
                  allow_request: Callable[[Request], bool | str | None] | None = None,
                  max_buffered_packets: int = 10_000, max_request_size: int = 16 * 1024,
                  request_timeout: float = 60.0, close_timeout: float = 5.0,
-                 max_write_buffer: int = 4 * 1024 * 1024) -> None:
+                 max_write_buffer: int = 4 * 1024 * 1024,
+                 connection_state_recovery: dict | bool | None = None) -> None:
         options = dict(
             namespaces=namespaces, rng=rng, path=path, ping_interval=ping_interval,
             ping_timeout=ping_timeout, cors_allowed_origins=cors_allowed_origins,
@@ -738,7 +761,8 @@ class serve:
             allow_upgrades=allow_upgrades, allow_request=allow_request,
             max_buffered_packets=max_buffered_packets, max_request_size=max_request_size,
             request_timeout=request_timeout, close_timeout=close_timeout,
-            max_write_buffer=max_write_buffer)
+            max_write_buffer=max_write_buffer,
+            connection_state_recovery=connection_state_recovery)
         if isinstance(sio, Server):
             defaults = inspect.signature(serve).parameters
             changed = sorted(name for name, value in options.items()

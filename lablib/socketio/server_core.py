@@ -48,6 +48,14 @@ Rules the reference server leaves to chance, decided here:
 * Ack ids of server-sent events count from 0 per namespace (the reference's ``nsp._ids``), so a
   capture matches the reference server's bytes.  python-socketio counts from 1 per sid.
 
+Connection state recovery (``connection_state_recovery=``, off by default; see
+:mod:`lablib.socketio.recovery` for the format and the bounds): the CONNECT answer carries a
+``pid``; each ack-less emit gets an offset as its last argument and is logged; an unexpected
+disconnect keeps the session; a CONNECT with ``{pid, offset}`` restores it
+(``ConnectRequested.recovered``), and the missed packets go out right after the CONNECT answer.
+(Node writes them *before* its CONNECT answer, which its client buffers; the spec's order is
+kept here, and both clients accept both.)
+
 Times: ``now`` is seconds from any fixed origin (the driver's ``loop.time()``); an ack
 ``timeout`` is seconds, like python-socketio's ``call(timeout=...)``; ``connect_timeout`` is
 milliseconds, like the reference option.
@@ -64,6 +72,8 @@ from typing import Any, Callable, Iterable, Sequence
 from ..engineio.server_core import generate_sid
 from ..errors import LocalProtocolError, PacketError
 from .adapter import Adapter, InMemoryAdapter
+from .recovery import (RECOVERABLE_DISCONNECT_REASONS, InMemorySessionStore, RecoveryOptions,
+                       Session, SessionStore)
 from .packets import (DEFAULT_MAX_ATTACHMENTS, MAX_ACK_ID, RESERVED_EVENTS, Decoder, Packet,
                       PacketType, encode)
 from .protocol import (AckCancelled, AckReceived, AckTimedOut, CloseConnection, ConnectRequested,
@@ -90,6 +100,10 @@ class _Socket:
     rooms: list[str] = field(default_factory=list)      # rooms entered meanwhile
     outbox: list[tuple] = field(default_factory=list)   # messages emitted to it meanwhile
     inbox: list[Packet] = field(default_factory=list)   # its client's packets held meanwhile
+    # Connection state recovery:
+    pid: str | None = None        # the private session id (None: recovery off)
+    recovered: bool = False       # restored from a kept session
+    data: Any = None              # the application data restored with it
 
 
 @dataclass(slots=True)
@@ -99,6 +113,7 @@ class _Namespace:
     sockets: dict[str, _Socket] = field(default_factory=dict)   # sid -> socket
     connecting: dict[str, _Socket] = field(default_factory=dict)   # sid -> pending socket
     next_ack_id: int = 0
+    store: SessionStore | None = None   # connection state recovery (None: off)
 
 
 @dataclass(slots=True)
@@ -123,13 +138,25 @@ class ServerCore:
     OS CSPRNG (``secrets.SystemRandom()``); pass ``random.Random(seed)`` only for reproducible
     sessions (notebooks, tests).  ``max_attachments`` bounds each binary
     packet a client sends; ``max_held_packets`` the packets held behind a pending CONNECT.
+
+    ``connection_state_recovery``: None (off) or a dict of
+    :class:`~lablib.socketio.recovery.RecoveryOptions`; ``store_factory(namespace, options)``
+    makes each namespace's session store (in memory by default).  ``session_data(namespace,
+    sid)`` returns the application data kept with a dropped session (the driver's).
     """
 
     def __init__(self, *, namespaces: Iterable[str] | str = ("/",),
                  adapter_factory: Callable[[str], Adapter] = lambda namespace: InMemoryAdapter(),
                  rng: random.Random | None = None, connect_timeout: int = 45000,
                  max_attachments: int = DEFAULT_MAX_ATTACHMENTS,
-                 max_held_packets: int = DEFAULT_MAX_HELD_PACKETS) -> None:
+                 max_held_packets: int = DEFAULT_MAX_HELD_PACKETS,
+                 connection_state_recovery: dict | bool | None = None,
+                 store_factory: Callable[[str, RecoveryOptions], SessionStore] | None = None,
+                 session_data: Callable[[str, str], Any] = lambda namespace, sid: None) -> None:
+        self.recovery = RecoveryOptions.from_option(connection_state_recovery)
+        self._store_factory = store_factory or (lambda namespace, options:
+                                                InMemorySessionStore(options))
+        self._session_data = session_data
         self.rng = rng if rng is not None else secrets.SystemRandom()
         self.connect_timeout = connect_timeout
         self.max_attachments = max_attachments
@@ -152,7 +179,9 @@ class ServerCore:
         if not name.startswith("/"):
             raise LocalProtocolError(f"a namespace starts with '/': {name!r}")
         if name not in self._namespaces:
-            self._namespaces[name] = _Namespace(name, self._adapter_factory(name))
+            ns = self._namespaces[name] = _Namespace(name, self._adapter_factory(name))
+            if self.recovery is not None:
+                ns.store = self._store_factory(name, self.recovery)
 
     def adapter(self, namespace: str = "/") -> Adapter:
         """The room registry of ``namespace``."""
@@ -192,6 +221,18 @@ class ServerCore:
 
     def auth_of(self, sid: str, namespace: str = "/") -> dict | None:
         return self._socket(sid, namespace).auth
+
+    def is_recovered(self, sid: str, namespace: str = "/") -> bool:
+        """Was ``sid``'s session restored by connection state recovery (pending included)?"""
+        return self._socket(sid, namespace, pending=True).recovered
+
+    def restored_data(self, sid: str, namespace: str = "/") -> Any:
+        """The application data restored with ``sid``'s session (None if not recovered)."""
+        return self._socket(sid, namespace, pending=True).data
+
+    def store(self, namespace: str = "/") -> SessionStore | None:
+        """The session store of ``namespace`` (None when recovery is off)."""
+        return self._namespace(namespace).store
 
     def _namespace(self, name: str) -> _Namespace:
         try:
@@ -233,10 +274,25 @@ class ServerCore:
             return []
         out: list[Output] = []
         for socket in list(conn.pending.values()):
+            if socket.recovered:   # dropped again before its answer: keep the session again
+                self._persist_session(socket, reason, now)
             out += self._drop_pending(socket, reason)
         for socket in list(conn.sockets.values()):
+            self._persist_session(socket, reason, now)
             out += self._remove_socket(socket, reason)
         return out
+
+    def _persist_session(self, socket: _Socket, reason: str, now: float) -> None:
+        """Recovery: keep the session of a socket that dropped (not one that left)."""
+        store = self._namespaces[socket.namespace].store
+        if store is None or socket.pid is None or reason not in RECOVERABLE_DISCONNECT_REASONS:
+            return
+        if socket.pending:   # a restored socket not yet accepted: its state is on the socket
+            rooms, data = (socket.sid, *socket.rooms), socket.data
+        else:
+            rooms = tuple(self._namespaces[socket.namespace].adapter.rooms_of(socket.sid))
+            data = self._session_data(socket.namespace, socket.sid)
+        store.persist(Session(socket.sid, socket.pid, rooms, data, now))
 
     def receive(self, eio_sid: str, message: str | bytes, now: float) -> list[Output]:
         """One Engine.IO message from the client on ``eio_sid``."""
@@ -250,7 +306,7 @@ class ServerCore:
         if packet is None:
             return []
         if packet.type is PacketType.CONNECT:
-            return self._on_connect(conn, packet)
+            return self._on_connect(conn, packet, now)
         if not conn.seen_connect or packet.type is PacketType.CONNECT_ERROR:
             return self._close(conn, "protocol error")
         socket = conn.sockets.get(packet.namespace)
@@ -278,7 +334,7 @@ class ServerCore:
 
     # --- namespace connection ----------------------------------------------------------------
 
-    def _on_connect(self, conn: _Connection, packet: Packet) -> list[Output]:
+    def _on_connect(self, conn: _Connection, packet: Packet, now: float = 0.0) -> list[Output]:
         conn.seen_connect = True
         name = packet.namespace
         if name not in self._namespaces and self._any_namespace:
@@ -289,10 +345,38 @@ class ServerCore:
         if name in conn.sockets or name in conn.pending:
             return self._send(conn.eio_sid, Packet(PacketType.CONNECT_ERROR, name,
                                                    {"message": "Already connected"}))
-        socket = _Socket(self._new_sid(), name, conn.eio_sid, packet.data, pending=True)
+        socket = self._recover(conn, name, packet.data, now)
+        if socket is None:
+            socket = _Socket(self._new_sid(), name, conn.eio_sid, packet.data, pending=True)
+            if self._namespaces[name].store is not None:
+                socket.pid = generate_sid(self.rng)
         conn.pending[name] = socket
         self._namespaces[name].connecting[socket.sid] = socket
-        return [ConnectRequested(conn.eio_sid, name, socket.sid, packet.data)]
+        return [ConnectRequested(conn.eio_sid, name, socket.sid, packet.data, socket.recovered)]
+
+    def _recover(self, conn: _Connection, name: str, auth: Any, now: float) -> _Socket | None:
+        """Recovery: the pending socket restored from ``auth``'s ``{pid, offset}``, or None.
+
+        It has the kept sid, pid, rooms and data; the missed packets wait in its outbox and
+        go out right after the CONNECT answer."""
+        ns = self._namespaces[name]
+        if ns.store is None or not isinstance(auth, dict):
+            return None
+        pid, offset = auth.get("pid"), auth.get("offset")
+        if not isinstance(pid, str) or not isinstance(offset, str):
+            return None
+        restored = ns.store.restore(pid, offset, now)
+        if restored is None:
+            return None
+        session = restored.session
+        if session.sid in ns.sockets or session.sid in ns.connecting:
+            return None   # that sid is live again (cannot happen with one store per process)
+        socket = _Socket(session.sid, name, conn.eio_sid, auth, pending=True, pid=session.pid,
+                         recovered=True, data=session.data)
+        socket.rooms = [room for room in session.rooms if room != session.sid]
+        socket.outbox = [tuple(encode(Packet(PacketType.EVENT, name, data)))
+                         for data in restored.missed]
+        return socket
 
     def _new_sid(self) -> str:
         while True:
@@ -320,7 +404,8 @@ class ServerCore:
         ns.sockets[socket.sid] = socket
         for room in (socket.sid, *socket.rooms):
             ns.adapter.join(socket.sid, room)
-        out = self._send(eio_sid, Packet(PacketType.CONNECT, namespace, {"sid": socket.sid}))
+        answer = {"sid": socket.sid} if socket.pid is None else {"sid": socket.sid, "pid": socket.pid}
+        out = self._send(eio_sid, Packet(PacketType.CONNECT, namespace, answer))
         out += [SendTo(eio_sid, messages) for messages in socket.outbox]
         inbox = socket.inbox
         socket.rooms, socket.outbox, socket.inbox = [], [], []
@@ -373,15 +458,26 @@ class ServerCore:
 
     def emit(self, event: str, args: Sequence[Any] = (), *, namespace: str = "/",
              to: str | Iterable[str] | None = None,
-             skip_sids: str | Iterable[str] = ()) -> list[Output]:
+             skip_sids: str | Iterable[str] = (), now: float = 0.0) -> list[Output]:
         """Send an event to every socket of ``namespace``, or to the members of ``to`` (a room,
         a sid - each sid is a room - or several), except ``skip_sids``.
 
         The packet is encoded once; each target's connection gets the same messages.  A
         pending socket that ``to`` names (by sid or by a room it entered) gets them right
         after its CONNECT answer.  A ``to`` that reaches nobody outputs :class:`Undelivered`.
+
+        With connection state recovery the packet gets an offset as its last argument and is
+        logged (``now``: seconds, for the log's age limit), even if it reaches nobody now: a
+        dropped client in ``to`` may come back for it.
         """
-        packet = Packet(PacketType.EVENT, namespace, self._event_data(event, args))
+        data = self._event_data(event, args)
+        store = self._namespace(namespace).store
+        if store is not None:
+            to = to if to is None or isinstance(to, str) else list(to)
+            skip_sids = skip_sids if isinstance(skip_sids, str) else list(skip_sids)
+            store.append(data, None if to is None else [to] if isinstance(to, str) else to,
+                         [skip_sids] if isinstance(skip_sids, str) else skip_sids, now)
+        packet = Packet(PacketType.EVENT, namespace, data)
         return self._deliver(packet, namespace, to, skip_sids)[1]
 
     def _targets(self, ns: _Namespace, to: str | Iterable[str] | None,
