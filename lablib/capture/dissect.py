@@ -3,8 +3,11 @@
 A captured TCP connection is two byte streams (client to server, "c2s", and server to client,
 "s2c") that arrived in chunks whose boundaries mean nothing.  :func:`dissect` re-reads them with
 lablib's own sans-I/O parsers — :class:`~lablib.http.RequestParser`,
-:class:`~lablib.http.ResponseParser` and :class:`~lablib.websocket.frames.FrameParser` — so what
-you see here is exactly what the protocol cores understand, not a second opinion::
+:class:`~lablib.http.ResponseParser`, :class:`~lablib.websocket.frames.FrameParser`, and the
+connection's own reassembly, :class:`~lablib.websocket.messages.MessageAssembler` (in its
+tolerant mode, which reports a violation instead of failing), with permessage-deflate's
+:class:`~lablib.websocket.deflate.Inflater` — so what you see here is exactly what the protocol
+cores understand, not a second opinion::
 
     layer      kind         summary                                  spec
     tcp        open         open 127.0.0.1:50312 -> 127.0.0.1:8765
@@ -25,79 +28,40 @@ response, c2s before s2c).
 Nothing raises out of :func:`dissect`: a malformed or truncated stream is dissected as far as it
 goes and ends with an ``error`` record saying why.
 
-Adding a layer (Engine.IO, Socket.IO, ...)
-------------------------------------------
-Higher layers are *message decoders*.  A decoder is a function that receives a :class:`Message`
-(a complete WebSocket message, an HTTP body, or something another decoder unwrapped) and returns
-a list of :class:`Decoded` items — or ``None`` / ``[]`` when the message is not its business::
-
-    from lablib.capture.dissect import Decoded, Message, message_decoder
-
-    @message_decoder("engineio", carriers=("websocket", "http"))
-    def decode_engineio(message: Message) -> list[Decoded] | None:
-        if "EIO=4" not in (message.target or ""):
-            return None                      # not an Engine.IO connection
-        packet = lablib.engineio.packets.decode(message.text)   # the layer's own parser
-        return [Decoded("engineio", "packet", f"{packet.type.name} {packet.data!r}",
-                        {"type": packet.type.name, "data": packet.data}, obj=packet,
-                        inner=Message("engineio", ..., target=message.target))]
-
-Put such a function in the layer's own package, e.g. ``lablib/engineio/dissect.py``, and list
-that module in :data:`DECODER_MODULES`: :func:`dissect` imports the listed modules (those that
-exist) the first time it runs, and importing a module runs its ``@message_decoder`` lines, which
-register the decoders in :data:`DECODERS`.  Pass ``decoders=[...]`` to :func:`dissect` to choose
-explicitly (tests do).
-
-Layers stack through ``inner``: a :class:`Decoded` with an ``inner`` message is handed on to
-every decoder whose ``carriers`` contain ``inner.carrier``.  Engine.IO returns, for each packet
-of type "message", ``inner=Message("engineio", data, text, ...)``; Socket.IO registers with
-``carriers=("engineio",)`` — neither knows the other.  An HTTP polling body holding several
-packets gives one :class:`Decoded` per packet, each with its own ``raw`` slice.  Each level is a
-record one ``depth`` deeper than its carrier, with the carrier's time, direction and offset.
-A decoder that raises produces an ``error`` record, never an exception.
-
-Decoders that remember (per conversation)
------------------------------------------
-A decoder sees one message at a time.  One that must connect messages - Socket.IO joins the
-binary attachments that follow a BINARY_EVENT back to it - registers a *factory* with
-``per_conversation=True``: :func:`dissect` calls it once for each conversation it dissects and
-uses what it returns (a function or callable object) for that conversation's messages, so the
-state lives exactly as long as one TCP connection and never leaks into the next dissection::
-
-    @message_decoder("socketio", carriers=("engineio",), per_conversation=True)
-    class SocketIODecoder:
-        def __init__(self): ...                       # fresh state for one conversation
-        def __call__(self, message): ...              # -> list[Decoded] | None
-
-Messages reach a decoder in stream order within each direction (one direction may be handed
-over entirely before the other), so keep state per ``message.direction``.
+Layers above (Engine.IO, Socket.IO, ...)
+----------------------------------------
+Higher layers are *message decoders* (:mod:`lablib.capture.decoding` describes the interface):
+each complete WebSocket message and each HTTP body is offered to them, and what they find
+becomes records one level deeper.  :data:`DECODERS` (from :mod:`lablib.capture.decoders`) is
+the default list; pass ``decoders=[...]`` to :func:`dissect` to choose explicitly (tests do).
+A conversation whose client speaks RESP is Redis, not HTTP: :mod:`lablib.capture.resp` reads it.
 """
 
 from __future__ import annotations
 
 import bisect
-import importlib
 import itertools
-import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Sequence
 
 from ..errors import HandshakeError, LablibError
 from ..http import NEED_DATA as HTTP_NEED_DATA
-from ..http import Headers, Request, RequestParser, Response, ResponseParser
+from ..http import Request, RequestParser, Response, ResponseParser
 from ..websocket.frames import (NEED_DATA as WS_NEED_DATA, CloseCode, Frame, FrameParser, Opcode,
                                 parse_close_payload)
-from ..sse.httpstream import ResponseStream  # moves to ..http with its rewrite
+from ..websocket.deflate import DeflateParameters, Inflater
 from ..websocket.handshake import accept_key
+from ..websocket.messages import MessageAssembler, Reassembled
+from ..sse.httpstream import ResponseStream  # moves to ..http with its rewrite
+from . import resp
+from .decoders import DECODERS
+from .decoding import MAX_SIZE, Decoded, Decoder, Message
+from .decoding import preview as _preview
 from .records import Capture, Chunk, Conversation, Direction
 
 __all__ = [
-    "Record", "Message", "Decoded", "Decoder", "DECODERS", "message_decoder",
-    "dissect", "dissect_capture", "dissect_streams",
+    "Record", "Message", "Decoded", "Decoder", "DECODERS", "dissect", "dissect_capture", "dissect_streams",
 ]
-
-#: Largest HTTP body or inflated WebSocket message the dissector will hold (memory stays bounded).
-MAX_SIZE = 64 * 1024 * 1024
 
 # A decoder's records may nest this deep (a guard against decoders that unwrap forever).
 _MAX_DEPTH = 8
@@ -145,113 +109,6 @@ class Record:
         arrow = {"c2s": "->", "s2c": "<-"}.get(self.direction or "", "--")
         return (f"<Record {self.time:.6f} {arrow} {self.layer}/{self.kind} "
                 f"@{self.offset}+{self.length}: {self.summary}>")
-
-
-# --- the decoder mechanism ----------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A complete application payload handed to decoders.
-
-    ``carrier`` is the layer that delivered it: ``"websocket"`` (a whole message, reassembled
-    and inflated), ``"http"`` (a non-empty request or response body) or a decoder's layer.
-    ``text`` is the UTF-8 text when the payload is text (WebSocket TEXT, or a body that decodes),
-    else ``None``.  ``target`` is the request target of the HTTP exchange the message belongs
-    to (for WebSocket: the upgrade request's), which tells e.g. Engine.IO traffic apart.
-    """
-
-    carrier: str
-    data: bytes
-    text: str | None
-    direction: Direction
-    target: str | None = None
-    headers: Headers | None = None    #: for an HTTP body: the message's headers
-    obj: Any = None                   #: the carrier's object (Request, Response, Frame, packet)
-    complete: bool = True             #: False: an HTTP body that has not ended (see STREAMED_TYPES)
-
-
-@dataclass(frozen=True, slots=True)
-class Decoded:
-    """What a decoder returns for each unit it found in a :class:`Message`.
-
-    ``raw`` is the unit's own bytes when the message holds several (e.g. the packets of an
-    Engine.IO polling payload); by default the record shows the whole message.  ``inner`` is the
-    payload this unit carries, to be offered to the next layer's decoders.
-    """
-
-    layer: str
-    kind: str
-    summary: str
-    fields: dict[str, Any] = field(default_factory=dict)
-    obj: Any = None
-    raw: bytes | None = None
-    inner: Message | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Decoder:
-    """A named message decoder and the carriers (layers) whose messages it reads.
-
-    With ``per_conversation`` True, ``decode`` is a factory (called without arguments) that
-    returns a fresh decode function for each conversation: see :meth:`for_conversation`.
-    """
-
-    name: str
-    carriers: frozenset[str]
-    decode: Callable[..., Any]
-    per_conversation: bool = False
-
-    def for_conversation(self) -> Decoder:
-        """The decoder to use for one conversation (itself, unless it keeps state)."""
-        if not self.per_conversation:
-            return self
-        return Decoder(self.name, self.carriers, self.decode())
-
-
-#: The decoders :func:`dissect` uses by default, in order.  Filled by :func:`message_decoder`.
-DECODERS: list[Decoder] = []
-
-#: Modules whose import registers the built-in decoders, imported on first use (if they exist).
-DECODER_MODULES: tuple[str, ...] = ("lablib.engineio.dissect", "lablib.socketio.dissect",
-                                     "lablib.mqtt.dissect", "lablib.sse.dissect",
-                                     "lablib.socketio.redis_dissect")
-
-#: Media types whose body is a stream of self-delimited messages (``text/event-stream``, added
-#: by lablib.sse.dissect): a response of such a type whose body has not ended - still open, or
-#: cut - is shown with its head and handed to the decoders with the body so far
-#: (``Message.complete`` False).  Any other unfinished response is only a ``truncated`` error.
-STREAMED_TYPES: set[str] = set()
-_loaded = False
-
-
-def _default_decoders() -> list[Decoder]:
-    """:data:`DECODERS`, after importing :data:`DECODER_MODULES` once."""
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for name in DECODER_MODULES:
-            try:
-                importlib.import_module(name)
-            except ModuleNotFoundError as exc:
-                if exc.name is None or not name.startswith(exc.name):
-                    raise   # the module exists but one of *its* imports is missing: a bug
-    return list(DECODERS)
-
-
-def message_decoder(name: str, *, carriers: Iterable[str] = ("websocket", "http"),
-                    per_conversation: bool = False):
-    """Decorator: register ``fn(message) -> list[Decoded] | None`` in :data:`DECODERS`.
-
-    With ``per_conversation=True``, ``fn`` is instead a factory called once per conversation
-    (e.g. a class whose instances are callable), see "Decoders that remember" above.
-    Registering the same ``name`` again replaces the old decoder (so re-importing a module in
-    a notebook does not decode everything twice).
-    """
-    def register(fn: Callable[..., Any]):
-        decoder = Decoder(name, frozenset(carriers), fn, per_conversation)
-        DECODERS[:] = [d for d in DECODERS if d.name != name] + [decoder]
-        return fn
-    return register
 
 
 # --- public entry points ------------------------------------------------------------------------
@@ -341,7 +198,9 @@ class _Dissector:
     def __init__(self, conversation_id: int | None, decoders: Sequence[Decoder] | None) -> None:
         self.conversation_id = conversation_id
         self.decoders = [d.for_conversation()
-                         for d in (_default_decoders() if decoders is None else decoders)]
+                         for d in (DECODERS if decoders is None else decoders)]
+        # Response media types whose body is read as it comes (Decoder.streamed_types).
+        self.streamed_types = frozenset().union(*(d.streamed_types for d in self.decoders))
         self._records: list[tuple[float, int, Record]] = []
         self._seq = itertools.count()
         self.eof = False
@@ -379,7 +238,6 @@ class _Dissector:
                               {"bytes": len(chunk.data)}, offset, chunk.data, chunk,
                               time=chunk.time)
                     offset += len(chunk.data)
-        from . import resp  # (imported here: it builds on this module)
         if resp.looks_like_resp(c2s.data, s2c.data):   # Redis, not HTTP: see lablib.capture.resp
             resp.dissect_streams(self, c2s, s2c)
         elif (upgrade := self.http(c2s, s2c)) is not None:
@@ -481,7 +339,7 @@ class _Dissector:
         return response
 
     def streamed(self, stream: _Stream, request: Request | None, data: bytes) -> bool:
-        """A response of a :data:`STREAMED_TYPES` type whose body has not ended: its head, the
+        """A response of a streamed type (:attr:`Decoder.streamed_types`) whose body has not ended: its head, the
         body so far to the decoders, then (if the connection is over) a ``truncated`` error."""
         head = ResponseStream(method=request.method if request else "GET")
         try:
@@ -489,7 +347,7 @@ class _Dissector:
         except HandshakeError:
             return False
         response = head.response
-        if response is None or _media_type(response) not in STREAMED_TYPES:
+        if response is None or _media_type(response) not in self.streamed_types:
             return False
         response.body = b"".join(item for item in items if isinstance(item, bytes))
         summary = (f"HTTP/{response.http_version} {response.status} {response.reason} "
@@ -543,7 +401,10 @@ class _Dissector:
         # flagged below instead of ending the dissection.
         parser = FrameParser(mask_required=None, allowed_rsv=upgrade.allowed_rsv)
         parser.feed(stream.data[stream.offset:])
-        messages = _Reassembler(upgrade.inflater(stream.direction))
+        # tolerant: a fragmentation or UTF-8 violation is reported with its message, and the
+        # dissection goes on.
+        messages = MessageAssembler(tolerant=True, inflater=upgrade.inflater(stream.direction))
+        first_offset = 0  # where the message being reassembled began
         while True:
             try:
                 frame = parser.next_frame()
@@ -560,7 +421,11 @@ class _Dissector:
             record = self.frame(stream, frame, raw, messages.continues_compressed(frame))
             stream.offset += size
             self.check_mask(stream, frame, record)
-            self.message(stream, record, messages.add(frame, record))
+            if frame.opcode.is_control:
+                continue
+            if frame.opcode is not Opcode.CONT:
+                first_offset = record.offset
+            self.message(stream, record, messages.receive(frame), first_offset)
 
     def frame(self, stream: _Stream, frame: Frame, raw: bytes, compressed: bool) -> Record:
         fields = _frame_fields(frame, raw)
@@ -575,22 +440,23 @@ class _Dissector:
             self.emit(stream, "error", "violation", problem, {"error": problem},
                       record.offset, record.raw, frame)
 
-    def message(self, stream: _Stream, record: Record, done: _Done | None) -> None:
-        """Report a completed message (when it adds something) and hand it to the decoders."""
+    def message(self, stream: _Stream, record: Record, done: Reassembled | None,
+                first: int) -> None:
+        """Report a completed message (when it adds something) and hand it to the decoders;
+        ``first`` is where its first frame began."""
         if done is None:
             return
-        if done.problem is not None:
-            self.emit(stream, "error", "violation", done.problem, {"error": done.problem},
+        if done.violation is not None:
+            self.emit(stream, "error", "violation", done.violation, {"error": done.violation},
                       record.offset, record.raw, record.obj)
             if done.data is None:
                 return
         carrier, depth = record, 0
         if done.frames > 1 or done.compressed:
-            first = done.first_offset
             raw = stream.data[first:record.end]
             how = [f"{done.frames} frames"] if done.frames > 1 else []
             if done.compressed:
-                how.append(f"inflated {done.wire_len}->{len(done.data)} bytes")
+                how.append(f"inflated {done.wire_length}->{len(done.data)} bytes")
             else:
                 how.append(f"{len(done.data)} bytes")
             preview = _preview(done.data, done.text)
@@ -695,14 +561,6 @@ def _frame_summary(frame: Frame, fields: dict[str, Any], compressed: bool = Fals
     return f"{head} {_preview(frame.payload, text)}"
 
 
-def _preview(data: bytes, text: str | None, limit: int = 40) -> str:
-    """A short, printable glimpse: the text quoted, or the first bytes in hex."""
-    if text is not None:
-        return repr(text if len(text) <= limit else text[:limit - 3] + "...")
-    shown = data[:16].hex(" ")
-    return shown + (" ..." if len(data) > 16 else "")
-
-
 def _bytes(n: int) -> str:
     return "1 byte" if n == 1 else f"{n} bytes"
 
@@ -715,121 +573,24 @@ def _utf8(data: bytes) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
-class _Done:
-    """A data message whose last frame arrived (``data`` None if it could not be rebuilt)."""
-
-    opcode: Opcode
-    data: bytes | None
-    text: str | None
-    frames: int
-    first_offset: int
-    compressed: bool
-    wire_len: int
-    problem: str | None = None
-
-
-class _Reassembler:
-    """§5.4: join a message's fragments (control frames may sit between them)."""
-
-    def __init__(self, inflater: _Inflater | None) -> None:
-        self.inflater = inflater
-        self.frames: list[Frame] = []
-        self.first_offset = 0
-
-    def continues_compressed(self, frame: Frame) -> bool:
-        """Is ``frame`` a continuation of a message whose first frame had RSV1 set?"""
-        return frame.opcode == Opcode.CONT and bool(self.frames) and self.frames[0].rsv1
-
-    def add(self, frame: Frame, record: Record) -> _Done | None:
-        if frame.opcode.is_control:
-            return None
-        if frame.opcode == Opcode.CONT and not self.frames:
-            return _Done(Opcode.CONT, None, None, 1, record.offset, False, 0,
-                         "continuation frame without a message to continue (§5.4)")
-        problem = None
-        if frame.opcode != Opcode.CONT and self.frames:
-            problem = f"new {frame.opcode.name} frame before the previous message ended (§5.4)"
-            self.frames = []
-        if not self.frames:
-            self.first_offset = record.offset
-        self.frames.append(frame)
-        if not frame.fin:
-            return None
-        frames, self.frames = self.frames, []
-        return self._finish(frames, problem)
-
-    def _finish(self, frames: list[Frame], problem: str | None) -> _Done:
-        opcode, compressed = frames[0].opcode, frames[0].rsv1  # RFC 7692 §6: RSV1 on the first
-        wire = b"".join(f.payload for f in frames)
-        data: bytes | None = wire
-        if compressed:
-            if self.inflater is None:
-                problem = problem or "RSV1 set but permessage-deflate was not negotiated"
-                data = None
-            else:
-                try:
-                    data = self.inflater.inflate(wire)
-                except (zlib.error, ValueError) as exc:
-                    problem, data = f"permessage-deflate: cannot inflate ({exc})", None
-        text = None
-        if data is not None and opcode == Opcode.TEXT:
-            text = _utf8(data)
-            if text is None:
-                problem = problem or "text message is not valid UTF-8 (§8.1)"
-        return _Done(opcode, data, text, len(frames), self.first_offset, compressed, len(wire),
-                     problem)
-
-
-class _Inflater:
-    """RFC 7692 §7.2.2: inflate one direction's compressed messages.
-
-    Stand-in until lablib.websocket implements permessage-deflate; then the dissector should
-    use that instead.  With context takeover (the default) the sender's LZ77 window carries
-    over from message to message, so one decompressor serves the whole direction.
-    """
-
-    def __init__(self, no_context_takeover: bool) -> None:
-        self.no_context_takeover = no_context_takeover
-        self._z = zlib.decompressobj(-15)
-
-    def inflate(self, data: bytes) -> bytes:
-        if self.no_context_takeover:
-            self._z = zlib.decompressobj(-15)
-        # §7.2.2: the sender removed the trailing empty stored block 00 00 ff ff; put it back.
-        out = self._z.decompress(data + b"\x00\x00\xff\xff", MAX_SIZE)
-        if self._z.unconsumed_tail:
-            raise ValueError(f"message inflates beyond {MAX_SIZE} bytes")
-        return out
-
-
-@dataclass(frozen=True, slots=True)
 class _Upgrade:
     """What the 101 response negotiated that the frame dissector must know."""
 
-    deflate: bool = False
-    client_no_context_takeover: bool = False
-    server_no_context_takeover: bool = False
+    deflate: DeflateParameters | None = None   # RFC 7692 permessage-deflate, if agreed
 
     @classmethod
     def from_response(cls, response: Response) -> _Upgrade:
-        for value in response.headers.get_all("sec-websocket-extensions"):
-            for extension in value.split(","):
-                name, *params = [p.strip().lower() for p in extension.split(";")]
-                if name == "permessage-deflate":
-                    names = {p.split("=", 1)[0].strip() for p in params}
-                    return cls(True, "client_no_context_takeover" in names,
-                               "server_no_context_takeover" in names)
-        return cls()
+        return cls(DeflateParameters.from_headers(
+            response.headers.get_all("sec-websocket-extensions")))
 
     @property
     def allowed_rsv(self) -> int:
         return 0x40 if self.deflate else 0  # RFC 7692 §6: permessage-deflate owns RSV1
 
-    def inflater(self, direction: Direction) -> _Inflater | None:
-        if not self.deflate:
+    def inflater(self, direction: Direction) -> Inflater | None:
+        if self.deflate is None:
             return None
-        return _Inflater(self.client_no_context_takeover if direction == "c2s"
-                         else self.server_no_context_takeover)
+        return self.deflate.inflater(sender_is_client=direction == "c2s", max_size=MAX_SIZE)
 
 
 # --- HTTP helpers -------------------------------------------------------------------------------

@@ -44,8 +44,7 @@ first byte is ``*``) to :func:`dissect_streams` here instead of HTTP.  Each comm
 becomes a record of layer ``resp`` (kinds ``command``, ``reply``, ``push``); the payload of a
 PUBLISH and of each message received is offered to the decoders of carrier ``"redis"``, with
 the channel as the message's ``target`` - :mod:`lablib.socketio.redis_dissect` decodes the
-Socket.IO Redis adapter's MessagePack there.  :func:`dissect_redis` does it for one
-conversation.
+Socket.IO Redis adapter's MessagePack there.
 """
 
 from __future__ import annotations
@@ -54,12 +53,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import LablibError
-from .dissect import Decoder, Message, Record, _preview, dissect
-from .records import Conversation
+from .decoding import Message
+from .decoding import preview as _preview
 
 __all__ = [
     "NEED_DATA", "RespParser", "MalformedRESP", "SimpleString", "ErrorReply", "Verbatim", "Map",
-    "Set", "Push", "Attribute", "InlineCommand", "looks_like_resp", "dissect_redis",
+    "Set", "Push", "Attribute", "InlineCommand", "looks_like_resp",
     "dissect_streams", "encode_command", "PUBSUB_MESSAGES",
 ]
 
@@ -323,16 +322,6 @@ def looks_like_resp(c2s: bytes, s2c: bytes) -> bool:
     if c2s:
         return c2s[:1] == b"*" and c2s[1:2].isdigit()
     return bool(s2c) and s2c[:1] in TYPE_BYTES
-
-
-def dissect_redis(conversation: Conversation, *, decoders: list[Decoder] | None = None
-                  ) -> list[Record]:
-    """Dissect a recorded Redis conversation: one record per command, reply and message.
-
-    The same as :func:`lablib.capture.dissect.dissect`, which recognises RESP by itself; here
-    for readers who look for Redis by name.
-    """
-    return dissect(conversation, decoders=decoders)
 
 
 def _text(value: Any) -> str:

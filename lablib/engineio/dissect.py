@@ -1,7 +1,7 @@
 """The dissector's Engine.IO layer: HTTP bodies and WebSocket messages shown as Engine.IO packets.
 
-Importing this module registers :func:`decode_engineio` with the dissector
-(:mod:`lablib.capture.dissect` lists it in ``DECODER_MODULES``).  It reads messages with the
+Its ``DECODER`` describes :func:`decode_engineio` to the dissector
+(:mod:`lablib.capture.decoders` lists it).  It reads messages with the
 layer's own parsers, :func:`~lablib.engineio.packets.decode_payload` and
 :func:`~lablib.engineio.packets.decode_packet`, so a record shows exactly what a lablib
 endpoint would have understood::
@@ -51,7 +51,7 @@ import json
 import urllib.parse
 from typing import Any
 
-from ..capture.dissect import Decoded, Message, message_decoder
+from ..capture.decoding import Decoded, Decoder, Message
 from ..errors import LablibError
 from ..websocket.frames import Opcode
 from .packets import RECORD_SEPARATOR, OpenInfo, Packet, PacketType, decode_packet, decode_payload
@@ -84,7 +84,6 @@ def engineio_query(target: str | None) -> dict[str, str] | None:
     return query
 
 
-@message_decoder("engineio", carriers=("http", "websocket"))
 def decode_engineio(message: Message) -> list[Decoded] | None:
     """The Engine.IO records in one HTTP body or WebSocket message (None: not Engine.IO)."""
     query = engineio_query(message.target)
@@ -98,6 +97,10 @@ def decode_engineio(message: Message) -> list[Decoded] | None:
 
 
 # --- the two transports -----------------------------------------------------------------------
+
+#: What the dissector needs to know of this layer (listed in lablib.capture.decoders).
+DECODER = Decoder("engineio", {"http", "websocket"}, decode_engineio)
+
 
 def _websocket_message(message: Message, query: dict[str, str]) -> list[Decoded]:
     """One packet per WebSocket message; a binary message is a binary Engine.IO message."""

@@ -1,7 +1,7 @@
 """The dissector's MQTT layer: WebSocket messages shown as MQTT 3.1.1 Control Packets.
 
-Importing this module registers :class:`MQTTDecoder` with :mod:`lablib.capture.dissect` (listed in
-its ``DECODER_MODULES``).  It reads the bytes with :class:`~lablib.mqtt.packets.PacketParser`, the
+Its ``DECODER`` describes :class:`MQTTDecoder` to the dissector (:mod:`lablib.capture.decoders`
+lists it).  It reads the bytes with :class:`~lablib.mqtt.packets.PacketParser`, the
 parser lablib's client uses, so a record shows what a lablib endpoint understood::
 
     layer  kind    summary
@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..capture.dissect import Decoded, Message, message_decoder
+from ..capture.decoding import Decoded, Decoder, Message
 from .errors import MalformedPacket
 from .packets import (MAX_REMAINING_LENGTH, NEED_DATA, Packet, PacketParser,
                       decode_remaining_length)
@@ -45,11 +45,16 @@ def packet_fields(packet: Packet, raw: bytes) -> dict[str, Any]:
 
 def packet_summary(packet: Packet) -> str:
     """``PUBLISH qos=1 dup=0 retain=0 packet_id=7 topic='a/b' payload=b'hi'``: every field that
-    differs from its default, booleans as 0/1 like the spec's bit diagrams."""
+    differs from its default, booleans as 0/1 like the spec's bit diagrams.  A CONNECT's password
+    shows as its length (``password=<6 bytes>``): summaries end up in tables and notebooks; the
+    record's fields keep the bytes, which cross the wire in clear (§3.1.3.5)."""
     parts = [packet.type.name]
     for f in dataclasses.fields(packet):
         value = getattr(packet, f.name)
         if f.name in ("protocol_name", "protocol_level") and value == f.default:
+            continue
+        if f.name == "password" and value is not None:
+            parts.append(f"password=<{len(value)} bytes>")
             continue
         if isinstance(value, bool):
             value = int(value)
@@ -61,7 +66,6 @@ def packet_summary(packet: Packet) -> str:
     return " ".join(parts)
 
 
-@message_decoder("mqtt", carriers=("websocket",), per_conversation=True)
 class MQTTDecoder:
     """One conversation's MQTT state: is it MQTT, and a parser and unread bytes per direction."""
 
@@ -105,6 +109,11 @@ class MQTTDecoder:
         finally:
             self.pending[direction] = buffer
         return decoded
+
+
+#: What the dissector needs to know of this layer (listed in lablib.capture.decoders): a fresh
+#: MQTTDecoder per conversation.
+DECODER = Decoder("mqtt", {"websocket"}, MQTTDecoder, per_conversation=True)
 
 
 def _starts_with_mqtt_connect(data: bytes) -> bool | None:

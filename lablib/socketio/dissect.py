@@ -1,7 +1,7 @@
 """The dissector's Socket.IO layer: Engine.IO messages shown as Socket.IO packets.
 
-Importing this module registers :class:`SocketIODecoder` with the dissector
-(:mod:`lablib.capture.dissect` lists it in ``DECODER_MODULES``).  It reads the Engine.IO
+Its ``DECODER`` describes :class:`SocketIODecoder` to the dissector
+(:mod:`lablib.capture.decoders` lists it).  It reads the Engine.IO
 messages that :mod:`lablib.engineio.dissect` hands on (``carriers=("engineio",)``) with the
 layer's own :class:`lablib.socketio.packets.Decoder`, so a record shows exactly what a lablib
 endpoint would have understood::
@@ -61,7 +61,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..capture.dissect import Decoded, Message, message_decoder
+from ..capture import decoding
+from ..capture.decoding import Decoded, Message
 from ..errors import PacketError
 from .packets import Decoder, Packet, PacketType
 
@@ -120,7 +121,6 @@ class _Direction:
     fields: dict[str, Any] | None = None        # the pending packet's record fields
 
 
-@message_decoder("socketio", carriers=("engineio",), per_conversation=True)
 class SocketIODecoder:
     """The Socket.IO decoder of one conversation (the dissector makes one per conversation)."""
 
@@ -188,6 +188,11 @@ class SocketIODecoder:
 
 
 # --- records ------------------------------------------------------------------------------------
+
+#: What the dissector needs to know of this layer (listed in lablib.capture.decoders): a fresh
+#: SocketIODecoder per conversation.
+DECODER = decoding.Decoder("socketio", {"engineio"}, SocketIODecoder, per_conversation=True)
+
 
 def _pending_header(decoder: Decoder) -> Packet:
     """The binary packet ``decoder`` is completing, placeholders still in.

@@ -1,6 +1,6 @@
 """The dissector's Socket.IO Redis adapter layer: what one server PUBLISHes to the others.
 
-Importing this module registers a decoder for the messages :mod:`lablib.capture.resp` finds in
+Its ``DECODER`` (listed in :mod:`lablib.capture.decoders`) reads the messages :mod:`lablib.capture.resp` finds in
 a Redis conversation (carrier ``"redis"``: a PUBLISH's payload, or a message a subscriber
 received; the message's ``target`` is the channel).  It reads them with
 :mod:`lablib.socketio.redis_protocol`, the same code a lablib adapter uses::
@@ -20,7 +20,7 @@ for broadcasts ``uid``, ``packet``, ``rooms``, ``except``, ``flags``.
 
 from __future__ import annotations
 
-from ..capture.dissect import Decoded, Message, message_decoder
+from ..capture.decoding import Decoded, Decoder, Message
 from ..errors import PacketError
 from .redis_protocol import ABSENT, decode_broadcast, decode_request, decode_response
 
@@ -48,7 +48,6 @@ def parse_channel(channel: str) -> tuple[str, str, str, str | None] | None:
     return "broadcast", prefix, namespace, extra
 
 
-@message_decoder("socketio-redis", carriers=("redis",))
 def decode_adapter_message(message: Message) -> list[Decoded] | None:
     """One record for an adapter message: a broadcast, a request or a response."""
     channel = message.target or ""
@@ -77,6 +76,10 @@ def decode_adapter_message(message: Message) -> list[Decoded] | None:
     except PacketError as exc:
         return [Decoded("error", "malformed", f"Socket.IO Redis adapter: {exc}",
                         {**fields, "error": str(exc)}, exc)]
+
+
+#: What the dissector needs to know of this layer (listed in lablib.capture.decoders).
+DECODER = Decoder("socketio-redis", {"redis"}, decode_adapter_message)
 
 
 def _broadcast(decoded, fields: dict) -> Decoded:

@@ -10,24 +10,19 @@ per item, read by the same :class:`~lablib.sse.codec.EventStreamParser` the clie
     sse    comment    comment ''  (a keepalive)                    comment
     sse    discarded  an event without its final empty line (9 bytes) is never dispatched
 
-Each record's ``raw`` is the body bytes that made it (the chunk framing removed).  Importing
-this module registers the decoder (:data:`lablib.capture.dissect.DECODER_MODULES` lists it) and
-adds ``text/event-stream`` to :data:`~lablib.capture.dissect.STREAMED_TYPES`, so that a stream
-still open, or cut by the network, is dissected as far as it went.
+Each record's ``raw`` is the body bytes that made it (the chunk framing removed).  Its
+``DECODER`` (listed in :mod:`lablib.capture.decoders`) names ``text/event-stream`` a streamed
+type, so that a stream still open, or cut by the network, is dissected as far as it went.
 """
 
 from __future__ import annotations
 
-from ..capture.dissect import MAX_SIZE, STREAMED_TYPES, Decoded, Message, message_decoder
+from ..capture.decoding import MAX_SIZE, Decoded, Decoder, Message
 from .codec import MEDIA_TYPE, EventStreamParser
 from .events import CommentReceived, EventReceived, RetryReceived
 
 __all__ = ["decode_event_stream"]
 
-STREAMED_TYPES.add(MEDIA_TYPE)
-
-
-@message_decoder("sse", carriers=("http",))
 def decode_event_stream(message: Message) -> list[Decoded] | None:
     """The items of an event-stream response body (None for any other message)."""
     if message.direction != "s2c" or message.headers is None:
@@ -45,6 +40,11 @@ def decode_event_stream(message: Message) -> list[Decoded] | None:
                                {"bytes": parser.pending},
                                raw=message.data[len(message.data) - parser.pending:]))
     return decoded
+
+
+#: What the dissector needs to know of this layer (listed in lablib.capture.decoders): an
+#: event stream is read as it comes, even when the response has not ended.
+DECODER = Decoder("sse", {"http"}, decode_event_stream, streamed_types={MEDIA_TYPE})
 
 
 def _decoded(item, body: bytes) -> Decoded:

@@ -23,16 +23,16 @@ closing, a 200-byte ping) raise :class:`~lablib.errors.LocalProtocolError` at on
 
 from __future__ import annotations
 
-import codecs
 import enum
 import random
 from dataclasses import dataclass, field
 
-from ..errors import HandshakeError, InvalidUTF8, LocalProtocolError, RemoteProtocolError
+from ..errors import HandshakeError, LocalProtocolError, RemoteProtocolError
 from ..http import Request, Response
 from .frames import (NEED_DATA, CloseCode, Frame, FrameParser, Opcode, encode_close_payload,
                      encode_frame, is_valid_close_code, parse_close_payload)
 from .handshake import ClientHandshake, ServerHandshake
+from .messages import MessageAssembler
 
 __all__ = [
     "Role", "State", "Connection", "Event", "RequestReceived", "Accepted", "Rejected",
@@ -176,13 +176,10 @@ class Connection:
         self._parser = FrameParser(mask_required=(role is Role.SERVER))
         self._masks = role is Role.CLIENT  # a client masks every frame it sends (§5.3)
         self._outgoing = bytearray()
-        # The message being received (§5.4 fragmentation).
-        self._msg_opcode: Opcode | None = None
-        self._msg_parts: list[bytes] = []
-        self._utf8 = codecs.getincrementaldecoder("utf-8")("strict")
+        # The message being received (§5.4 fragmentation, §8.1 UTF-8).
+        self._messages = MessageAssembler()
         # §8.1 fail fast: the text frame that is still arriving, checked as its bytes come.
         self._partial_checked = 0  # payload bytes of that frame checked so far
-        self._partial_utf8 = codecs.getincrementaldecoder("utf-8")("strict")
         # The message being sent: None, or the opcode of its first frame.
         self._sending: Opcode | None = None
         self.close_sent: tuple[int, str] | None = None
@@ -254,72 +251,23 @@ class Connection:
                     self._receive_data_frame(frame, events)
 
     def _receive_data_frame(self, frame: Frame, events: list[Event]) -> None:
-        """§5.4: a message is one frame, or a TEXT/BINARY frame with fin=0 then CONT frames."""
-        if frame.opcode is Opcode.CONT:
-            if self._msg_opcode is None:
-                raise RemoteProtocolError("continuation frame without a message to continue")
-        elif self._msg_opcode is not None:
-            raise RemoteProtocolError("new data frame before the fragmented message ended")
-        elif frame.fin:  # the common case: a whole message in one frame
-            events.append(self._message(frame.opcode, frame.payload))
-            return
-        else:
-            self._msg_opcode = frame.opcode
-        if self._msg_opcode is Opcode.TEXT:
-            # §8.1: validate as we go, so invalid UTF-8 fails at the first bad fragment.
-            try:
-                text = self._utf8.decode(frame.payload, final=frame.fin)
-            except UnicodeDecodeError:
-                raise InvalidUTF8("text message is not valid UTF-8") from None
-            if text:  # empty fragments add nothing: a stream of them must not grow a list
-                self._msg_parts.append(text)
-        elif frame.payload:
-            self._msg_parts.append(frame.payload)
-        if frame.fin:
-            parts, opcode = self._msg_parts, self._msg_opcode
-            self._msg_parts, self._msg_opcode = [], None
-            self._utf8.reset()
-            if opcode is Opcode.TEXT:
-                events.append(TextMessage("".join(parts)))
-            else:
-                events.append(BinaryMessage(b"".join(parts)))
+        """§5.4: a message is one frame, or a TEXT/BINARY frame with fin=0 then CONT frames;
+        the MessageAssembler joins them and checks text (§8.1), raising on a violation."""
+        message = self._messages.receive(frame)
+        if message is not None:
+            events.append(TextMessage(message.text) if message.opcode is Opcode.TEXT
+                          else BinaryMessage(message.data))
 
     def _check_partial_text(self) -> None:
         """§8.1: fail as soon as the bytes that make a text message invalid UTF-8 arrive,
-        without waiting for the end of their frame.
-
-        The part of a text frame received so far goes through a second incremental decoder,
-        which continues from where the message's decoder stands (a character may straddle two
-        fragments); the frame is decoded for real once complete.  Each byte is checked once,
-        however the frame is cut into reads.
-        """
+        without waiting for the end of their frame.  Each byte is checked once, however the
+        frame is cut into reads (see :meth:`MessageAssembler.check_partial_text`)."""
         partial = self._parser.partial_payload(self._partial_checked)
         if partial is None:
             return
         b0, data = partial
-        opcode = b0 & 0x0F
-        if not ((opcode == Opcode.TEXT and self._msg_opcode is None)
-                or (opcode == Opcode.CONT and self._msg_opcode is Opcode.TEXT)):
-            return  # binary, control, or an error the complete frame will report
-        if self._partial_checked == 0:  # the first bytes of this frame: start where we stand
-            if opcode == Opcode.TEXT:
-                self._partial_utf8.reset()
-            else:
-                self._partial_utf8.setstate(self._utf8.getstate())
-        try:
-            self._partial_utf8.decode(data)
-        except UnicodeDecodeError:
-            raise InvalidUTF8("text message is not valid UTF-8") from None
+        self._messages.check_partial_text(b0, data, first=self._partial_checked == 0)
         self._partial_checked += len(data)
-
-    @staticmethod
-    def _message(opcode: Opcode, payload: bytes) -> Event:
-        if opcode is Opcode.TEXT:
-            try:
-                return TextMessage(payload.decode("utf-8"))
-            except UnicodeDecodeError:
-                raise InvalidUTF8("text message is not valid UTF-8") from None
-        return BinaryMessage(payload)
 
     def _receive_control(self, frame: Frame, events: list[Event]) -> None:
         if frame.opcode is Opcode.PING:

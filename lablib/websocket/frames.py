@@ -19,19 +19,23 @@ The frame layout (§5.2), one row = 32 bits::
 
 This module knows frames only: :func:`encode_frame` turns fields into bytes, and
 :class:`FrameParser` turns a byte stream (arriving in any chunks) back into :class:`Frame`
-objects, rejecting anything §5 forbids.  Messages, fragments and closing live in
-:mod:`lablib.websocket.connection`.
+objects, rejecting anything §5 forbids.  Messages (fragments joined, text checked) live in
+:mod:`lablib.websocket.messages`, closing in :mod:`lablib.websocket.connection`.
+
+The module reads in the order of §5.2: the opcodes and close codes, the :class:`Frame`, the
+header byte by byte, :func:`encode_frame`, the :class:`FrameParser`, masking (§5.3) and the
+close payload (§5.5.1).  How the parser and the masking are made fast (batch unmasking with
+numpy, big-integer XOR, building frames as plain tuples) lives in :mod:`._fast`, which
+decides nothing of its own.
 """
 
 from __future__ import annotations
 
 import enum
-import functools
 import struct
 from typing import NamedTuple
 
-import numpy as np
-
+from . import _fast
 from ..errors import PayloadTooBig, RemoteProtocolError
 # "The parser needs more bytes" (h11's sentinel idea).  One object for the frame parser and the
 # HTTP parsers, so ``result is NEED_DATA`` holds whichever module it was imported from.
@@ -103,83 +107,6 @@ def is_valid_close_code(code: int) -> bool:
     return 3000 <= code <= 4999
 
 
-# --- masking (§5.3) ----------------------------------------------------------------------------
-
-# Below this size, Python's own big integers are the fastest whole-word XOR (one C loop over
-# 30-bit digits, no array set-up); above it numpy's 64-bit XOR wins.  Measured in benchmarks/.
-_NUMPY_THRESHOLD = 4096
-
-
-def apply_mask(data: bytes | bytearray | memoryview, masking_key: bytes) -> bytes:
-    """§5.3: XOR ``data`` with the 4-byte ``masking_key`` repeated; masking == unmasking.
-
-    Octet i of the result is ``data[i] ^ masking_key[i % 4]``.  We never loop over bytes in
-    Python: small payloads are XORed as one big integer, large ones as numpy uint64 words.
-    """
-    n = len(data)
-    if n == 0:
-        return b""
-    if n < _NUMPY_THRESHOLD:
-        key = (masking_key * ((n >> 2) + 1))[:n]
-        return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
-    return _mask_words(data, masking_key, np.empty(n, dtype=np.uint8)).tobytes()
-
-
-def _mask_words(data, masking_key: bytes, out: np.ndarray) -> np.ndarray:
-    """Mask ``data`` (≥ 8 bytes) into the uint8 array ``out`` (at least as long); return the
-    filled part.  8 is a multiple of 4, so every uint64 word sees the key twice, in phase."""
-    n = len(data)
-    words = n >> 3
-    np.bitwise_xor(np.frombuffer(data, dtype=np.uint64, count=words),
-                   np.frombuffer(masking_key * 2, dtype=np.uint64),
-                   out=out[:words << 3].view(np.uint64))
-    if n & 7:  # 1-7 bytes left, starting at a multiple of 8: the key phase restarts at 0
-        tail = apply_mask(memoryview(data)[words << 3:], masking_key)
-        out[words << 3:n] = np.frombuffer(tail, dtype=np.uint8)
-    return out[:n]
-
-
-def _unmask_many(buf, starts: list[int], ends: list[int], keys: list[bytes]) -> list[bytes]:
-    """Unmask many small masked payloads of ``buf`` at once, with a handful of numpy calls.
-
-    ``buf[starts[i]:ends[i]]`` is a payload masked with ``keys[i]``, in increasing order.  The
-    whole stretch ``buf[starts[0]:ends[-1]]`` is XORed with a keystream in one numpy call, then
-    each payload is sliced out.  The keystream is built a 4-byte word at a time: each word gets
-    the key of the payload it overlaps, rotated so that payload byte i meets key byte i mod 4
-    (§5.3) whatever the payload's alignment.  No word overlaps two of these payloads, since at
-    least a masked header (6 bytes) lies between them; words over headers (or frames not in the
-    list) get some key too and come out garbled, but those bytes are never used.
-    """
-    base = starts[0]
-    offsets = np.array(starts) - base  # each payload's offset in the stretch
-    size = ends[-1] - base
-    word_keys = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, 4)
-    # A word at offset 4w: its byte j meets payload byte 4w + j - offset, so key byte
-    # (j - offset) mod 4.
-    word_keys = np.take_along_axis(word_keys, (np.arange(4) - offsets[:, None]) % 4, axis=1)
-    # Payload k's key fills the words from its first one up to the next payload's first one.
-    words = np.diff(offsets >> 2, append=(size + 3) >> 2)
-    keystream = np.repeat(word_keys.view(np.uint32).ravel(), words).view(np.uint8)[:size]
-    unmasked = np.bitwise_xor(keystream, np.frombuffer(buf, dtype=np.uint8, count=size,
-                                                       offset=base), out=keystream)
-    # Taking each payload out: for tiny payloads, copying the stretch into bytes once and
-    # slicing that is fastest; for larger ones, slicing a memoryview saves that extra copy.
-    if size < 256 * len(starts):
-        clear = unmasked.tobytes()
-        return [clear[start - base:end - base] for start, end in zip(starts, ends)]
-    view = memoryview(unmasked)
-    return [bytes(view[start - base:end - base]) for start, end in zip(starts, ends)]
-
-
-def _worth_unmasking_together(starts: list[int], ends: list[int]) -> bool:
-    """Is :func:`_unmask_many` faster than unmasking these payloads one by one?
-
-    Its numpy calls cost a fixed ~15 µs, about what unmasking one by one costs for ~100 tiny
-    payloads, or for ~8 of 1 KiB (measured): each frame counts for 64 bytes plus its length.
-    """
-    return bool(starts) and 64 * len(starts) + ends[-1] - starts[0] >= 8192
-
-
 # --- frames ------------------------------------------------------------------------------------
 
 class Frame(NamedTuple):
@@ -230,6 +157,23 @@ class Frame(NamedTuple):
         return f"<Frame {self.opcode.name} {flags}len={len(self.payload)}{key} {data!r}>"
 
 
+# --- the header, byte by byte (§5.2) -------------------------------------------------------------
+#
+# Byte 0: FIN (0x80), RSV1-3 (0x40, 0x20, 0x10), opcode (0x0F).
+# Byte 1: MASK (0x80), payload length (0x7F): 0-125 is the length; 126 says a 16-bit length
+#         follows, 127 a 64-bit one (most significant bit 0), in network byte order; the
+#         shortest form that fits must be used.
+# Then the 4-byte masking key if MASK is 1, then the payload.
+#
+# What the first header byte says, decoded once for all 256 values (reserved opcodes are never
+# looked up: the parser rejects them first): b0 -> (opcode, fin, rsv1, rsv2, rsv3).
+FIRST_BYTE = {b0: (_KNOWN_OPCODES[b0 & 0x0F], b0 >= 0x80, b0 & 0x40 != 0, b0 & 0x20 != 0,
+                   b0 & 0x10 != 0)
+              for b0 in range(256) if b0 & 0x0F in _KNOWN_OPCODES}
+
+
+# --- encoding ---------------------------------------------------------------------------------
+
 def encode_frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv1: bool = False,
                  rsv2: bool = False, rsv3: bool = False, masking_key: bytes | None = None) -> bytes:
     """Serialize one frame (§5.2), always with the minimal length encoding.
@@ -257,46 +201,7 @@ def encode_frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv1: b
     return header + masking_key + apply_mask(payload, masking_key)
 
 
-# What the first header byte says, decoded once for all 256 values (reserved opcodes are never
-# looked up: the parser rejects them first): b0 -> (opcode, fin, rsv1, rsv2, rsv3).
-_FIRST_BYTE = {b0: (_KNOWN_OPCODES[b0 & 0x0F], b0 >= 0x80, b0 & 0x40 != 0, b0 & 0x20 != 0,
-                    b0 & 0x10 != 0)
-               for b0 in range(256) if b0 & 0x0F in _KNOWN_OPCODES}
-
-
-@functools.lru_cache(maxsize=64)
-def _quick_header_bytes(mask_required: bool | None, allowed_rsv: int,
-                        limit: int) -> tuple[frozenset[int], frozenset[int]]:
-    """The first two header bytes that need no further check, as (first bytes, second bytes).
-
-    First bytes: a whole message in one frame (FIN=1, TEXT or BINARY) with no RSV bit outside
-    ``allowed_rsv``; fragments go the long way, which keeps count of a fragmented message's
-    size.  Second
-    bytes: the MASK bit ``mask_required`` asks for, and a 7-bit length of at most ``limit``, or
-    126 ("a 16-bit length follows") if ``limit`` is more than 125.  A frame whose first two bytes
-    are in these sets is valid as far as they go (§5.2); the parser then only has to check a
-    16-bit length.  Everything else (control frames, 64-bit lengths, errors) goes through
-    ``_parse_header``, which checks every rule and names what is wrong.
-    """
-    first = frozenset(b0 for b0 in _FIRST_BYTE
-                      if b0 >= 0x80 and b0 & 0x0F in (Opcode.TEXT, Opcode.BINARY)
-                      and not b0 & 0x70 & ~allowed_rsv)
-    second = frozenset(b1 for b1 in range(256)
-                       if mask_required in (None, b1 >= 0x80)
-                       and (b1 & 0x7F <= min(limit, 125) or (b1 & 0x7F == 126 and limit > 125)))
-    return first, second
-
-
-# tuple.__new__ builds the Frame from its seven fields directly; Frame(...) would do the same
-# through a generated Python __new__ (keyword and default handling), which costs 30 % more.
-_new_tuple = tuple.__new__
-
-
-def _parsed_frame(b0: int, payload: bytes, masking_key: bytes | None) -> Frame:
-    """The Frame whose first header byte is ``b0`` (FIN, RSV1-3, opcode; §5.2)."""
-    opcode, fin, rsv1, rsv2, rsv3 = _FIRST_BYTE[b0]
-    return _new_tuple(Frame, (opcode, payload, fin, rsv1, rsv2, rsv3, masking_key))
-
+# --- parsing ----------------------------------------------------------------------------------
 
 class FrameParser:
     """Incremental frame parser: :meth:`feed` bytes in any chunks, then take the frames that
@@ -325,16 +230,11 @@ class FrameParser:
         # makes us copy into a bytearray that collects the pieces.
         self._buffer: bytes | bytearray = b""
         self._pos = 0
-        # Scratch space numpy unmasks large payloads into before the one copy into ``bytes``
-        # (numpy cannot write into an immutable bytes object); reused, so the memory is warm.
-        self._scratch = np.empty(0, dtype=np.uint8)
+        self._unmasker = _fast.Unmasker()  # unmasked copies of payloads, with a reused scratch
         self._error: Exception | None = None
         # Payload bytes of the fragmented message in progress (0 between messages), so that
         # max_size bounds the whole message.
         self._fragmented = 0
-        # ((max_size, mask_required, allowed_rsv), *_quick_sets(max_size)), computed again
-        # when one of those settings changes.
-        self._quick: tuple = (object(),)
 
     @property
     def buffered(self) -> int:
@@ -359,14 +259,31 @@ class FrameParser:
         self.feed(data)
         return self.receive_frames()
 
+    def next_frame(self) -> Frame | _NeedData:
+        """Return the next complete frame, or ``NEED_DATA`` if it has not fully arrived."""
+        if self._error is not None:
+            raise self._error
+        buf = self._buffer
+        try:
+            header = self._complete_header(buf, self._pos)
+        except RemoteProtocolError as exc:
+            self._error = exc
+            raise
+        if header is None:
+            return NEED_DATA
+        b0, start, end, masked = header
+        self._pos = end
+        masking_key = bytes(buf[start - 4:start]) if masked else None
+        payload = self._unmasker.payload(buf, start, end, masking_key)  # §5.3
+        opcode, fin, rsv1, rsv2, rsv3 = FIRST_BYTE[b0]
+        return Frame(opcode, payload, fin, rsv1, rsv2, rsv3, masking_key)
+
     def receive_frames(self) -> list[Frame]:
         """Return every frame that is complete in the bytes fed so far.
 
         The frames are exactly those that calling :meth:`next_frame` until ``NEED_DATA`` would
-        return, but found in passes, which is much faster for a chunk holding many small
-        frames: first every complete frame's header is parsed and checked, then all small
-        masked payloads are unmasked together by a few numpy calls (:func:`_unmask_many`),
-        then the frames are built.
+        return, found by :func:`._fast.parse_frames` in passes, which is much faster for a
+        chunk holding many small frames.
 
         If a frame is invalid, the frames before it are returned and the next call raises the
         error (this call raises it, if there are none): nothing that arrived in good order is
@@ -375,142 +292,7 @@ class FrameParser:
         """
         if self._error is not None:
             raise self._error
-        return self._receive_frames()
-
-    def _receive_frames(self) -> list[Frame]:
-        buf, pos, limit = self._buffer, self._pos, self.max_size
-        size = len(buf)
-        settings = (limit, self.mask_required, self.allowed_rsv)
-        if self._quick[0] != settings:  # the first call, or a setting changed
-            self._quick = (settings, *self._quick_sets(limit))
-        _, max_length, quick_first, quick_second = self._quick
-        # Pass 1: headers.  For each complete frame: its first byte, where its payload starts
-        # and ends, and its masking key (None if unmasked).
-        firsts, starts, ends, keys = [], [], [], []
-        small = 0  # how many of them are masked and small
-        try:
-            while size - pos >= 2:
-                b0 = buf[pos]
-                b1 = buf[pos + 1]
-                if b0 in quick_first and b1 in quick_second:
-                    # Most frames: a data frame with a 7-bit or a 16-bit length, whose first two
-                    # bytes need no further check (see _quick_header_bytes).
-                    masked = b1 >= 0x80
-                    length = b1 & 0x7F
-                    start = pos + 2
-                    if length == 126:
-                        if size - pos < 4:
-                            break
-                        length = (buf[pos + 2] << 8) | buf[pos + 3]
-                        start = pos + 4
-                        if not 126 <= length <= max_length:  # not minimal, or over the limit:
-                            self._parse_header(buf, pos, limit)  # raises, naming the error
-                    if masked:
-                        start += 4
-                    end = start + length
-                else:
-                    header = self._parse_header(buf, pos, limit)
-                    if header is NEED_DATA:
-                        break
-                    b0, start, end, masked = header
-                    if end <= size:
-                        self._count_fragment(b0, end - start)
-                if end > size:
-                    break  # the payload has not fully arrived
-                firsts.append(b0)
-                starts.append(start)
-                ends.append(end)
-                if masked:
-                    keys.append(buf[start - 4:start])
-                    if end - start < _NUMPY_THRESHOLD:
-                        small += 1
-                else:
-                    keys.append(None)
-                pos = end
-        except RemoteProtocolError as exc:  # at the frame starting at ``pos``
-            self._error = exc
-            if not firsts:
-                self._pos = pos
-                raise
-        self._pos = pos
-        if type(buf) is not bytes:  # a bytearray's slices are bytearrays: keys must be bytes
-            keys = [None if key is None else bytes(key) for key in keys]
-        # Pass 2: the payloads.
-        if len(starts) <= 1:  # the usual case on a connection: one message per read
-            return [_parsed_frame(firsts[0], self._payload(buf, starts[0], ends[0], keys[0]),
-                                  keys[0])] if starts else []
-        if not (small and _worth_unmasking_together(starts, ends)):
-            # A few frames (one, mostly: a message per read), or large ones: one by one.
-            payloads = [self._payload(buf, start, end, key)
-                        for start, end, key in zip(starts, ends, keys)]
-        elif small == len(starts):
-            payloads = _unmask_many(buf, starts, ends, keys)  # a burst of small frames
-        else:
-            payloads = self._payloads(buf, starts, ends, keys)
-        # Pass 3: the frames.
-        # (The same as map(_parsed_frame, ...), written out: a comprehension saves a Python
-        # function call per frame.)
-        return [_new_tuple(Frame, (opcode, payload, fin, rsv1, rsv2, rsv3, key))
-                for (opcode, fin, rsv1, rsv2, rsv3), payload, key
-                in zip(map(_FIRST_BYTE.__getitem__, firsts), payloads, keys)]
-
-    def _quick_sets(self, limit: int | None) -> tuple[int, frozenset[int], frozenset[int]]:
-        """For the header loop: the largest 16-bit length allowed, and the first and second
-        header bytes that need no further check (:func:`_quick_header_bytes`)."""
-        max_length = 0xFFFF if limit is None else min(limit, 0xFFFF)
-        return (max_length,
-                *_quick_header_bytes(self.mask_required, self.allowed_rsv, min(max_length, 126)))
-
-    def _payloads(self, buf, starts: list[int], ends: list[int],
-                  keys: list[bytes | None]) -> list[bytes]:
-        """Pass 2 for any mix of frames: the small masked payloads together if that is worth
-        it, the others (unmasked, large, or too few small ones) one by one."""
-        payloads: list[bytes | None] = [None] * len(starts)
-        chosen = [i for i, (start, end, key) in enumerate(zip(starts, ends, keys))
-                  if key is not None and end - start < _NUMPY_THRESHOLD]
-        chosen_starts = [starts[i] for i in chosen]
-        chosen_ends = [ends[i] for i in chosen]
-        if _worth_unmasking_together(chosen_starts, chosen_ends):
-            unmasked = _unmask_many(buf, chosen_starts, chosen_ends, [keys[i] for i in chosen])
-            for i, payload in zip(chosen, unmasked):
-                payloads[i] = payload
-        return [self._payload(buf, start, end, key) if payload is None else payload
-                for payload, start, end, key in zip(payloads, starts, ends, keys)]
-
-    def _payload(self, buf, start: int, end: int, key: bytes | None) -> bytes:
-        """One frame's payload, unmasked on its own."""
-        if key is None:
-            return bytes(buf[start:end])
-        if end - start < _NUMPY_THRESHOLD:
-            return apply_mask(buf[start:end], key)
-        return self._unmask_large(memoryview(buf)[start:end], key)
-
-    def next_frame(self) -> Frame | _NeedData:
-        """Return the next complete frame, or ``NEED_DATA``: the step-by-step form of
-        :meth:`receive_frames`, one frame per call."""
-        if self._error is not None:
-            raise self._error
-        buf, pos = self._buffer, self._pos
-        try:
-            header = self._parse_header(buf, pos, self.max_size)
-        except RemoteProtocolError as exc:
-            self._error = exc
-            raise
-        if header is NEED_DATA:
-            return NEED_DATA
-        b0, start, end, masked = header
-        if end > len(buf):
-            return NEED_DATA
-        self._pos = end
-        self._count_fragment(b0, end - start)
-        if not masked:
-            return _parsed_frame(b0, bytes(buf[start:end]), None)
-        masking_key = bytes(buf[start - 4:start])
-        if end - start < _NUMPY_THRESHOLD:
-            payload = apply_mask(buf[start:end], masking_key)
-        else:
-            payload = self._unmask_large(memoryview(buf)[start:end], masking_key)
-        return _parsed_frame(b0, payload, masking_key)
+        return _fast.parse_frames(self, Frame, FIRST_BYTE)
 
     def partial_payload(self, start: int = 0) -> tuple[int, bytes] | None:
         """The frame that has begun to arrive but is not complete: its first header byte and
@@ -536,6 +318,15 @@ class FrameParser:
             data = apply_mask(data, key[start % 4:] + key[:start % 4])
         return b0, bytes(data)
 
+    def _complete_header(self, buf, pos: int) -> tuple[int, int, int, bool] | None:
+        """The checked header of the frame at ``buf[pos:]`` if the whole frame has arrived
+        (see :meth:`_parse_header`), else ``None``.  Counts it into a fragmented message."""
+        header = self._parse_header(buf, pos, self.max_size)
+        if header is NEED_DATA or header[2] > len(buf):
+            return None
+        self._count_fragment(header[0], header[2] - header[1])
+        return header
+
     def _count_fragment(self, b0: int, payload_len: int) -> None:
         """Keep count of the fragmented message's size, once a frame has fully arrived.
 
@@ -551,11 +342,6 @@ class FrameParser:
             self._fragmented += payload_len
         else:
             self._fragmented = payload_len
-
-    def _unmask_large(self, data: memoryview, masking_key: bytes) -> bytes:
-        if len(self._scratch) < len(data):
-            self._scratch = np.empty(len(data), dtype=np.uint8)
-        return _mask_words(data, masking_key, self._scratch).tobytes()
 
     def _parse_header(self, buf, pos: int, limit: int | None):
         """Check the header at ``buf[pos:]``; return ``(b0, payload start, payload end, masked)``.
@@ -611,6 +397,18 @@ class FrameParser:
         if masked:
             start += 4  # the masking key sits between the length and the payload
         return b0, start, start + payload_len, masked
+
+
+# --- masking (§5.3) ----------------------------------------------------------------------------
+
+def apply_mask(data: bytes | bytearray | memoryview, masking_key: bytes) -> bytes:
+    """§5.3: XOR ``data`` with the 4-byte ``masking_key`` repeated; masking == unmasking.
+
+    Octet i of the result is ``data[i] ^ masking_key[i % 4]``.  We never loop over bytes in
+    Python: :func:`._fast.xor_mask` XORs small payloads as one big integer, large ones as numpy
+    uint64 words.
+    """
+    return _fast.xor_mask(data, masking_key)
 
 
 # --- close frame payload (§5.5.1) -----------------------------------------------------------

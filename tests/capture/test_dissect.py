@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
 import json
@@ -15,9 +14,9 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
-from lablib.capture import cli_dissect
+from lablib import cli
 from lablib.capture.dissect import (DECODERS, Decoded, Decoder, Message, Record, dissect,
-                                    dissect_capture, dissect_streams, message_decoder)
+                                    dissect_capture, dissect_streams)
 from lablib.capture.records import Capture, Chunk, Conversation
 from lablib.websocket.frames import Frame, Opcode, encode_close_payload, encode_frame
 from lablib.websocket.handshake import accept_key
@@ -494,18 +493,12 @@ def test_a_failing_decoder_becomes_an_error_record():
     assert "broken decoder failed" in failures[0].summary
 
 
-def test_message_decoder_registers_by_name():
-    before = list(DECODERS)
-    try:
-        message_decoder("test-upper", carriers=("websocket",))(
-            lambda m: [Decoded("upper", "text", m.text.upper())] if m.text else None)
-        message_decoder("test-upper", carriers=("websocket",))(
-            lambda m: [Decoded("upper", "text", m.text.upper() + "!")] if m.text else None)
-        assert [d.name for d in DECODERS].count("test-upper") == 1
-        records = dissect_streams(_C2S, _S2C)
-        assert [r.summary for r in records if r.layer == "upper"] == ["HELLO!", "HELLO!"]
-    finally:
-        DECODERS[:] = before
+def test_extra_decoders_are_passed_explicitly():
+    upper = Decoder("test-upper", {"websocket"},
+                    lambda m: [Decoded("upper", "text", m.text.upper())] if m.text else None)
+    records = dissect_streams(_C2S, _S2C, decoders=[*DECODERS, upper])
+    assert [r.summary for r in records if r.layer == "upper"] == ["HELLO", "HELLO"]
+    assert "test-upper" not in [d.name for d in DECODERS]   # nothing registered behind our back
 
 
 # --- captures and the CLI ---------------------------------------------------------------------
@@ -530,22 +523,21 @@ def test_dissect_capture_merges_by_time():
 
 
 def test_cli_render_and_parser(monkeypatch):
-    text = cli_dissect.render(_two_conversations(), times="none")
+    text = cli.render(_two_conversations(), times="none")
     assert "=== conversation 1: 127.0.0.1:5001 -> 127.0.0.1:80" in text
     assert "TEXT fin=1 mask=1 len=5 'Hello'" in text and "HTTP/1.1 204 No Content" in text
-    verbose = cli_dissect.render(_two_conversations(), verbose=True, hexdump=True,
+    verbose = cli.render(_two_conversations(), verbose=True, hexdump=True,
                                  conversations=[1], layers=["websocket"])
     assert "masking_key = 37 fa 21 3d" in verbose and "conversation 2" not in verbose
     assert "KK  masking key" in verbose
 
-    parser = argparse.ArgumentParser(prog="lablib")
-    cli_dissect.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["dissect", "x.pcap", "-v", "-l", "websocket", "--times", "none"])
-    assert args.run is cli_dissect.run and args.layer == ["websocket"] and args.verbose
+    args = cli.build_parser().parse_args(["dissect", "x.pcap", "-v", "-l", "websocket",
+                                          "--times", "none"])
+    assert args.run is cli.run_dissect and args.layer == ["websocket"] and args.verbose
     pcap = pytest.importorskip("lablib.capture.pcap")
     monkeypatch.setattr(pcap, "read_pcap", lambda path: _two_conversations())
     out = io.StringIO()
-    assert cli_dissect.run(args, out) == 0
+    assert cli.run_dissect(args, out) == 0
     assert "payload = 48 65 6c 6c 6f" in out.getvalue()
 
 
@@ -555,32 +547,31 @@ def test_cli_reads_a_real_pcap(tmp_path):
         pytest.skip("lablib.capture.pcap.write_pcap not available yet")
     path = tmp_path / "echo.pcap"
     pcap.write_pcap(_two_conversations(), str(path))
-    parser = argparse.ArgumentParser(prog="lablib")
-    cli_dissect.add_parser(parser.add_subparsers(dest="command"))
     out = io.StringIO()
-    assert cli_dissect.run(parser.parse_args(["dissect", str(path)]), out) == 0
+    assert cli.run_dissect(cli.build_parser().parse_args(["dissect", str(path)]), out) == 0
     assert "CLOSE fin=1 mask=0 len=5 1000 NORMAL_CLOSURE 'bye'" in out.getvalue()
 
 
 def test_cli_unreadable_file(tmp_path, capsys):
-    parser = argparse.ArgumentParser(prog="lablib")
-    cli_dissect.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["dissect", str(tmp_path / "missing.pcap")])
-    assert cli_dissect.run(args, io.StringIO()) == 1
+    args = cli.build_parser().parse_args(["dissect", str(tmp_path / "missing.pcap")])
+    assert cli.run_dissect(args, io.StringIO()) == 1
     assert "cannot read" in capsys.readouterr().err
 
 
-def test_decoder_modules_load_on_first_use(tmp_path, monkeypatch):
-    import lablib.capture.dissect as dissect_module
-    (tmp_path / "lablib_test_plugin.py").write_text(
-        "from lablib.capture.dissect import Decoded, message_decoder\n"
-        "@message_decoder('test-plugin', carriers=('websocket',))\n"
-        "def decode(message):\n"
-        "    return [Decoded('plugin', 'seen', f'{len(message.data)} bytes')]\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(dissect_module, "DECODER_MODULES",
-                        ("lablib.not_a_layer.dissect", "lablib_test_plugin"))
-    monkeypatch.setattr(dissect_module, "_loaded", False)
-    monkeypatch.setattr(dissect_module, "DECODERS", [])
-    records = dissect_streams(_C2S, _S2C)
-    assert [r.summary for r in records if r.layer == "plugin"] == ["5 bytes", "5 bytes"]
+def test_default_decoders_are_listed_explicitly():
+    from lablib.capture import decoders
+    assert DECODERS is decoders.DECODERS
+    assert [d.name for d in DECODERS] == ["engineio", "socketio", "mqtt", "sse", "socketio-redis"]
+
+
+@pytest.mark.parametrize("module", ["lablib.capture.dissect", "lablib.capture.decoders",
+                                    "lablib.capture.resp", "lablib.engineio.dissect",
+                                    "lablib.socketio.dissect", "lablib.socketio.redis_dissect",
+                                    "lablib.sse.dissect", "lablib.mqtt.dissect", "lablib.cli"])
+def test_each_module_imports_first_without_a_cycle(module):
+    """Imported first in a fresh interpreter, each module loads: no import cycle to hide."""
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

@@ -15,7 +15,7 @@ from lablib.capture.dissect import dissect, dissect_streams
 from lablib.capture.relay import Relay
 from lablib.capture.resp import (
     NEED_DATA, Attribute, ErrorReply, InlineCommand, MalformedRESP, Map, Push, RespParser, Set,
-    SimpleString, Verbatim, dissect_redis, encode_command, looks_like_resp)
+    SimpleString, Verbatim, encode_command, looks_like_resp)
 from lablib.services.redis import redis_server
 from lablib.socketio.packets import Packet, PacketType
 from lablib.socketio.redis_protocol import (
@@ -265,7 +265,7 @@ async def test_a_real_relay_between_redis_py_and_the_server(protocol):
             await relay.wait_for(lambda capture: len(capture) == 2
                                  and all(c.end is not None for c in capture))
     conversations = relay.capture.conversations
-    received = [r for r in dissect_redis(conversations[0])
+    received = [r for r in dissect(conversations[0])
                 if r.kind in ("push", "broadcast")]
     published = [r for r in dissect(conversations[1]) if r.layer != "tcp"]
 

@@ -595,7 +595,7 @@ def test_endless_empty_fragments_hold_no_memory():
     s = server(max_message_size=1024)
     assert s.receive_data(from_client(Opcode.TEXT, b"x", fin=False)) == []
     assert s.receive_data(from_client(Opcode.CONT, b"", fin=False) * 100_000) == []
-    assert len(s._msg_parts) == 1
+    assert len(s._messages._parts) == 1   # the MessageAssembler (lablib.websocket.messages)
     assert s.receive_data(from_client(Opcode.CONT, b"y")) == [TextMessage("xy")]
 
 
