@@ -5,6 +5,7 @@
     python -m benchmarks ws_echo --messages 2000 --client websockets --cpus split
     python -m benchmarks sio_echo --calls 2000 --connects 100
     python -m benchmarks ws_memory --connections 3000
+    python -m benchmarks sio_redis_fanout --quick      # < 60 s
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import argparse
 import platform
 import sys
 
-from . import sio_echo, ws_echo, ws_frames, ws_memory
+from . import sio_echo, sio_redis_fanout, ws_echo, ws_frames, ws_memory
 
 BENCHMARKS = {
     "ws_frames": lambda args: ws_frames.run(args.repeats),
     "ws_echo": lambda args: ws_echo.run(args.repeats, args.messages, args.client, args.cpus),
     "sio_echo": lambda args: sio_echo.run(args.repeats, args.calls, args.connects, args.cpus),
     "ws_memory": lambda args: ws_memory.run(args.repeats, args.connections),
+    "sio_redis_fanout": lambda args: sio_redis_fanout.run(min(args.repeats, 3), args.broadcasts,
+                                                          quick=args.quick),
 }
 
 
@@ -40,6 +43,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="ws_memory: idle connections per run")
     parser.add_argument("--cpus", choices=["same", "split", "any"], default="same",
                         help="ws_echo, sio_echo: client and servers on one CPU, on two, or unpinned")
+    parser.add_argument("--broadcasts", type=int, default=50,
+                        help="sio_redis_fanout: messages broadcast per run")
+    parser.add_argument("--quick", action="store_true",
+                        help="sio_redis_fanout: 1 repeat of 10 messages (< 60 s)")
     args = parser.parse_args(argv)
     unknown = [name for name in args.names if name not in BENCHMARKS]
     if unknown:

@@ -275,6 +275,9 @@ def register_serve(subparsers) -> None:
     p.add_argument("--balance", choices=("none",) + POLICIES, default="sid",
                    help="the balancer's policy with several workers (default: sid, sticky)")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--redis", metavar="URL",
+                   help="share broadcasts between the workers through the Redis adapter at URL "
+                        "(the app must be a function taking adapter_factory=, as the default)")
     p.set_defaults(run=run_serve)
 
 
@@ -284,14 +287,15 @@ async def _serve(args) -> int:
         if args.duration is not None:
             asyncio.get_running_loop().call_later(args.duration, stop.set)
         if args.workers == 1:
-            await run_worker(args.app, args.host, args.port, stop)
+            await run_worker(args.app, args.host, args.port, stop, args.redis)
             return 0
         if args.balance == "none" and args.port:
             print("error: --port is the balancer's; with --balance none the workers take "
                   "free ports", file=sys.stderr)
             return 2
         try:
-            async with Cluster(args.workers, args.app, host=args.host) as cluster:
+            async with Cluster(args.workers, args.app, host=args.host,
+                               redis_url=args.redis) as cluster:
                 for pid, url in zip(cluster.pids, cluster.urls):
                     print(f"worker {pid}: {url}", flush=True)
                 if args.balance == "none":

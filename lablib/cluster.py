@@ -17,7 +17,9 @@ From a shell: ``python -m lablib serve --workers 3`` (see :mod:`lablib.cli`).
 The application is ``module:attr``: a :class:`lablib.socketio.server.Server`, or a function
 returning one.  The default, :func:`demo_app`, answers ``echo`` (the data back, as an event and as
 the ack), ``broadcast`` (to every client *of this worker*: without an adapter, the others do not
-hear it) and ``whoami`` (the worker's pid and port, so a client can see which process serves it).
+hear it; with ``redis_url`` - ``python -m lablib serve --redis URL`` - every worker shares its
+broadcasts through :class:`lablib.socketio.redis_adapter.RedisAdapter`, so all clients do) and
+``whoami`` (the worker's pid and port, so a client can see which process serves it).
 
 :meth:`Cluster.stop` sends SIGTERM (the worker closes its server: clients get the Engine.IO
 close), waits ``stop_timeout`` seconds, then kills what is left.
@@ -62,11 +64,11 @@ class ClusterError(LablibError):
     """A worker could not start (it exited, or did not say it listens in time)."""
 
 
-def demo_app():
+def demo_app(adapter_factory=None):
     """The default application of each worker: echo, broadcast, whoami (see the module doc)."""
     from .socketio.server import Server
 
-    sio = Server()
+    sio = Server(adapter_factory=adapter_factory)
 
     @sio.on("echo")
     async def echo(sid, data=None):
@@ -85,8 +87,12 @@ def demo_app():
     return sio
 
 
-def load_app(spec: str):
-    """``module:attr`` -> a Socket.IO Server (``attr`` is a Server or a function making one)."""
+def load_app(spec: str, redis_url: str | None = None):
+    """``module:attr`` -> a Socket.IO Server (``attr`` is a Server or a function making one).
+
+    ``redis_url``: the function is called with ``adapter_factory=RedisAdapter.factory(url)``
+    (as :func:`demo_app` accepts), so the workers form one cluster over Redis.
+    """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"expected MODULE:ATTR, got {spec!r}")
@@ -94,16 +100,24 @@ def load_app(spec: str):
     for part in attr.split("."):
         target = getattr(target, part)
     if callable(target) and not hasattr(target, "eio"):
-        target = target()
+        if redis_url is not None:
+            from .socketio.redis_adapter import RedisAdapter
+            target = target(adapter_factory=RedisAdapter.factory(redis_url))
+        else:
+            target = target()
+    elif redis_url is not None:
+        raise ValueError(f"--redis needs an app that is a function taking adapter_factory=, "
+                         f"and {spec} is a ready Server")
     if not hasattr(target, "eio"):
         raise ValueError(f"{spec} is not a lablib Socket.IO Server (nor makes one)")
     return target
 
 
-async def run_worker(app: str, host: str, port: int, stop: asyncio.Event) -> None:
+async def run_worker(app: str, host: str, port: int, stop: asyncio.Event,
+                     redis_url: str | None = None) -> None:
     """Serve ``app`` on ``host:port`` until ``stop`` is set; announce the port on stdout."""
     from .socketio.server import serve
-    async with serve(load_app(app), host, port) as server:
+    async with serve(load_app(app, redis_url), host, port) as server:
         print(f"lablib serve: worker {os.getpid()} listening on http://{host}:{server.port}",
               flush=True)
         if not os.isatty(1):
@@ -118,12 +132,13 @@ class Cluster:
 
     ``start_timeout``: seconds for every worker to be listening (a loaded machine starts
     Python slowly); ``stop_timeout``: seconds a worker has to exit after SIGTERM.  ``env``:
-    extra environment variables for the workers.
+    extra environment variables for the workers.  ``redis_url``: the workers share broadcasts,
+    rooms and queries through the Redis adapter at that URL (see :func:`load_app`).
     """
 
     def __init__(self, workers: int = 2, app: str = DEFAULT_APP, *, host: str = "127.0.0.1",
                  start_timeout: float = 60.0, stop_timeout: float = 10.0,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, redis_url: str | None = None) -> None:
         if workers < 1:
             raise ValueError("a cluster needs at least one worker")
         self.workers = workers
@@ -132,6 +147,7 @@ class Cluster:
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.env = env
+        self.redis_url = redis_url
         self.processes: list[subprocess.Popen] = []
         self.ports: list[int] = []
         self.pids: list[int] = []
@@ -153,6 +169,8 @@ class Cluster:
         env = {**os.environ, **(self.env or {})}
         command = [sys.executable, "-m", "lablib", "serve", "--workers", "1",
                    "--host", self.host, "--port", "0", "--app", self.app]
+        if self.redis_url is not None:
+            command += ["--redis", self.redis_url]
         deadline = time.monotonic() + self.start_timeout
         try:
             for _ in range(self.workers):

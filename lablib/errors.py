@@ -127,3 +127,18 @@ class EngineIOError(LablibError):
 
 class PacketError(LablibError):
     """A packet (Engine.IO or Socket.IO) that cannot be decoded: empty, unknown type, bad data."""
+
+
+# --- Socket.IO adapters (several servers, one cluster) ---------------------------------------
+
+class AdapterError(LablibError):
+    """A cluster adapter could not reach its broker (Redis): ``url`` names which one.
+
+    Raised at start when nothing answers there, and by a broadcast or a cluster query that
+    could not be published while the broker is away (the local clients were served already).
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"{reason} (Redis at {url})")
+        self.url = url
+        self.reason = reason

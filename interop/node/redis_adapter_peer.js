@@ -11,8 +11,14 @@
 //   {"cmd": "fetchSockets", "rooms": [...]}
 //   {"cmd": "serverSideEmit", "event": "e", "args": [...]}
 //   {"cmd": "broadcastWithAck", "rooms": [...], "timeout": ms, "event": "e", "args": [...]}
-//   {"cmd": "connectClient", "name": "a", "rooms": [...]}   a socket.io-client joining rooms
+//   {"cmd": "connectClient", "name": "a", "rooms": [...], "url": u}   a socket.io-client joining
+//        rooms (of this server, or of the server at url: auth {"rooms": [...]} asks it to)
+//   {"cmd": "serverSideEmitWithAck", "event": "e", "args": [...]}   -> {"serverAcks": [...]}
+//   {"cmd": "socketsJoin", "to": [...], "rooms": [...]}  /  "socketsLeave"  /  "disconnectSockets"
 //   {"cmd": "exit"}
+// A client answers an "ask" event with "<name> got <first arg>".  A server-side event from
+// another server prints {"serverSideEvent": e, "args": [...]} and is answered "node says hi".
+// Each socket of this server has data {"server": "node"}.
 // Binary values travel in JSON as {"$bin": "<hex>"} both ways.
 const http = require("http");
 const { Server } = require("socket.io");
@@ -51,6 +57,7 @@ async function main() {
   const io = new Server(httpServer, { adapter: createAdapter(pubClient, subClient) });
   io.use((socket, next) => {            // join the rooms the client asked for, before CONNECT
     socket.join(socket.handshake.auth.rooms || []);
+    socket.data = { server: "node" };
     next();
   });
   await new Promise((resolve) => httpServer.listen(0, "127.0.0.1", resolve));
@@ -64,6 +71,13 @@ async function main() {
     const numpat = await pubClient.sendCommand(["PUBSUB", "NUMPAT"]);
     if (numsub >= 1 && numpat >= 1) break;
     await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  for (const event of ["hello", "hello-node"]) {   // events from the other servers
+    io.on(event, (...args) => {
+      const ack = typeof args[args.length - 1] === "function" ? args.pop() : null;
+      say({ serverSideEvent: event, args });
+      if (ack) ack("node says hi");
+    });
   }
   say({ ready: true, uid: adapter.uid, port: httpServer.address().port });
 
@@ -84,14 +98,35 @@ async function main() {
     },
     async fetchSockets(c) {
       const sockets = await io.in(c.rooms || []).fetchSockets();
-      return { fetched: sockets.map((s) => ({ id: s.id, rooms: [...s.rooms], data: s.data })) };
+      return { fetched: sockets.map((s) => ({ id: s.id, rooms: [...s.rooms], data: s.data,
+                                              auth: s.handshake.auth })) };
+    },
+    async serverSideEmitWithAck(c) {
+      return { serverAcks: await io.serverSideEmitWithAck(c.event, ...fromJSON(c.args || [])) };
+    },
+    async socketsJoin(c) {
+      io.in(c.to || []).socketsJoin(c.rooms);
+      return { done: "socketsJoin" };
+    },
+    async socketsLeave(c) {
+      io.in(c.to || []).socketsLeave(c.rooms);
+      return { done: "socketsLeave" };
+    },
+    async disconnectSockets(c) {
+      io.in(c.to || []).disconnectSockets(!!c.close);
+      return { done: "disconnectSockets" };
     },
     async connectClient(c) {
-      const client = connect(`http://127.0.0.1:${httpServer.address().port}`, {
+      const client = connect(c.url || `http://127.0.0.1:${httpServer.address().port}`, {
         auth: { rooms: c.rooms || [] }, transports: ["websocket"], reconnection: false,
       });
       clients.push(client);
-      client.onAny((event, ...args) => say({ client: c.name, event, args }));
+      client.onAny((event, ...args) => {
+        if (typeof args[args.length - 1] === "function") args.pop();   // the ack callback
+        say({ client: c.name, event, args });
+      });
+      client.on("ask", (arg, ack) => ack(`${c.name} got ${arg}`));
+      client.on("disconnect", (reason) => say({ client: c.name, disconnected: reason }));
       await new Promise((resolve, reject) => {
         client.on("connect", resolve);
         client.on("connect_error", reject);

@@ -11,6 +11,10 @@ the session queues, feeds it what arrives, and runs its keep-alive timer with th
 ``clock``.  Several MQTT packets may share one WebSocket message and one packet may span several
 (§6 [MQTT-6.0.0-2]); the session's parser does not care.
 
+A login (§3.1.3.4-5) is ``username``/``password``, or the URL's userinfo
+(``ws://user:pass@host:port/mqtt``, percent-encoded): it goes in CONNECT, not in the WebSocket
+handshake, so it is taken out of the URL.  MQTT sends it in clear; only TLS (``wss:``) hides it.
+
 Reconnecting is the caller's choice: after the connection drops, ``await client.connect()`` again.
 With ``clean_session=False`` the session survives: QoS 1/2 messages still in flight are re-sent
 with DUP=1 (PUBREL for those already PUBREC'd) as soon as CONNACK says the server kept the
@@ -31,6 +35,7 @@ import random
 import secrets
 import time
 from typing import AsyncIterator, Callable, Iterable
+from urllib.parse import unquote, urlsplit
 
 from ..errors import ConnectionClosed
 from ..websocket.client import connect as ws_connect
@@ -40,10 +45,24 @@ from .events import (Connected, Event, MessageReceived, PongReceived, PublishAck
                      SubscribeAcknowledged, UnsubscribeAcknowledged)
 from .session import ClientSession, State
 
-__all__ = ["Client", "SUBPROTOCOL"]
+__all__ = ["Client", "SUBPROTOCOL", "split_userinfo"]
 
 #: §6 [MQTT-6.0.0-3]: the WebSocket Sub Protocol name for MQTT 3.1.1.
 SUBPROTOCOL = "mqtt"
+
+
+def split_userinfo(url: str) -> tuple[str, str | None, str | None]:
+    """``ws://user:pass@host:port/path`` -> (``ws://host:port/path``, user, pass), decoded;
+    (url, None, None) when there is no userinfo."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, None, None
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    password = None if parts.password is None else unquote(parts.password)
+    return parts._replace(netloc=netloc).geturl(), unquote(parts.username), password
 
 
 class Client:
@@ -59,6 +78,10 @@ class Client:
         if client_id is None:
             token = f"{rng.getrandbits(64):016x}" if rng is not None else secrets.token_hex(8)
             client_id = f"lablib-{token}"
+        url, url_username, url_password = split_userinfo(url)
+        if username is None and url_username is not None:
+            username = url_username
+            password = None if url_password is None else url_password.encode()
         self.url = url
         self.clock = clock
         self.rng = rng

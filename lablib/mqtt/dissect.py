@@ -45,11 +45,16 @@ def packet_fields(packet: Packet, raw: bytes) -> dict[str, Any]:
 
 def packet_summary(packet: Packet) -> str:
     """``PUBLISH qos=1 dup=0 retain=0 packet_id=7 topic='a/b' payload=b'hi'``: every field that
-    differs from its default, booleans as 0/1 like the spec's bit diagrams."""
+    differs from its default, booleans as 0/1 like the spec's bit diagrams.  A CONNECT's password
+    shows as its length (``password=<6 bytes>``): summaries end up in tables and notebooks; the
+    record's fields keep the bytes, which cross the wire in clear (§3.1.3.5)."""
     parts = [packet.type.name]
     for f in dataclasses.fields(packet):
         value = getattr(packet, f.name)
         if f.name in ("protocol_name", "protocol_level") and value == f.default:
+            continue
+        if f.name == "password" and value is not None:
+            parts.append(f"password=<{len(value)} bytes>")
             continue
         if isinstance(value, bool):
             value = int(value)

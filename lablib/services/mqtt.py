@@ -3,10 +3,12 @@
     with start_broker() as broker:          # amqtt by default
         broker.ws_url                        # 'ws://127.0.0.1:41234/mqtt'
         broker.tcp_port                      # plain MQTT over TCP, for comparisons
+        Client(broker.ws_url, **broker.credentials)   # the lab login (amqtt), or none
 
 Which broker (first match):
 
 1. ``MQTT_URL`` (e.g. ``ws://broker.lan:8080/mqtt``): an existing broker; nothing is started.
+   A login goes in the URL's userinfo: ``ws://user:pass@broker.lan:8080/mqtt``.
 2. ``kind="mosquitto"`` (or ``LABLIB_MQTT_BROKER=mosquitto``): the distribution's ``mosquitto``,
    found at ``LABLIB_MOSQUITTO`` or on ``PATH``/``/usr/sbin`` (Debian: ``apt-get install
    mosquitto``), with a generated config: a ``websockets`` listener and an ``mqtt`` listener.
@@ -19,6 +21,17 @@ runs) creates a small venv with ``amqtt==AMQTT_VERSION`` in lablib's cache
 (``$LABLIB_CACHE``, else ``$XDG_CACHE_HOME/lablib``, else ``~/.cache/lablib``), and the broker runs
 there as a subprocess.  ``LABLIB_AMQTT_PYTHON`` names another interpreter that has amqtt.
 
+Why amqtt gets a login: amqtt treats the session of a client that authenticated anonymously as
+disposable.  With ``allow_anonymous: true`` (every client is then anonymous) it keeps no QoS 1/2
+message for a ``clean_session=0`` client while that client is away, and its session monitor drops
+the disconnected session within a second - so a relay cut would lose messages that MQTT 3.1.1
+§3.1.2.4 says the server stores.  lablib therefore starts amqtt with its file-based
+authentication plugin and one user, ``lab``, whose password is drawn from :mod:`secrets` at each
+start and written (argon2-hashed) to a password file in the broker's temporary directory.  The
+broker object carries it: ``broker.username``, ``broker.password`` and ``broker.credentials``
+(keyword arguments for :class:`lablib.mqtt.client.Client`).  mosquitto keeps persistent sessions
+of anonymous clients, so it runs without a login (``broker.credentials == {}``).
+
 A broker that cannot start raises :class:`BrokerUnavailable` naming what is missing and how to
 get it.  Ports: the broker needs explicit numbers, so free ones are picked (bind to port 0, read,
 close); if another process takes one in between, the start is retried on new ports.
@@ -28,7 +41,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -42,7 +57,7 @@ from urllib.parse import urlsplit
 
 from ..errors import LablibError
 
-__all__ = ["AMQTT_VERSION", "Broker", "BrokerUnavailable", "start_broker", "amqtt_python",
+__all__ = ["AMQTT_VERSION", "LAB_USER", "Broker", "BrokerUnavailable", "start_broker", "amqtt_python",
            "mosquitto_path"]
 
 #: The amqtt release the broker venv installs (pinned: the lab's outputs depend on its behaviour).
@@ -65,6 +80,17 @@ class Broker:
     tcp_port: int | None = None    #: plain MQTT over TCP (None for an external broker)
     process: subprocess.Popen | None = field(default=None, repr=False)
     workdir: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+    username: str | None = None    #: the login the broker requires (None: anonymous)
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def credentials(self) -> dict:
+        """Keyword arguments for :class:`lablib.mqtt.client.Client`: ``username`` and ``password``
+        (bytes, as the CONNECT packet carries them, §3.1.3.5), or ``{}`` for no login."""
+        if self.username is None:
+            return {}
+        return {"username": self.username,
+                "password": None if self.password is None else self.password.encode()}
 
     @property
     def host(self) -> str:
@@ -110,7 +136,7 @@ def start_broker(kind: str | None = None) -> Broker:
     """Start (or find, with ``MQTT_URL``) a broker; see the module docstring for the choice."""
     url = os.environ.get("MQTT_URL")
     if url:
-        return Broker("external", url)
+        return _external(url)
     kind = kind or os.environ.get("LABLIB_MQTT_BROKER", "amqtt")
     if kind == "amqtt":
         command = _amqtt_command
@@ -127,6 +153,14 @@ def start_broker(kind: str | None = None) -> Broker:
     raise BrokerUnavailable(f"{kind} did not start; its log ends with:\n{last_log[-2000:]}")
 
 
+def _external(url: str) -> Broker:
+    """``MQTT_URL``, whose userinfo (``ws://user:pass@host:port/mqtt``) becomes the login: MQTT
+    carries it in CONNECT (§3.1.3.4-5), not in the WebSocket handshake, so it leaves the URL."""
+    from ..mqtt.client import split_userinfo      # here: `install` needs none of the client
+    ws_url, username, password = split_userinfo(url)
+    return Broker("external", ws_url, username=username, password=password)
+
+
 # --- launching ------------------------------------------------------------------------------------
 
 def _free_port() -> int:
@@ -138,12 +172,17 @@ def _free_port() -> int:
 def _launch(kind: str, command) -> Broker | None:
     workdir = tempfile.TemporaryDirectory(prefix=f"lablib-{kind}-")
     ws_port, tcp_port = _free_port(), _free_port()
+    username, password = (LAB_USER, secrets.token_urlsafe(16)) if kind == "amqtt" else (None, None)
     argv = command(Path(workdir.name), ws_port, tcp_port)
+    env = dict(os.environ)
+    if password is not None:
+        env[_PASSWORD_ENV] = password       # not on the command line: `ps` shows that to everyone
     log = open(Path(workdir.name) / "broker.log", "wb")
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                               cwd=workdir.name, start_new_session=True)
+                               cwd=workdir.name, start_new_session=True, env=env)
     log.close()
-    broker = Broker(kind, f"ws://127.0.0.1:{ws_port}/mqtt", tcp_port, process, workdir)
+    broker = Broker(kind, f"ws://127.0.0.1:{ws_port}/mqtt", tcp_port, process, workdir,
+                    username, password)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:      # exited: a taken port, a bad config, ...
@@ -202,17 +241,43 @@ def amqtt_python(install: bool = True) -> Path:
     return python
 
 
+#: The one user of a lablib-started amqtt (its password is new at every start).
+LAB_USER = "lab"
+
+_PASSWORD_ENV = "LABLIB_MQTT_PASSWORD"
+
+# Runs in amqtt's venv: hash the password from the environment into amqtt's password file (argon2,
+# with pwdlib, which amqtt depends on; cheap parameters - the password is random, not a person's,
+# and every CONNECT verifies it), then start amqtt's own broker script.
+_AMQTT_LAUNCHER = f"""\
+import os, sys
+from pwdlib.hashers.argon2 import Argon2Hasher
+password = os.environ.pop({_PASSWORD_ENV!r})
+hashed = Argon2Hasher(time_cost=1, memory_cost=8192, parallelism=1).hash(password)
+with open("passwd", "w", encoding="utf-8", opener=lambda p, f: os.open(p, f, 0o600)) as file:
+    file.write(f"{LAB_USER}:{{hashed}}\\n")
+from amqtt.scripts.broker_script import main
+sys.argv = ["amqtt", "-c", "amqtt.yaml"]
+main()
+"""
+
+
 def _amqtt_command(workdir: Path, ws_port: int, tcp_port: int) -> list[str]:
     # JSON is YAML: no YAML writer needed on our side.  No $SYS plugin (it publishes every 20 s).
+    # Only the file plugin: a CONNECT without a username or with a wrong password is refused, and no
+    # session is anonymous (see the module docstring for why that matters).
+    password_file = json.dumps(str(workdir / "passwd"))
     config = (
         '{"listeners": {'
         f'"default": {{"type": "tcp", "bind": "127.0.0.1:{tcp_port}"}}, '
         f'"ws": {{"type": "ws", "bind": "127.0.0.1:{ws_port}"}}}}, '
-        '"plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": true}}}'
+        '"plugins": {"amqtt.plugins.authentication.FileAuthPlugin": '
+        f'{{"password_file": {password_file}}}}}}}'
     )
     (workdir / "amqtt.yaml").write_text(config)
+    (workdir / "launch_amqtt.py").write_text(_AMQTT_LAUNCHER)
     python = amqtt_python()
-    return [str(python), "-m", "amqtt.scripts.broker_script", "-c", str(workdir / "amqtt.yaml")]
+    return [str(python), str(workdir / "launch_amqtt.py")]
 
 
 # --- mosquitto ------------------------------------------------------------------------------------

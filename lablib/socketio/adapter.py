@@ -18,11 +18,39 @@ just subtracts members.
 The interface is deliberately narrow (:class:`Adapter`): join, leave, leave_all, rooms_of,
 members, broadcast_targets.  Orders are stable (join order) so notebook output re-runs
 identically.
+
+**Two halves: the room registry (sync) and the cluster (async).**  The sans-I/O core calls the
+registry methods above, synchronously: it decides local delivery.  The asyncio driver calls the
+*cluster* methods, which are coroutines because another implementation talks to other server
+processes (:class:`lablib.socketio.redis_adapter.RedisAdapter`, over Redis)::
+
+    bind(local)                      the driver hands over this process's namespace (Node: nsp)
+    start() / close()                connect, subscribe / unsubscribe
+    publish(packet, opts)            a broadcast's remote half: tell the other servers (the
+                                     local half is the core's emit, done before)
+    publish_with_ack(packet, opts, on_client_count, on_ack, timeout)
+                                     the remote half of a broadcast that gathers acks
+    server_count()                   servers in the cluster, this one included
+    fetch_sockets(opts)              every matching socket of the cluster (id, rooms, data,
+                                     handshake), this process's first
+    add_sockets / del_sockets(opts, rooms), disconnect_sockets(opts, close)
+    server_side_emit(data, ack)      an event for the other servers (ack: gather their answers)
+    all_rooms()                      every room of the cluster
+
+``opts`` is a :class:`lablib.socketio.redis_protocol.BroadcastOptions` (rooms, except,
+flags), as the reference's adapters take it.  :class:`InMemoryAdapter` is the single-process
+implementation: the cluster is this process, so the remote halves do nothing and the queries
+answer from the bound namespace.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
+
+if TYPE_CHECKING:   # only for annotations: the registry itself needs none of these
+    from .local import LocalNamespace
+    from .packets import Packet
+    from .redis_protocol import BroadcastOptions
 
 __all__ = ["Adapter", "InMemoryAdapter"]
 
@@ -49,6 +77,11 @@ class Adapter(Protocol):
                           skip_sids: str | Iterable[str] = ()) -> list[str]:
         """The sids a broadcast reaches: members of any of ``rooms`` (every sid known to the
         adapter if None), minus ``skip_sids``, each once."""
+
+    # The cluster half (driver-level, see the module docstring): bind, start, close, publish,
+    # publish_with_ack, server_count, fetch_sockets, add_sockets, del_sockets,
+    # disconnect_sockets, server_side_emit, all_rooms.  An adapter without them (a registry
+    # only) is still accepted by the server, which then treats it as single-process.
 
 
 def _as_set(names: str | Iterable[str]) -> Iterable[str]:
@@ -107,6 +140,58 @@ class InMemoryAdapter:
                 seen.update(self._rooms.get(room, {}))
             candidates = seen
         return [sid for sid in candidates if sid not in skip]
+
+    # --- the cluster half: here the cluster is this one process -------------------------------
+
+    #: False: no other server to tell (the driver skips building what :meth:`publish` takes).
+    clustered = False
+    local: LocalNamespace | None = None
+
+    def bind(self, local: LocalNamespace) -> None:
+        """The driver's handle on this namespace's sockets (done once, when created)."""
+        self.local = local
+
+    async def start(self) -> None:
+        """Nothing to connect to."""
+
+    async def close(self) -> None:
+        """Nothing to disconnect from."""
+
+    async def publish(self, packet: Packet, opts: BroadcastOptions) -> None:
+        """No other server: the core's local delivery was the whole broadcast."""
+
+    async def publish_with_ack(self, packet: Packet, opts: BroadcastOptions,
+                               on_client_count: Callable[[int], None],
+                               on_ack: Callable[[Any], None], timeout: float | None) -> None:
+        """No other server: no client count, no ack will come from elsewhere."""
+
+    async def server_count(self) -> int:
+        return 1
+
+    def _local(self) -> LocalNamespace:
+        if self.local is None:
+            raise RuntimeError("the adapter is not bound to a server's namespace yet")
+        return self.local
+
+    async def fetch_sockets(self, opts: BroadcastOptions) -> list[dict[str, Any]]:
+        """``{"id", "handshake", "rooms", "data"}`` of each matching socket (Node's shape)."""
+        return self._local().fetch(opts)
+
+    async def add_sockets(self, opts: BroadcastOptions, rooms: Iterable[str]) -> None:
+        self._local().join(opts, rooms)
+
+    async def del_sockets(self, opts: BroadcastOptions, rooms: Iterable[str]) -> None:
+        self._local().leave(opts, rooms)
+
+    async def disconnect_sockets(self, opts: BroadcastOptions, close: bool = False) -> None:
+        await self._local().disconnect(opts, close)
+
+    async def server_side_emit(self, data: list[Any], ack: bool = False) -> list[Any] | None:
+        """No other server to tell: no answers (``[]`` when they were asked for)."""
+        return [] if ack else None
+
+    async def all_rooms(self) -> set[str]:
+        return set(self._rooms)
 
     def __repr__(self) -> str:
         return f"InMemoryAdapter({ {room: list(m) for room, m in self._rooms.items()} })"

@@ -111,9 +111,11 @@ from ..engineio.server import Server as EngineServer
 from ..errors import LablibError, LocalProtocolError
 from ..http import Request
 from .adapter import Adapter, InMemoryAdapter
-from .packets import DEFAULT_MAX_ATTACHMENTS
+from .local import LocalNamespace
+from .packets import DEFAULT_MAX_ATTACHMENTS, Packet, PacketType
 from .protocol import (AckCancelled, AckReceived, AckTimedOut, CloseConnection, ConnectRequested,
                        Disconnected, EventReceived, Output, SendTo, Undelivered)
+from .server_cluster import ClusterMixin
 from .server_core import DEFAULT_MAX_HELD_PACKETS, DEFAULT_REFUSAL, ServerCore
 
 __all__ = ["Server", "serve", "ConnectionRefusedError", "DisconnectedError"]
@@ -213,7 +215,7 @@ async def _run(function: Callable[..., Any], *args: Any) -> Any:
     return result
 
 
-class Server:
+class Server(ClusterMixin):
     """A Socket.IO v5 server for asyncio, on lablib's Engine.IO server (path ``/socket.io/``).
 
     ``namespaces``: the namespaces clients may join besides those that have handlers
@@ -225,7 +227,12 @@ class Server:
     ``max_held_packets`` the packets it may send behind a CONNECT not yet answered (more
     closes its connection).
     ``max_queue``: events of one client waiting for its handlers before the server stops
-    reading from it.  ``adapter_factory(namespace)`` makes each namespace's room registry.
+    reading from it.  ``adapter_factory(namespace)`` makes each namespace's adapter: the room
+    registry, in-memory by default; ``adapter_factory=RedisAdapter.factory(url)``
+    (:mod:`lablib.socketio.redis_adapter`) makes this server one of a cluster that shares
+    broadcasts, rooms and queries over Redis (see :mod:`lablib.socketio.server_cluster` for the
+    cluster-wide methods).  Adapters start with the server (a Redis that does not answer
+    then raises :class:`~lablib.errors.AdapterError`) and close with it.
 
     Sending: an emit to one client (``to=sid``), a ``call`` and an acknowledgement wait while
     that client does not read (backpressure on the sender).  A broadcast - to a room, to
@@ -270,6 +277,9 @@ class Server:
                  max_write_buffer: int = 4 * 1024 * 1024,
                  connection_state_recovery: dict | bool | None = None) -> None:
         rng = rng if rng is not None else secrets.SystemRandom()
+        self._adapter_factory = adapter_factory or (lambda namespace: InMemoryAdapter())
+        self._adapters: list[Any] = []       # every namespace's, to start and close them
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.eio = EngineServer(path=path, ping_interval=ping_interval, ping_timeout=ping_timeout,
                                 cors_allowed_origins=cors_allowed_origins,
                                 cors_credentials=cors_credentials, max_payload=max_payload,
@@ -281,13 +291,14 @@ class Server:
                                 max_write_buffer=max_write_buffer)
         self.core = ServerCore(
             namespaces="*" if namespaces == "*" else list(namespaces or ["/"]),
-            adapter_factory=adapter_factory or (lambda namespace: InMemoryAdapter()),
+            adapter_factory=self._make_adapter,
             rng=rng, connect_timeout=connect_timeout, max_attachments=max_attachments,
             max_held_packets=max_held_packets,
             connection_state_recovery=connection_state_recovery,
             session_data=lambda namespace, sid: self._sessions.get((namespace, sid)))
         self.max_queue = max_queue
         self.handlers: dict[str, dict[str, Callable[..., Any]]] = {}   # namespace -> event -> f
+        self.server_handlers: dict[str, dict[str, Callable[..., Any]]] = {}   # other servers'
         self._connections: dict[str, _Connection] = {}                 # eio sid -> connection
         self._eio_sid_of: dict[tuple[str, str], str] = {}              # (namespace, sid) -> eio sid
         #: packets that reached nobody: an emit whose ``to`` named no socket (an unknown or
@@ -299,8 +310,8 @@ class Server:
         self._sessions: dict[tuple[str, str], dict] = {}
         self._tasks: set[asyncio.Task] = set()     # workers and async ack callbacks
         self._timer_task: asyncio.Task | None = None
+        self._mounted: list[Server] = []   #: other Socket.IO servers served on our port
         self._wakeup: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self.eio.on("connect", self._on_eio_connect)
         self.eio.on("message", self._on_eio_message)
         self.eio.on("disconnect", self._on_eio_disconnect)
@@ -352,6 +363,14 @@ class Server:
         goes out right after the CONNECT answer.  A ``to`` that reaches nobody (an unknown or
         gone sid, an empty room, a namespace nobody joined) is a no-op, logged at debug level
         and counted in :attr:`undelivered`.
+
+        With a cluster adapter (:class:`~lablib.socketio.redis_adapter.RedisAdapter`) anything
+        but an emit to one local sid is also published once for the other servers (after the
+        local half went out; reaching no local socket is then not "undelivered"); if Redis
+        does not take it, :class:`~lablib.errors.AdapterError` is raised (logged and counted
+        by the adapter).  A ``callback`` then also gets the acks of the other servers'
+        clients, each with its first argument only (all the wire carries); use
+        :meth:`emit_with_ack` to gather them all with a timeout.
         """
         namespace = namespace or "/"
         args = _as_args(data)
@@ -373,8 +392,14 @@ class Server:
                                                                 to=to, skip_sids=skip)
             for sid in reached:
                 self._acks[(namespace, sid, ack_id)] = callback
+        adapter = self.core.adapter(namespace)
+        clustered = not direct and getattr(adapter, "clustered", False)
+        if clustered:   # the members may be on other servers
+            outputs = [o for o in outputs if not isinstance(o, Undelivered)]
         await self._apply(outputs, wait=direct)
         if not direct:
+            if clustered:
+                await self._publish(adapter, namespace, event, args, to, skip, callback)
             await asyncio.sleep(0)   # let the loop write to the sockets that can take it
 
     async def send(self, data: Any, to: str | Iterable[str] | None = None,
@@ -440,6 +465,22 @@ class Server:
             self.core.leave_room(sid, room, namespace)
         return _DONE
 
+    def transport(self, sid: str, namespace: str | None = None) -> str:
+        """The transport ``sid``'s connection runs on now: ``"polling"`` or ``"websocket"``.
+        KeyError for a sid that is not connected."""
+        return self.eio.transport(self._eio_sid(sid, namespace))
+
+    def request(self, sid: str, namespace: str | None = None) -> Request:
+        """The HTTP request that opened ``sid``'s Engine.IO session (query, cookies, headers).
+        KeyError for a sid that is not connected."""
+        return self.eio.request(self._eio_sid(sid, namespace))
+
+    def _eio_sid(self, sid: str, namespace: str | None) -> str:
+        try:
+            return self.core.eio_sid_of(sid, namespace or "/")
+        except LocalProtocolError:
+            raise KeyError(sid) from None
+
     def recovered(self, sid: str, namespace: str | None = None) -> bool:
         """Was ``sid``'s session restored by connection state recovery?"""
         return self.core.is_recovered(sid, namespace or "/")
@@ -468,24 +509,75 @@ class Server:
     def port(self) -> int:
         return self.eio.port
 
+    def mount(self, other: "Server | EngineServer") -> "Server | EngineServer":
+        """Serve ``other`` on this server's port too, under its own ``path``: another Socket.IO
+        server (its own namespaces, handlers, adapters and timers) or a plain Engine.IO server.
+
+        Start and close only this server: it starts and closes what is mounted on it.
+        """
+        if isinstance(other, Server):
+            self.eio.mount(other.eio)
+            self._mounted.append(other)
+        else:
+            self.eio.mount(other)
+        return other
+
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> "Server":
+        prepared: list[Server] = []
+        try:
+            for server in (self, *self._mounted):
+                await server._start_adapters()
+                prepared.append(server)
+            await self.eio.start(host, port)
+        except BaseException:
+            for server in prepared:
+                await server._close_adapters()
+            raise
+        for server in (self, *self._mounted):
+            server._timer_task = asyncio.create_task(server._run_timers())
+        return self
+
+    async def _start_adapters(self) -> None:
+        """Bind to the running loop and start every namespace's adapter (a Redis that does not
+        answer raises AdapterError, and the adapters started so far are closed again)."""
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
-        await self.eio.start(host, port)
-        self._timer_task = asyncio.create_task(self._run_timers())
-        return self
+        started = []
+        try:
+            for adapter in list(self._adapters):
+                await _start_adapter(adapter)
+                started.append(adapter)
+        except BaseException:
+            for adapter in started:
+                await _close_adapter(adapter)
+            self._loop = None
+            raise
+
+    async def _close_adapters(self) -> None:
+        for adapter in self._adapters:
+            await _close_adapter(adapter)
 
     async def close(self) -> None:
         """Every socket is disconnected ("server shutting down"), then Engine.IO closes.
 
         As with the reference server, no DISCONNECT packets are sent: the Engine.IO close
         packet ends every namespace at once.  The workers finish their queued handlers
-        (within the Engine.IO ``close_timeout``), then whatever is left is cancelled.
+        (within the Engine.IO ``close_timeout``), then whatever is left is cancelled.  The
+        servers mounted on this one close with it.
         """
+        for server in (self, *self._mounted):
+            await server._shut_down_sockets()
+        await self.eio.close()
+        for server in (self, *self._mounted):
+            await server._finish()
+
+    async def _shut_down_sockets(self) -> None:
         now = asyncio.get_running_loop().time()
         for eio_sid in list(self._connections):
             await self._apply(self.core.connection_closed(eio_sid, "server shutting down", now))
-        await self.eio.close()
+
+    async def _finish(self) -> None:
+        """After Engine.IO closed: stop the timers, let the workers finish, close adapters."""
         if self._timer_task is not None:
             self._timer_task.cancel()
         tasks = [task for task in self._tasks if not task.done()]
@@ -495,6 +587,7 @@ class Server:
             task.cancel()
         await asyncio.gather(*self._tasks, *([self._timer_task] if self._timer_task else []),
                              return_exceptions=True)
+        await self._close_adapters()
 
     async def wait_closed(self) -> None:
         await self.eio.wait_closed()
@@ -701,6 +794,40 @@ class Server:
         if self._wakeup is not None:
             self._wakeup.set()
 
+    # --- adapters ------------------------------------------------------------------------------
+
+    def _make_adapter(self, namespace: str) -> Adapter:
+        """The core's adapter factory: the application's, bound to this server's namespace
+        and started if the server runs already (a namespace created on a client's CONNECT)."""
+        adapter = self._adapter_factory(namespace)
+        if hasattr(adapter, "bind"):
+            adapter.bind(LocalNamespace(self, namespace))
+        self._adapters.append(adapter)
+        if self._loop is not None and hasattr(adapter, "start"):
+            self._start_task(self._start_late(adapter, namespace))
+        return adapter
+
+    async def _start_late(self, adapter: Any, namespace: str) -> None:
+        """Start the adapter of a namespace created while running (its broadcasts stay local
+        until it has subscribed; a failure is logged, the namespace works on its own)."""
+        try:
+            await adapter.start()
+        except Exception:
+            logger.exception("the adapter of %s could not start", namespace)
+
+    async def _publish(self, adapter: Any, namespace: str, event: str, args: tuple,
+                       to: str | Iterable[str] | None, skip: str | Iterable[str],
+                       callback: Callable[..., Any] | None) -> None:
+        """The remote half of a broadcast (the core delivered the local half): one message
+        for the other servers.  With ``callback``, their clients' acks come back to it."""
+        packet = Packet(PacketType.EVENT, namespace, [event, *args])
+        opts = self._opts(to, skip)
+        if callback is None:
+            await adapter.publish(packet, opts)
+        else:
+            await adapter.publish_with_ack(packet, opts, lambda count: None,
+                                           lambda value: callback(value), None)
+
     # --- helpers -------------------------------------------------------------------------------
 
     def _has_namespace(self, namespace: str) -> bool:
@@ -720,6 +847,19 @@ class Server:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+async def _start_adapter(adapter: Any) -> None:
+    if hasattr(adapter, "start"):
+        await adapter.start()
+
+
+async def _close_adapter(adapter: Any) -> None:
+    if hasattr(adapter, "close"):
+        try:
+            await adapter.close()
+        except Exception:
+            logger.exception("closing the adapter %r failed", adapter)
 
 
 class serve:

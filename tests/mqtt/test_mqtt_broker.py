@@ -49,7 +49,8 @@ async def drain_until(client: Client, marker: bytes) -> list[bytes]:
 
 @asyncio_test
 async def test_publish_and_receive_each_qos(broker):
-    async with Client(broker.ws_url, "lab-sub") as sub, Client(broker.ws_url, "lab-pub") as pub:
+    async with Client(broker.ws_url, "lab-sub", **broker.credentials) as sub, \
+            Client(broker.ws_url, "lab-pub", **broker.credentials) as pub:
         assert await sub.subscribe([("lab/#", 2), ("lab/+/x", 1)]) == (2, 1)
         for qos in (0, 1, 2):
             packet_id = await pub.publish("lab/q", f"qos {qos}", qos=qos)
@@ -64,7 +65,8 @@ async def test_publish_and_receive_each_qos(broker):
 async def test_delivered_qos_is_the_minimum_of_published_and_granted(broker):
     if broker.kind == "amqtt":
         pytest.xfail("amqtt 0.12.1 delivers at the subscription's QoS, not the minimum (§3.8.4)")
-    async with Client(broker.ws_url, "min-sub") as sub, Client(broker.ws_url, "min-pub") as pub:
+    async with Client(broker.ws_url, "min-sub", **broker.credentials) as sub, \
+            Client(broker.ws_url, "min-pub", **broker.credentials) as pub:
         await sub.subscribe("min/t", qos=1)
         for qos in (0, 2):
             await pub.publish("min/t", b"x", qos=qos)
@@ -73,26 +75,27 @@ async def test_delivered_qos_is_the_minimum_of_published_and_granted(broker):
 
 @asyncio_test
 async def test_retained_message_reaches_a_later_subscriber(broker):
-    async with Client(broker.ws_url, "ret-pub") as pub:
+    async with Client(broker.ws_url, "ret-pub", **broker.credentials) as pub:
         await pub.publish("ret/t", b"kept", qos=1, retain=True)
-    async with Client(broker.ws_url, "ret-sub") as sub:
+    async with Client(broker.ws_url, "ret-sub", **broker.credentials) as sub:
         await sub.subscribe("ret/t", qos=1)
         message = await sub.recv()
         assert (message.payload, message.retain) == (b"kept", True)
-        async with Client(broker.ws_url, "ret-clear") as clear:   # an empty retained message clears it
+        # an empty retained message clears it
+        async with Client(broker.ws_url, "ret-clear", **broker.credentials) as clear:
             await clear.publish("ret/t", b"", qos=1, retain=True)
 
 
 @asyncio_test
 async def test_keepalive_sends_pingreq_and_gets_pingresp(broker):
-    async with Client(broker.ws_url, "ka", keep_alive=1) as client:
+    async with Client(broker.ws_url, "ka", keep_alive=1, **broker.credentials) as client:
         await until(lambda: client.pongs >= 2, timeout=20)
 
 
 @asyncio_test
 async def test_inflight_window_bounds_unacknowledged_messages(broker):
-    async with Client(broker.ws_url, "win-sub") as sub, \
-            Client(broker.ws_url, "win-pub", max_inflight=2) as pub:
+    async with Client(broker.ws_url, "win-sub", **broker.credentials) as sub, \
+            Client(broker.ws_url, "win-pub", max_inflight=2, **broker.credentials) as pub:
         await sub.subscribe("win/t", qos=1)
         await asyncio.gather(*(pub.publish("win/t", b"%d" % i, qos=1) for i in range(10)))
         assert sorted([(await sub.recv()).payload for _ in range(10)]) == sorted(b"%d" % i for i in range(10))
@@ -108,9 +111,10 @@ async def test_persistent_session_resends_inflight_with_dup_after_a_cut(broker, 
     QoS 2 is exactly once - the broker recognises the id and the subscriber gets it once.
     """
     async with Relay("127.0.0.1", broker.ws_port) as relay, \
-            Client(broker.ws_url, f"watch-{qos}") as watcher:
+            Client(broker.ws_url, f"watch-{qos}", **broker.credentials) as watcher:
         await watcher.subscribe(f"resend/{qos}", qos=2)
-        client = Client(f"ws://127.0.0.1:{relay.port}/mqtt", f"persistent-{qos}", clean_session=False)
+        client = Client(f"ws://127.0.0.1:{relay.port}/mqtt", f"persistent-{qos}", clean_session=False,
+                        **broker.credentials)
         await client.connect()
         relay.stall("s2c")
         packet_id = await client.publish(f"resend/{qos}", b"m", qos=qos, wait=False)
@@ -136,13 +140,15 @@ async def test_persistent_session_resends_inflight_with_dup_after_a_cut(broker, 
 class Paho:
     """paho-mqtt over its WebSocket transport, run by its own thread; messages into asyncio."""
 
-    def __init__(self, port: int, client_id: str, keepalive: int = 30) -> None:
+    def __init__(self, broker, port: int, client_id: str, keepalive: int = 30) -> None:
         self.loop = asyncio.get_running_loop()
         self.messages: asyncio.Queue = asyncio.Queue()
         self.connected = threading.Event()
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
                                   protocol=paho.MQTTv311, transport="websockets")
         self.client.ws_set_options(path="/mqtt")
+        if broker.username is not None:        # the login of a lablib-started amqtt
+            self.client.username_pw_set(broker.username, broker.password)
         self.client.on_connect = lambda *args: self.connected.set()
         self.client.on_message = lambda client, userdata, message: self.loop.call_soon_threadsafe(
             self.messages.put_nowait, message)
@@ -183,7 +189,7 @@ async def test_packets_are_byte_for_byte_those_of_paho(broker):
     """The same calls through paho and through lablib's client, captured by the relay: every
     packet each client sent equals lablib's encoder's bytes for that packet."""
     async with Relay("127.0.0.1", broker.ws_port) as relay:
-        async with Paho(relay.port, "same-bytes") as ref:
+        async with Paho(broker, relay.port, "same-bytes") as ref:
             sub = await ref.subscribe("bytes/#", qos=1)
             await ref.publish("bytes/a", b"zero", 0)
             q1 = await ref.publish("bytes/a", b"one", 1)
@@ -193,7 +199,7 @@ async def test_packets_are_byte_for_byte_those_of_paho(broker):
         paho_sent = [r.raw for r in mqtt_records(relay.capture.conversations[0])
                      if r.fields["type_name"] not in ("PINGREQ", "PUBACK", "PUBREC", "PUBCOMP")]
         assert paho_sent == [
-            encode(Connect("same-bytes", clean_session=True, keep_alive=30)),
+            encode(Connect("same-bytes", clean_session=True, keep_alive=30, **broker.credentials)),
             encode(Subscribe(sub, (("bytes/#", 1),))),
             encode(Publish("bytes/a", b"zero")),
             encode(Publish("bytes/a", b"one", qos=1, packet_id=q1)),
@@ -202,7 +208,8 @@ async def test_packets_are_byte_for_byte_those_of_paho(broker):
             encode(Unsubscribe(unsub, ("bytes/#",))),
             encode(Disconnect()),
         ]
-        async with Client(f"ws://127.0.0.1:{relay.port}/mqtt", "same-bytes", keep_alive=30) as ours:
+        async with Client(f"ws://127.0.0.1:{relay.port}/mqtt", "same-bytes", keep_alive=30,
+                          **broker.credentials) as ours:
             sub = ours.session._next_id
             assert (await ours.subscribe("bytes/#", qos=1)) == (1,)
             await ours.publish("bytes/a", b"zero", 0)
@@ -214,7 +221,7 @@ async def test_packets_are_byte_for_byte_those_of_paho(broker):
         ours_sent = [r.raw for r in mqtt_records(relay.capture.conversations[1])
                      if r.fields["type_name"] not in ("PINGREQ", "PUBACK", "PUBREC", "PUBCOMP")]
         assert ours_sent == [
-            encode(Connect("same-bytes", clean_session=True, keep_alive=30)),
+            encode(Connect("same-bytes", clean_session=True, keep_alive=30, **broker.credentials)),
             encode(Subscribe(sub, (("bytes/#", 1),))),
             encode(Publish("bytes/a", b"zero")),
             encode(Publish("bytes/a", b"one", qos=1, packet_id=q1)),
@@ -229,8 +236,8 @@ async def test_packets_are_byte_for_byte_those_of_paho(broker):
 @pytest.mark.parametrize("qos", [0, 1, 2])
 @asyncio_test
 async def test_lablib_and_paho_exchange_messages_both_ways(broker, qos):
-    async with Paho(broker.ws_port, f"paho-{qos}") as ref, \
-            Client(broker.ws_url, f"lablib-{qos}") as ours:
+    async with Paho(broker, broker.ws_port, f"paho-{qos}") as ref, \
+            Client(broker.ws_url, f"lablib-{qos}", **broker.credentials) as ours:
         await ref.subscribe(f"to-paho/{qos}", qos=2)
         await ours.subscribe(f"to-lablib/{qos}", qos=2)
         await ours.publish(f"to-paho/{qos}", b"from lablib", qos=qos)

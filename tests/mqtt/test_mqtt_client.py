@@ -49,6 +49,19 @@ async def test_connack_and_a_message_split_across_websocket_messages():
 
 
 @asyncio_test
+async def test_the_url_userinfo_is_the_login_and_goes_in_connect():
+    """ws://user:pass@host/...: MQTT carries the login in CONNECT (§3.1.3.4-5), not in HTTP."""
+    server, received = scripted(encode(Connack()))
+    async with server as s:
+        client = Client(f"ws://lab%40home:p%3Ass@127.0.0.1:{s.port}/mqtt", "c1")
+        assert client.url == f"ws://127.0.0.1:{s.port}/mqtt"
+        await client.connect()
+        await client.disconnect()
+    connect = PacketParser().receive_data(b"".join(received))[0]
+    assert (connect.username, connect.password) == ("lab@home", b"p:ss")
+
+
+@asyncio_test
 async def test_refused_connection_raises_connection_refused():
     server, _ = scripted(encode(Connack(return_code=4)))
     async with server as s:

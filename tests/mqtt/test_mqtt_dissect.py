@@ -74,3 +74,12 @@ def test_malformed_packet_is_an_error_record_and_ends_that_direction():
 def test_not_mqtt_when_the_first_message_is_not_a_connect():
     assert mqtt(websocket([b"\x10\x02ab", PUBLISH], [])) == []
     assert mqtt(websocket([b"hello"], [], Opcode.TEXT)) == []
+
+
+def test_a_connect_password_is_in_the_fields_but_not_in_the_summary():
+    """Tables and notebooks print summaries: the password shows as its length only."""
+    login = encode(Connect("sub", keep_alive=30, username="lab", password=b"s3cret"))
+    [record] = mqtt(websocket([login], []), "c2s")
+    assert record.summary == (
+        "CONNECT client_id='sub' clean_session=1 keep_alive=30 username='lab' password=<6 bytes>")
+    assert (record.fields["username"], record.fields["password"]) == ("lab", b"s3cret")

@@ -73,8 +73,7 @@ def summaries(records: list[Record]) -> list[str]:
 
 # --- registration and scope ---------------------------------------------------------------------
 
-def test_the_decoder_is_registered_per_conversation():
-    dissect_streams(b"", b"")  # loads DECODER_MODULES
+def test_the_decoder_is_a_default_decoder_kept_per_conversation():
     [decoder] = [d for d in DECODERS if d.name == "socketio"]
     assert decoder.carriers == frozenset({"engineio"})
     assert decoder.per_conversation and decoder.decode is SocketIODecoder
