@@ -203,3 +203,23 @@ async def test_lablib_client_decodes_python_engineio_server_compression():
         await until(lambda: got)
         await client.disconnect()
     assert got == [BIG]
+
+
+# --- the same bytes as the Node server's zlib --------------------------------------------------------
+
+@pytest.mark.node
+@pytest.mark.parametrize("encoding, node_function", [("gzip", "gzipSync"), ("deflate", "deflateSync")])
+def test_encoding_equals_node_zlib(encoding, node_function):
+    """polling.ts pipes the body through createGzip/createDeflate with default options: the
+    same bytes as ours (Node's bundled zlib, defaults level 6, window 15, memLevel 8)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed")
+    body = "4" + BIG
+    script = (f"process.stdout.write(require('zlib').{node_function}("
+              f"Buffer.from(process.argv[1])).toString('hex'))")
+    node = subprocess.run(["node", "-e", script, body], capture_output=True, text=True, check=True,
+                          timeout=60)
+    assert encode(body.encode(), encoding).hex() == node.stdout
