@@ -87,10 +87,19 @@ class RedisConnection:
         self._users = 0
         self._routes: dict[bytes, RedisAdapter] = {}      # channel or pattern -> adapter
         self._confirmations: dict[bytes, asyncio.Future] = {}
+        self._sessions: Any = None   # the recovery stores' Redis client (made when asked)
 
     def __call__(self, namespace: str) -> RedisAdapter:
         """The adapter factory: ``Server(adapter_factory=connection)``."""
         return RedisAdapter(namespace, self)
+
+    def session_store(self, namespace: str, options: Any) -> Any:
+        """Connection state recovery's store for ``namespace``, in the same Redis
+        (:mod:`lablib.socketio.redis_recovery`): the Server uses it when recovery is on."""
+        from .redis_recovery import RedisSessions   # (it imports this module's neighbours)
+        if self._sessions is None:
+            self._sessions = RedisSessions(self.url)
+        return self._sessions(namespace, options)
 
     # --- the connections ----------------------------------------------------------------------
 
