@@ -77,15 +77,22 @@ class LocalNamespace:
                 and _STREAM_ID.match(args[-1]):   # recovery through Redis: logged by its sender
             args, offset = args[:-1], args[-1]
         try:
-            outputs = self.server.core.emit(name, args, namespace=self.name,
-                                            to=list(opts.rooms) or None,
-                                            skip_sids=self._excluded(opts), offset=offset)
+            if offset is None:
+                outputs = self._emit(name, args, opts, None)
+            else:   # not while a restore reads the log (see Server._restore_session)
+                async with self.server._store_lock(self.name):
+                    outputs = self._emit(name, args, opts, offset)
         except LocalProtocolError as exc:   # e.g. a reserved event name
             logger.warning("a broadcast from another server was refused: %s", exc)
             return
         # Reaching nobody here is normal: the members may all be on other servers.
         await self.server._apply([o for o in outputs if not isinstance(o, Undelivered)],
                                  wait=False)
+
+    def _emit(self, name: str, args: list, opts: BroadcastOptions, offset: str | None) -> list:
+        return self.server.core.emit(name, args, namespace=self.name,
+                                     to=list(opts.rooms) or None,
+                                     skip_sids=self._excluded(opts), offset=offset)
 
     async def deliver_with_acks(self, packet: Packet, opts: BroadcastOptions,
                                 timeout: float | None, on_ack: Callable[[Any], None]) -> int:

@@ -26,6 +26,11 @@ What each adapter does (one per namespace, like the reference):
   (:attr:`RedisAdapter.publish_failures`), and :class:`AdapterError` is raised to the caller -
   never a silent local-only broadcast; the subscriber reconnects on its own (redis-py
   resubscribes) with a growing delay, logged, counted in :attr:`RedisConnection.reconnects`.
+
+Connection state recovery: the reference pub/sub adapter has none.  With
+``connection_state_recovery`` on, a Server using this adapter keeps its sessions and packet log
+in the same Redis (:meth:`RedisConnection.session_store`, :mod:`lablib.socketio.redis_recovery`,
+in ``@socket.io/redis-streams-adapter``'s format), and its broadcasts carry their offset.
 """
 
 from __future__ import annotations

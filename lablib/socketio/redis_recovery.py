@@ -49,6 +49,14 @@ after it in one MULTI/EXEC (one consistent snapshot), and returns None - ``recov
 when the session or the offset's entry is gone, never a replay with a hole.  Node pages through
 the stream after the offset with a fixed cap of XRANGE calls; one bounded read is simpler here.
 
+Concurrency (the driver, :class:`~lablib.socketio.server.Server`): per namespace, one lock
+orders this process's appends, its restores and its deliveries of other servers' broadcasts.
+So a broadcast is either in a restore's snapshot or delivered live to the restored socket,
+which waits for its CONNECT answer with its replay (the core keeps both, and drops a live
+copy of a packet whose offset the replay has).  One window is left: another server's broadcast
+logged before the snapshot whose pub/sub message arrives after the CONNECT answer reaches the
+client twice, with the same offset (lablib's client drops the repeat; Node's does not).
+
 Errors: Redis unreachable or a session that does not encode raise
 :class:`~lablib.errors.AdapterError`; the server logs and counts them and goes on without
 recovery for that client (``recovered`` false).

@@ -41,8 +41,10 @@ Rules the reference server leaves to chance, decided here:
   and emits addressed to it (by sid or by a room it entered) are kept and take effect right
   after the CONNECT answer, as with python-socketio and Node, where a connect handler may
   greet its client.  A broadcast to the whole namespace does not reach it (it is not
-  connected yet).  An ``emit`` with a ``to`` that reaches no socket at all (an unknown or
-  disconnected sid, an empty room) outputs :class:`Undelivered`, never nothing.
+  connected yet) - unless it is a recovered socket: its replay was read from the log when its
+  CONNECT came, so what is broadcast from then on waits with it (not twice: a packet whose
+  offset is in its replay is skipped).  An ``emit`` with a ``to`` that reaches no socket at
+  all (an unknown or disconnected sid, an empty room) outputs :class:`Undelivered`, never nothing.
 * No namespace joined within ``connect_timeout`` ms of the connection opening: it is closed
   (the reference's ``connectTimeout``, 45000 ms).
 * Ack ids of server-sent events count from 0 per namespace (the reference's ``nsp._ids``), so a
@@ -118,6 +120,7 @@ class _Socket:
     pid: str | None = None        # the private session id (None: recovery off)
     recovered: bool = False       # restored from a kept session
     data: Any = None              # the application data restored with it
+    replayed: set[str] = field(default_factory=set)   # offsets in its replay (while pending)
 
 
 @dataclass(slots=True)
@@ -428,6 +431,7 @@ class ServerCore:
         socket.rooms = [room for room in session.rooms if room != session.sid]
         socket.outbox = [tuple(encode(Packet(PacketType.EVENT, name, data)))
                          for data in restored.missed]
+        socket.replayed = {data[-1] for data in restored.missed if isinstance(data[-1], str)}
         return socket
 
     def _new_sid(self) -> str:
@@ -461,6 +465,7 @@ class ServerCore:
         out += [SendTo(eio_sid, messages) for messages in socket.outbox]
         inbox = socket.inbox
         socket.rooms, socket.outbox, socket.inbox = [], [], []
+        socket.replayed = set()
         for packet in inbox:
             if not self.is_connected(socket.sid, namespace):
                 break   # a held DISCONNECT: what followed it is for a socket that left
@@ -543,10 +548,13 @@ class ServerCore:
         """(connected sockets, pending sockets) a broadcast to ``to`` reaches."""
         connected = [ns.sockets[sid] for sid in ns.adapter.broadcast_targets(to, skip_sids)
                      if sid in ns.sockets]
-        if to is None or not ns.connecting:
+        if not ns.connecting:
             return connected, []
-        names = {to} if isinstance(to, str) else set(to)
         skip = {skip_sids} if isinstance(skip_sids, str) else set(skip_sids)
+        if to is None:   # a recovered socket is a member already: its replay was read
+            return connected, [socket for sid, socket in ns.connecting.items()
+                               if socket.recovered and sid not in skip]
+        names = {to} if isinstance(to, str) else set(to)
         pending = [socket for sid, socket in ns.connecting.items() if sid not in skip
                    and (sid in names or not names.isdisjoint(socket.rooms))]
         return connected, pending
@@ -558,6 +566,12 @@ class ServerCore:
         each.  Returns the sids reached and the outputs."""
         ns = self._namespace(namespace)
         connected, pending = self._targets(ns, to, skip_sids)
+        if pending and packet.id is None and packet.data and isinstance(packet.data[-1], str):
+            kept = [socket for socket in pending   # in its replay already: not twice
+                    if packet.data[-1] not in socket.replayed]
+            if not connected and not kept:
+                return [], []
+            pending = kept
         if not connected and not pending:
             if to is None:
                 return [], []   # a broadcast to an empty namespace: nobody to tell

@@ -77,6 +77,35 @@ def test_no_session_from_the_driver_means_a_new_one_and_a_gone_client_keeps_it()
         PersistSession("/", session)]                       # kept again, not lost
 
 
+@pytest.mark.parametrize("driver_store", [False, True])
+def test_a_broadcast_while_a_recovered_client_waits_for_its_answer_is_not_lost(driver_store):
+    """Between the restore (the log read) and the CONNECT answer, a broadcast to everyone
+    goes to the recovered socket after its replay; one the replay had already is not sent
+    twice (another server's, logged before the read, delivered by pub/sub after it)."""
+    core = ServerCore(rng=random.Random(1), connection_state_recovery=True,
+                      driver_store=driver_store)
+    core.connection_opened("e1", 0.0)
+    core.receive("e1", "0", 0.0)
+    answer = json.loads(_sent(core.accept("e1"))[0][1:])
+    sid, pid = answer["sid"], answer["pid"]
+    offset = "1-0" if driver_store else "1"
+    core.emit("news", ["seen"], now=1.0, **({"offset": offset} if driver_store else {}))
+    kept = [o for o in core.connection_closed("e1", "transport close", 2.0)
+            if isinstance(o, PersistSession)]
+    core.connection_opened("e2", 3.0)
+    out = core.receive("e2", f'0{{"pid":"{pid}","offset":"{offset}"}}', 3.0)
+    if driver_store:
+        restored = Restored(kept[0].session, (["news", "missed", "2-0"],))
+        core.session_restored("e2", "/", restored, 3.0)
+        core.emit("news", ["missed"], offset="2-0")       # the same packet, live: not twice
+        assert _sent(core.emit("news", ["live"], offset="3-0")) == []
+        expected = ['2["news","missed","2-0"]', '2["news","live","3-0"]']
+    else:
+        core.emit("news", ["missed"], now=3.0)             # logged after the restore
+        expected = ['2["news","missed","2"]']
+    assert _sent(core.accept("e2"))[1:] == expected
+
+
 # --- the Redis store: Node's format --------------------------------------------------------------
 
 OPTIONS = RecoveryOptions(max_disconnection_duration=60000, max_log_packets=3)
