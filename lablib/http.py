@@ -8,17 +8,20 @@ and because an error answer must be producible even when the request could not b
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import h11
 
+from ._util import NEED_DATA, NeedData
 from .errors import HandshakeError
 
 __all__ = [
     "Headers", "Request", "Response", "format_request", "format_response", "error_response",
-    "RequestParser", "ResponseParser", "NEED_DATA", "same_origin",
+    "RequestParser", "ResponseParser", "NEED_DATA", "same_origin", "ResponseStream", "END", "CUT",
+    "HTTPConnection",
 ]
 
 
@@ -147,14 +150,6 @@ def _head_size(first_line: int, headers: Any) -> int:
                                 for name, value in headers.raw_items()) + 2
 
 
-class _NeedData:
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-
-NEED_DATA = _NeedData()
-
-
 class RequestParser:
     """Sans-I/O server side: feed bytes, get one :class:`Request` (with its body) or NEED_DATA.
 
@@ -169,16 +164,16 @@ class RequestParser:
         self._request: Request | None = None
         self._body = bytearray()
 
-    def receive_data(self, data: bytes) -> Request | _NeedData:
+    def receive_data(self, data: bytes) -> Request | NeedData:
         self._conn.receive_data(data)
         return self._step()
 
-    def receive_eof(self) -> Request | _NeedData:
+    def receive_eof(self) -> Request | NeedData:
         """The client closed its side: finish what is buffered (or raise for a cut request)."""
         self._conn.receive_data(b"")
         return self._step()
 
-    def _step(self) -> Request | _NeedData:
+    def _step(self) -> Request | NeedData:
         while True:
             try:
                 event = self._conn.next_event()
@@ -299,7 +294,7 @@ class ResponseParser:
         self._response: Response | None = None
         self._body = bytearray()
 
-    def receive_data(self, data: bytes) -> Response | _NeedData:
+    def receive_data(self, data: bytes) -> Response | NeedData:
         self._conn.receive_data(data)
         while True:
             try:
@@ -339,9 +334,159 @@ class ResponseParser:
                 self._response.body = bytes(self._body)
                 return self._response
 
-    def receive_eof(self) -> Response | _NeedData:
+    def receive_eof(self) -> Response | NeedData:
         return self.receive_data(b"")
 
     @property
     def trailing_data(self) -> bytes:
         return bytes(self._conn.trailing_data[0])
+
+
+# --- a response read piece by piece (an event stream's body never ends) -----------------------
+
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+END = _Marker("END")   #: the body ended as its framing said (last chunk, or Content-Length)
+CUT = _Marker("CUT")   #: the connection ended before the body did
+
+
+class ResponseStream:
+    """Client side: ``receive_data(bytes)`` -> a list of :class:`~lablib.http.Response` (the
+    head, ``body`` empty), ``bytes`` (body pieces), :data:`END` or :data:`CUT`.
+
+    :class:`ResponseParser` returns a response once its whole body has arrived, which is right
+    for a handshake and wrong for an event stream, whose body never ends by design.  This
+    reader hands out the head as soon as it is complete, then each piece of body as h11
+    decodes it (chunked or close-delimited), then :data:`END` (the body ended as its framing
+    said) or :data:`CUT` (the connection closed inside the body).
+
+    ``receive_data(b"")`` says the connection closed.  A malformed head raises
+    :class:`~lablib.errors.HandshakeError` (status 0: the answer was not valid HTTP).
+    """
+
+    def __init__(self, *, method: str = "GET", target: str = "/",
+                 headers: Iterable[tuple[str, str]] = (("Host", "localhost"),),
+                 max_header_size: int = 16 * 1024) -> None:
+        self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_header_size)
+        # h11 must see the request go out to expect a response; the bytes themselves are ours.
+        self._conn.send(h11.Request(method=method, target=target, headers=list(headers)))
+        self._conn.send(h11.EndOfMessage())
+        self.response: Response | None = None
+        self.done = False
+
+    def receive_data(self, data: bytes) -> list[Response | bytes | _Marker]:
+        if self.done:
+            return []
+        self._conn.receive_data(data)
+        out: list[Response | bytes | _Marker] = []
+        while True:
+            try:
+                event = self._conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                if self.response is not None and not data:   # EOF inside the body
+                    self.done = True
+                    return out + [CUT]
+                self.done = True
+                raise HandshakeError(0, f"malformed HTTP response: {exc}") from None
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                return out
+            if isinstance(event, h11.Response):
+                self.response = Response(event.status_code, Headers(event.headers.raw_items()),
+                                         event.reason.decode("latin-1"),
+                                         event.http_version.decode("latin-1"))
+                out.append(self.response)
+            elif isinstance(event, h11.Data):
+                out.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                self.done = True
+                return out + [END]
+            elif isinstance(event, h11.ConnectionClosed):
+                self.done = True
+                if self.response is None:
+                    raise HandshakeError(0, "connection closed before a complete response")
+                return out + [CUT]
+            # 1xx informational responses are skipped
+
+
+# --- a client connection on asyncio streams ---------------------------------------------------
+
+class _StaleConnection(Exception):
+    """A reused keep-alive connection was closed by the server before it answered."""
+
+
+class HTTPConnection:
+    """One keep-alive HTTP/1.1 connection carrying one request at a time (no pipelining).
+
+    Serialising is :func:`lablib.http.format_request`, parsing is h11 via
+    :class:`lablib.http.ResponseParser`.  The TCP connection opens on the first request and is
+    reused until the server says ``Connection: close`` or closes it.  A server may close an idle
+    keep-alive connection at any moment; if a *reused* connection ends before a single byte of
+    the answer arrived, the request is sent again once on a fresh connection (what browsers do).
+    """
+
+    def __init__(self, host: str, port: int, *, max_body_size: int = 1 << 20) -> None:
+        self.host, self.port = host, port
+        self.max_body_size = max_body_size
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self.requests_sent = 0      #: on this object, over all its TCP connections
+        self.connections_opened = 0
+
+    async def request(self, method: str, target: str, headers: Sequence[tuple[str, str]],
+                      body: bytes = b"") -> Response:
+        """Send one request, return the complete response (body read)."""
+        for attempt in (1, 2):
+            reused = self._writer is not None
+            if not reused:
+                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+                self.connections_opened += 1
+            try:
+                return await self._exchange(method, target, headers, body)
+            except _StaleConnection:
+                self.close()
+                if not reused or attempt == 2:
+                    raise ConnectionResetError("the server closed the connection without answering") from None
+            except BaseException:
+                self.close()  # cancelled or failed mid-request: the connection's state is unknown
+                raise
+        raise AssertionError("unreachable")
+
+    async def _exchange(self, method: str, target: str, headers: Sequence[tuple[str, str]],
+                        body: bytes) -> Response:
+        assert self._reader is not None and self._writer is not None
+        self._writer.write(format_request(method, target, headers, body))
+        self.requests_sent += 1
+        await self._writer.drain()
+        # h11 checks the response against the request; it needs the Host field, not the body.
+        parser = ResponseParser(method=method, target=target,
+                                headers=[(k, v) for k, v in headers if k.lower() == "host"],
+                                max_body_size=self.max_body_size)
+        received = 0
+        while True:
+            data = await self._reader.read(65536)
+            if not data:
+                if received == 0:
+                    raise _StaleConnection()
+                result = parser.receive_eof()
+                if result is NEED_DATA:
+                    raise ConnectionResetError("the server closed the connection mid-response")
+                self.close()
+                return result
+            received += len(data)
+            result = parser.receive_data(data)
+            if result is not NEED_DATA:
+                assert isinstance(result, Response)
+                if "close" in result.headers.tokens("connection") or result.http_version == "1.0":
+                    self.close()
+                return result
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None

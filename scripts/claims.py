@@ -58,7 +58,9 @@ CLAIMS = [
           ("event_overhead", "namespace_overhead", "multiplexing"), ("06", "07")),
     Claim('"no automatic reconnection": true of the WebSocket protocol and the browser\'s API; '
           'a library may add a loop', ("no_reconnection",), ("09",)),
-    Claim('"at-most-once delivery"', ("at_most_once",), ("09",)),
+    Claim('"at-most-once delivery"; since socket.io 4.6 connection state recovery (server → client) and '
+          'retries (client → server) close the gaps, and a dedupe makes processing exactly once',
+          ("at_most_once", "at_most_once_fixed"), ("09", "11")),
     Claim('"scaling needs sticky sessions and an adapter"', ("sticky_sessions", "adapter"), ("10",)),
     Claim('"rooms and broadcast built in"', ("rooms", "broadcast_envelope"), ("08",)),
     Claim('"not API-compatible with WebSocket"', ("not_api_compatible",), ("05",)),

@@ -734,7 +734,7 @@ async def test_a_ping_flood_from_a_peer_that_never_reads_is_bounded(kind):
             transports = [ws.transport for ws in server.connections]
         else:
             await until(lambda: server.sessions)
-            transports = [c.writer.transport for c in server._connections]
+            transports = [c.transport for c in server._connections]
         flood = masked(0x9, b"p" * 125) * 512   # 66 KiB of pings -> 65 KiB of pongs
         sent = 0
         for _ in range(200):   # up to 13 MiB
@@ -834,7 +834,7 @@ async def test_an_engineio_peer_that_never_reads_stalls_the_sender_and_is_droppe
             peer.send(masked(0x1, b"40"))
         await until(lambda: sent)
         await fill_until_stuck(lambda: len(sent))
-        buffered = max(c.writer.transport.get_write_buffer_size() for c in eio._connections)
+        buffered = max(c.transport.get_write_buffer_size() for c in eio._connections)
         assert buffered <= write_buffer_bound()
         async with asyncio.timeout(WAIT):
             assert await gone == "ping timeout"

@@ -46,13 +46,12 @@ from typing import Any, Sequence
 
 from ..errors import HandshakeError, LablibError
 from ..http import NEED_DATA as HTTP_NEED_DATA
-from ..http import Request, RequestParser, Response, ResponseParser
+from ..http import Request, RequestParser, Response, ResponseParser, ResponseStream
 from ..websocket.frames import (NEED_DATA as WS_NEED_DATA, CloseCode, Frame, FrameParser, Opcode,
                                 parse_close_payload)
 from ..websocket.deflate import DeflateParameters, Inflater
 from ..websocket.handshake import accept_key
 from ..websocket.messages import MessageAssembler, Reassembled
-from ..sse.httpstream import ResponseStream  # moves to ..http with its rewrite
 from . import resp
 from .decoders import DECODERS
 from .decoding import MAX_SIZE, Decoded, Decoder, Message

@@ -52,6 +52,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+# NEED_DATA: what RespParser.next_value returns when it needs bytes (every parser's sentinel)
+from .._util import NEED_DATA
 from ..errors import LablibError
 from .decoding import Message
 from .decoding import preview as _preview
@@ -72,12 +74,6 @@ MAX_DEPTH = 64                 #: nesting deeper than this is refused
 PUBSUB_MESSAGES = {b"message": 2, b"pmessage": 3, b"smessage": 2}
 
 
-class _NeedData:
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-
-NEED_DATA: Any = _NeedData()   #: what :meth:`RespParser.next_value` returns when it needs bytes
 
 
 class MalformedRESP(LablibError):

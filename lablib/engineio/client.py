@@ -61,13 +61,13 @@ from urllib.parse import urlsplit
 
 from .. import websocket
 from ..errors import ConnectionClosed, EngineIOError, HandshakeError, LablibError, LocalProtocolError
-from ..http import NEED_DATA, Response, ResponseParser, format_request
+from ..http import HTTPConnection
 from .client_session import ClientSession, ClientState, Opened, PausePolling, SendPolling
 from .packets import RECORD_SEPARATOR, Packet, encode_packet, encode_payload
 from .session import (CloseWebSocket, MessageReceived, SendWebSocket, SessionClosed, Transport,
                       Upgraded, UpgradeAborted)
 
-__all__ = ["Client", "HTTPConnection"]
+__all__ = ["Client"]
 
 logger = logging.getLogger("lablib.engineio.client")
 
@@ -75,84 +75,6 @@ POST_CONTENT_TYPE = "text/plain;charset=UTF-8"  #: what browsers send with an XH
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 _CLOSE = object()  #: in the WebSocket outbox: close the WebSocket here
 _STOP = object()   #: in the event queue: the dispatcher ends here
-
-
-# --- HTTP/1.1 on asyncio streams -----------------------------------------------------------------
-
-class _StaleConnection(Exception):
-    """A reused keep-alive connection was closed by the server before it answered."""
-
-
-class HTTPConnection:
-    """One keep-alive HTTP/1.1 connection carrying one request at a time (no pipelining).
-
-    Serialising is :func:`lablib.http.format_request`, parsing is h11 via
-    :class:`lablib.http.ResponseParser`.  The TCP connection opens on the first request and is
-    reused until the server says ``Connection: close`` or closes it.  A server may close an idle
-    keep-alive connection at any moment; if a *reused* connection ends before a single byte of
-    the answer arrived, the request is sent again once on a fresh connection (what browsers do).
-    """
-
-    def __init__(self, host: str, port: int, *, max_body_size: int = 1 << 20) -> None:
-        self.host, self.port = host, port
-        self.max_body_size = max_body_size
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self.requests_sent = 0      #: on this object, over all its TCP connections
-        self.connections_opened = 0
-
-    async def request(self, method: str, target: str, headers: Sequence[tuple[str, str]],
-                      body: bytes = b"") -> Response:
-        """Send one request, return the complete response (body read)."""
-        for attempt in (1, 2):
-            reused = self._writer is not None
-            if not reused:
-                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-                self.connections_opened += 1
-            try:
-                return await self._exchange(method, target, headers, body)
-            except _StaleConnection:
-                self.close()
-                if not reused or attempt == 2:
-                    raise ConnectionResetError("the server closed the connection without answering") from None
-            except BaseException:
-                self.close()  # cancelled or failed mid-request: the connection's state is unknown
-                raise
-        raise AssertionError("unreachable")
-
-    async def _exchange(self, method: str, target: str, headers: Sequence[tuple[str, str]],
-                        body: bytes) -> Response:
-        assert self._reader is not None and self._writer is not None
-        self._writer.write(format_request(method, target, headers, body))
-        self.requests_sent += 1
-        await self._writer.drain()
-        # h11 checks the response against the request; it needs the Host field, not the body.
-        parser = ResponseParser(method=method, target=target,
-                                headers=[(k, v) for k, v in headers if k.lower() == "host"],
-                                max_body_size=self.max_body_size)
-        received = 0
-        while True:
-            data = await self._reader.read(65536)
-            if not data:
-                if received == 0:
-                    raise _StaleConnection()
-                result = parser.receive_eof()
-                if result is NEED_DATA:
-                    raise ConnectionResetError("the server closed the connection mid-response")
-                self.close()
-                return result
-            received += len(data)
-            result = parser.receive_data(data)
-            if result is not NEED_DATA:
-                assert isinstance(result, Response)
-                if "close" in result.headers.tokens("connection") or result.http_version == "1.0":
-                    self.close()
-                return result
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._reader = self._writer = None
 
 
 # --- the client ----------------------------------------------------------------------------------

@@ -39,9 +39,9 @@ from collections import deque
 from dataclasses import dataclass
 
 from ..errors import PacketError
-from .packets import OpenInfo, Packet, PacketType, decode_packet, decode_payload
-from .session import (Action, CloseWebSocket, Event, MessageReceived, Output, SendWebSocket,
-                      SessionClosed, Transport, Upgraded, UpgradeAborted)
+from .packets import OpenInfo, Packet, PacketType, decode_packet
+from .session import (Action, CloseWebSocket, Event, MessageReceived, Output, PollingReceiver,
+                      SendWebSocket, SessionClosed, Transport, Upgraded, UpgradeAborted)
 
 __all__ = ["ClientState", "ClientSession", "Opened", "SendPolling", "PausePolling"]
 
@@ -73,7 +73,7 @@ class PausePolling(Action):
 _ALIVE = (ClientState.OPEN, ClientState.PROBING, ClientState.UPGRADING, ClientState.UPGRADED)
 
 
-class ClientSession:
+class ClientSession(PollingReceiver):
     """One Engine.IO session seen from the client.  ``now`` is seconds."""
 
     def __init__(self, now: float, *, transport: Transport | str = Transport.POLLING) -> None:
@@ -90,14 +90,6 @@ class ClientSession:
         return self.info.sid if self.info else None
 
     # --- receiving -------------------------------------------------------------------------
-
-    def receive_payload(self, text: str, now: float) -> list[Output]:
-        """The body of a GET's answer."""
-        try:
-            packets = decode_payload(text)
-        except PacketError:
-            return self.fail("parse error")
-        return self.receive_packets(packets, now)
 
     def receive_websocket_message(self, data: str | bytes, now: float) -> list[Output]:
         try:

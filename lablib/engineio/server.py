@@ -4,8 +4,8 @@ Every protocol decision is taken by :class:`~lablib.engineio.server_core.EngineS
 request gets which answer) and :class:`~lablib.engineio.session.ServerSession` (what a session
 does next).  This driver only moves bytes and time: it parses HTTP requests with h11
 (:class:`lablib.http.RequestParser`), hands each request to the core, writes what the core
-answers, runs the sessions' timers, drives a sans-I/O WebSocket
-(:class:`lablib.websocket.connection.Connection`) when a request asks for one, and tells the
+answers, runs the sessions' timers, hands a connection whose request asks for a WebSocket
+over to lablib's WebSocket driver (:class:`lablib.websocket.aio.WebSocket`), and tells the
 application what happened (``connect``, ``message``, ``disconnect``)::
 
     server = Server(ping_interval=25000, ping_timeout=20000)
@@ -19,7 +19,8 @@ application what happened (``connect``, ``message``, ``disconnect``)::
 
 The flow of one long-polling request
 ------------------------------------
-1. A TCP connection is accepted; :meth:`Server._serve_connection` reads bytes and feeds the
+1. A TCP connection is accepted (a :class:`_TCPConnection`, the asyncio protocol that
+   collects its bytes); :meth:`Server._serve_connection` reads them and feeds the
    :class:`~lablib.http.RequestParser` until a whole request (head and body) is there.
    One request at a time per connection (HTTP/1.1 keep-alive, no pipelining in parallel).
 2. ``core.handle_request(request, now)`` returns a :class:`RequestResult`: a ``reply`` and
@@ -40,9 +41,11 @@ The flow of one upgrade
 1. The client, already polling with sid ``S``, opens a second TCP connection and sends
    ``GET /engine.io/?EIO=4&transport=websocket&sid=S`` with ``Upgrade: websocket``.
 2. The core answers :class:`AcceptWebSocket` (the session is now PROBING).  The driver runs
-   lablib's RFC 6455 :class:`~lablib.websocket.handshake.ServerHandshake` on the request,
-   writes the ``101 Switching Protocols`` and from then on feeds the connection's bytes to a
-   sans-I/O ``Connection(Role.SERVER)`` in :meth:`Server._websocket_loop`.
+   lablib's RFC 6455 checks on the request (a sans-I/O ``Connection(Role.SERVER)`` is given
+   the parsed request), writes the ``101 Switching Protocols`` and hands the TCP connection
+   over to lablib's WebSocket driver (:meth:`WebSocket.adopt
+   <lablib.websocket.aio.WebSocket.adopt>`): from then on the event loop feeds the bytes to
+   it, and :meth:`Server._run_websocket` takes its messages one by one.
 3. Each WebSocket message goes to ``session.receive_websocket_message``: ``2probe`` makes the
    session output ``SendWebSocket(3probe)`` and ``AnswerPoll(noop)`` (the held GET returns
    ``6``, the client pauses polling); ``5`` makes it output ``Upgraded`` and the buffered
@@ -75,13 +78,13 @@ import os
 import pathlib
 import random
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
-from ..errors import EngineIOError, HandshakeError, LocalProtocolError
-from ..http import NEED_DATA, Request, RequestParser, Response, error_response, format_request, format_response
-from ..websocket.connection import (BinaryMessage, Connection, ConnectionClosed, Role, TextMessage)
-from ..websocket.connection import State as WebSocketState
+from ..errors import ConnectionClosed, EngineIOError, HandshakeError
+from ..http import NEED_DATA, Request, RequestParser, Response, error_response, format_response
+from ..websocket.aio import WebSocket, shared_read_buffer
+from ..websocket.connection import Connection, Rejected, Role
 from ..websocket.frames import CloseCode
 from ..websocket.handshake import ServerHandshake
 from .packets import Packet, encode_packet
@@ -93,77 +96,15 @@ __all__ = ["Server", "serve"]
 
 logger = logging.getLogger(__name__)
 
-READ_SIZE = 64 * 1024
+#: an HTTP connection stops reading while this many bytes wait for the request parser
+MAX_UNREAD = 128 * 1024
 #: a request handler of ``routes``: gets the request, returns the Response (or None: 404)
 RouteHandler = Callable[[Request], "Response | None | Awaitable[Response | None]"]
 LINGER_MAX_BYTES = 16 * 1024 * 1024  #: what a lingering close reads and drops, at most
 EVENTS = ("connect", "message", "disconnect")
 
 
-# --- what the driver keeps per session and per WebSocket ---------------------------------------
-
-class _WebSocket:
-    """A sans-I/O WebSocket connection and the stream it writes to.
-
-    Frames produced before the ``101`` is written (the open packet of a direct WebSocket
-    session, a message sent by the ``connect`` handler) wait in ``_early`` until :meth:`opened`.
-    """
-
-    def __init__(self, writer: asyncio.StreamWriter, max_message_size: int) -> None:
-        self.conn = Connection(Role.SERVER, max_message_size=max_message_size)
-        self.writer = writer
-        self._early: list[bytes] | None = []
-        self._close_timer: asyncio.TimerHandle | None = None
-
-    def opened_transport(self) -> bool:
-        """True once the 101 is written (frames go to the transport, not to ``_early``)."""
-        return self._early is None
-
-    def opened(self) -> None:
-        early, self._early = self._early or [], None
-        for data in early:
-            self._write(data)
-
-    def _write(self, data: bytes) -> None:
-        if not data:
-            return
-        if self._early is not None:
-            self._early.append(data)
-        elif not self.writer.is_closing():
-            self.writer.write(data)
-
-    def send_packets(self, packets: Sequence[Packet]) -> None:
-        """One packet per message: text packets in text frames, binary messages in binary frames."""
-        for packet in packets:
-            data = encode_packet(packet, for_polling=False)
-            try:
-                frame = self.conn.send_text(data) if isinstance(data, str) else self.conn.send_binary(data)
-            except LocalProtocolError:
-                return  # closing: the session is over, what is left is dropped
-            self._write(frame)
-
-    def flush(self) -> None:
-        """Write what the connection decided on its own (pongs, the close echo, a 1002/1009)."""
-        self._write(self.conn.data_to_send())
-
-    def close(self, code: int | None, timeout: float) -> None:
-        """Start the closing handshake (``code=None``: a close frame without a status code);
-        abort the TCP connection if the peer does not answer within ``timeout``."""
-        if self.conn.state is WebSocketState.OPEN:
-            self._write(self.conn.send_close(code))
-        if self._early is not None:  # never opened: nothing to wait for
-            self.writer.close()
-            return
-        if self._close_timer is None:
-            loop = asyncio.get_running_loop()
-            self._close_timer = loop.call_later(timeout, self.writer.transport.abort)
-
-    def finished(self) -> None:
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-        # RFC 6455 §7.1.1: the server closes the TCP connection first.
-        self.writer.close()
-
+# --- what the driver keeps per session and per TCP connection ----------------------------------
 
 @dataclass(eq=False)
 class _Link:
@@ -173,7 +114,9 @@ class _Link:
     request: Request | None = None               #: the request that opened the session
     held_request: Request | None = None          #: the GET waiting for packets, if any
     held_reply: asyncio.Future | None = None     #: resolved with its HTTPReply
-    websocket: _WebSocket | None = None          #: the session's WebSocket (probing or upgraded)
+    websocket: WebSocket | None = None           #: the session's WebSocket (probing or upgraded)
+    #: packets for the WebSocket while its 101 is not written yet (the connect handler runs)
+    early: list[Packet] | None = None
     connected: bool = False                      #: the connect handler accepted the session
     posting: bool = False                        #: a POST's messages are being handled
     #: bytes of the messages sent since the session's buffer was last handed to a transport
@@ -181,11 +124,138 @@ class _Link:
     queued_bytes: int = 0
 
 
-@dataclass(eq=False)
-class _TCPConnection:
-    writer: asyncio.StreamWriter
-    idle: bool = True   #: waiting for the next request (safe to close at shutdown)
-    task: asyncio.Task | None = field(default=None, repr=False)
+class _TCPConnection(asyncio.BufferedProtocol):
+    """One accepted TCP connection, the asyncio protocol that collects its bytes for
+    :meth:`read`; a task per connection (:meth:`Server._serve`) reads the requests from it
+    and writes the answers.
+
+    The event loop reads into the buffer all connections of the loop share (see
+    :mod:`lablib.websocket.aio`), and the bytes are copied out at once.  Reading stops while
+    :data:`MAX_UNREAD` bytes wait (TCP flow control then bounds what a client can push at us).
+    A WebSocket request hands the connection over to lablib's WebSocket driver
+    (:meth:`hand_over`).
+    """
+
+    def __init__(self, server: "Server") -> None:
+        self._server = server
+        self._loop = asyncio.get_running_loop()
+        self._read_buffer = shared_read_buffer(self._loop)
+        self._received = bytearray()
+        self._eof = False
+        self._error: Exception | None = None
+        self._reading_paused = False
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._writing_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._lost: asyncio.Future[None] = self._loop.create_future()
+        self.transport: asyncio.Transport | None = None
+        self.websocket: WebSocket | None = None  #: the WebSocket it was handed over to
+        self.idle = True   #: waiting for the next request (safe to close at shutdown)
+        self.task: asyncio.Task | None = None
+
+    # --- the event loop calls these
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        self.task = self._loop.create_task(self._server._serve(self))
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._received += self._read_buffer[:nbytes]
+        if len(self._received) >= MAX_UNREAD and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake_reader()
+        return True  # keep our sending side open: the answer may still have to go out
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof, self._error = True, exc
+        self._wake_reader()
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+        self._lost.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    def _wake_reader(self) -> None:
+        if self._read_waiter is not None and not self._read_waiter.done():
+            self._read_waiter.set_result(None)
+
+    # --- the connection's task calls these
+
+    async def read(self) -> bytes:
+        """The bytes received since the last read (waiting for some); ``b""`` at EOF."""
+        if not self._received and not self._eof:
+            self._read_waiter = self._loop.create_future()
+            try:
+                await self._read_waiter
+            finally:
+                self._read_waiter = None
+        if not self._received and self._error is not None:
+            raise ConnectionResetError(str(self._error))
+        data = bytes(self._received)
+        self._received.clear()
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return data
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the client does not read what we wrote (the transport paused writing)."""
+        if self.websocket is not None:
+            return
+        if self._lost.done():
+            raise ConnectionResetError("connection lost")
+        if self._writing_paused:
+            self._drain_waiter = self._loop.create_future()
+            await self._drain_waiter
+            if self._lost.done():
+                raise ConnectionResetError("connection lost")
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def can_write_eof(self) -> bool:
+        return self.transport.can_write_eof()
+
+    def write_eof(self) -> None:
+        self.transport.write_eof()
+
+    def close(self) -> None:
+        self.transport.close()
+
+    async def wait_closed(self) -> None:
+        if self.websocket is not None:
+            await self.websocket.wait_closed()
+        else:
+            await asyncio.shield(self._lost)
+
+    def hand_over(self, websocket: WebSocket, leftover: bytes) -> None:
+        """The 101 is written: ``websocket`` takes the TCP connection over, with the bytes that
+        arrived after the request (``leftover``, from the parser, then what :meth:`read`
+        has not returned yet)."""
+        data = leftover + bytes(self._received)
+        self._received.clear()
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        self.websocket = websocket
+        websocket.adopt(self.transport, data)
 
 
 # --- the server ---------------------------------------------------------------------------------
@@ -329,8 +399,8 @@ class Server:
         websocket = link.websocket
         if not wait:
             waiting = link.queued_bytes
-            if websocket is not None and websocket.opened_transport():
-                waiting += websocket.writer.transport.get_write_buffer_size()
+            if websocket is not None and websocket.transport is not None:
+                waiting += websocket.transport.get_write_buffer_size()
             if waiting > self.max_write_buffer:
                 await self._drop_slow_client(link, waiting)
                 return
@@ -341,12 +411,12 @@ class Server:
         websocket = link.websocket
         # Backpressure: a WebSocket client that does not read slows its sender down.  With
         # nothing left in the transport's buffer (the usual case: the kernel took it all),
-        # the writer cannot be paused and drain() would return at once: skip the call.
-        if websocket is not None and websocket.writer.transport.get_write_buffer_size() \
-                and not websocket.writer.is_closing():
+        # writing cannot be paused and drain() would return at once: skip the call.
+        if websocket is not None and websocket.transport is not None \
+                and websocket.transport.get_write_buffer_size():
             try:
-                await websocket.writer.drain()
-            except ConnectionError:
+                await websocket.drain()
+            except ConnectionClosed:
                 pass
 
     async def _drop_slow_client(self, link: _Link, waiting: int) -> None:
@@ -357,8 +427,8 @@ class Server:
                        self.max_write_buffer)
         websocket = link.websocket
         await self._apply(link, link.session.fail("transport error"))
-        if websocket is not None:
-            websocket.writer.transport.abort()   # frees what it holds at once
+        if websocket is not None and websocket.transport is not None:
+            websocket.transport.abort()   # frees what it holds at once
 
     async def disconnect(self, sid: str | None = None) -> None:
         """Close one session (or all of them with ``sid=None``) from the server."""
@@ -374,7 +444,8 @@ class Server:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> "Server":
         for server in (self, *self._mounted):
             server._start_timers()
-        self._tcp_server = await asyncio.start_server(self._accept, host, port, limit=READ_SIZE)
+        loop = asyncio.get_running_loop()
+        self._tcp_server = await loop.create_server(lambda: _TCPConnection(self), host, port)
         return self
 
     def _start_timers(self) -> None:
@@ -408,10 +479,10 @@ class Server:
             await asyncio.gather(*mounted)
         for connection in list(self._connections):
             if connection.idle:
-                connection.writer.close()
+                connection.close()
         await self._wait_for_connections(self.close_timeout)
         for connection in list(self._connections):  # the stubborn ones
-            connection.writer.transport.abort()
+            connection.transport.abort()
         await self._wait_for_connections(1.0)
         for connection in list(self._connections):  # stuck in a handler: last resort
             if connection.task is not None:
@@ -462,13 +533,28 @@ class Server:
             self._answer_held_poll(link, self.core.answer_held_poll(link.held_request, action.packets)
                                    if link.held_request is not None else None)
         elif isinstance(action, SendWebSocket):
-            if link.websocket is not None:
-                link.websocket.send_packets(action.packets)
+            self._send_websocket(link, action.packets)
         elif isinstance(action, CloseWebSocket):
-            if link.websocket is not None:
-                code = CloseCode.GOING_AWAY if self._closing else CloseCode.NORMAL_CLOSURE
-                link.websocket.close(code, self.close_timeout)
-                link.websocket = None
+            websocket, link.websocket = link.websocket, None
+            if link.early is not None:  # no 101 yet: there will be none (see _websocket)
+                link.early = None
+            elif websocket is not None:
+                websocket.close_nowait(CloseCode.GOING_AWAY if self._closing else CloseCode.NORMAL_CLOSURE)
+
+    @staticmethod
+    def _send_websocket(link: _Link, packets: Sequence[Packet]) -> None:
+        """One packet per message: text packets in text frames, binary ones in binary frames.
+        Written at once, never waiting (see :meth:`send` for the bound)."""
+        if link.early is not None:
+            link.early.extend(packets)
+            return
+        if link.websocket is None:
+            return
+        for packet in packets:
+            try:
+                link.websocket.send_nowait(encode_packet(packet, for_polling=False))
+            except ConnectionClosed:
+                return  # closing: the session is over, what is left is dropped
 
     @staticmethod
     def _answer_held_poll(link: _Link, reply: HTTPReply | None) -> None:
@@ -541,36 +627,29 @@ class Server:
 
     # --- HTTP ------------------------------------------------------------------------------------
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connection = _TCPConnection(writer, task=asyncio.current_task())
-        if isinstance(getattr(writer.transport, "max_size", None), int):
-            # asyncio's selector transport recv()s up to 256 KiB at a time into a new bytes
-            # object: over glibc's mmap threshold, so every read maps, shrinks and unmaps
-            # memory (three system calls; see benchmarks/README.md, ws_echo).  We read at most
-            # READ_SIZE at a time anyway: a buffer that size comes from the ordinary heap.
-            writer.transport.max_size = READ_SIZE
+    async def _serve(self, connection: _TCPConnection) -> None:
+        """The task of one TCP connection, from its first request to its end."""
         self._connections.add(connection)
         try:
-            await self._serve_connection(connection, reader)
+            await self._serve_connection(connection)
         except (ConnectionError, TimeoutError):
             pass
         except Exception:
             logger.exception("connection failed")
-            if not writer.is_closing():
-                writer.write(format_response(500, (("Content-Length", "0"), ("Connection", "close"))))
+            if not connection.is_closing():
+                connection.write(format_response(500, (("Content-Length", "0"), ("Connection", "close"))))
         finally:
-            writer.close()
+            connection.close()
             try:  # what we wrote must be taken within close_timeout; else drop it (RST)
                 async with asyncio.timeout(self.close_timeout):
-                    await writer.wait_closed()
+                    await connection.wait_closed()
             except (TimeoutError, OSError):
-                writer.transport.abort()
+                connection.transport.abort()
             finally:
                 self._connections.discard(connection)
 
-    async def _serve_connection(self, connection: _TCPConnection, reader: asyncio.StreamReader) -> None:
+    async def _serve_connection(self, connection: _TCPConnection) -> None:
         """HTTP/1.1 keep-alive: one request, its answer, the next request, ..."""
-        writer = connection.writer
         leftover = b""
         while not self._closing:
             # a fresh parser per request, fed the bytes already read beyond the last one
@@ -581,14 +660,14 @@ class Server:
             connection.idle = True
             try:
                 async with asyncio.timeout(self.request_timeout):
-                    request = await self._read_request(parser, reader, leftover)
+                    request = await self._read_request(parser, connection, leftover)
             except HandshakeError as exc:  # malformed HTTP, or a body over maxPayload
                 if exc.status == 413:  # the core's answer to a POST over maxPayload; the rest
                     # of the body is unread, so this connection cannot carry another request
-                    writer.write(format_response(413, (("Content-Length", "0"), ("Connection", "close"))))
+                    connection.write(format_response(413, (("Content-Length", "0"), ("Connection", "close"))))
                 else:
-                    writer.write(error_response(exc.status or 400, exc.reason))
-                await self._lingering_close(reader, writer)
+                    connection.write(error_response(exc.status or 400, exc.reason))
+                await self._lingering_close(connection)
                 return
             if request is None:
                 return
@@ -596,11 +675,11 @@ class Server:
             leftover = parser.trailing_data
             endpoint = self._endpoint_for(request)
             if endpoint is not None:
-                keep_alive, leftover = await endpoint._handle(request, reader, writer, leftover)
+                keep_alive, leftover = await endpoint._handle(request, connection, leftover)
             else:
-                keep_alive = await self._handle_http(request, writer)
+                keep_alive = await self._handle_http(request, connection)
             async with asyncio.timeout(self.request_timeout):  # a client must read its answer
-                await writer.drain()
+                await connection.drain()
             if not keep_alive:
                 return
 
@@ -610,7 +689,7 @@ class Server:
 
     # --- other HTTP routes: the request handlers, then the static directory ------------------
 
-    async def _handle_http(self, request: Request, writer: asyncio.StreamWriter) -> bool:
+    async def _handle_http(self, request: Request, connection: _TCPConnection) -> bool:
         """Answer a request outside every Engine.IO path; return: keep the connection?"""
         handler = self.routes.get(request.path)
         if handler is not None:
@@ -624,7 +703,7 @@ class Server:
         data = _with_close(reply) if close else reply.to_bytes()
         if request.method == "HEAD":
             data = data[:len(data) - len(reply.body)]
-        writer.write(data)
+        connection.write(data)
         return not close
 
     async def _run_route(self, handler: RouteHandler, request: Request) -> HTTPReply:
@@ -642,7 +721,7 @@ class Server:
             headers.append(("Content-Length", str(len(response.body))))
         return HTTPReply(response.status, tuple(headers), response.body)
 
-    async def _lingering_close(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _lingering_close(self, connection: _TCPConnection) -> None:
         """Close after an error answer so that the peer gets to read it.
 
         Closing a socket whose receive buffer still holds the peer's bytes makes the kernel
@@ -654,19 +733,19 @@ class Server:
         """
         try:
             async with asyncio.timeout(self.close_timeout):
-                await writer.drain()
-                if writer.can_write_eof():
-                    writer.write_eof()
+                await connection.drain()
+                if connection.can_write_eof():
+                    connection.write_eof()
                 discarded = 0
                 while discarded < LINGER_MAX_BYTES:
-                    data = await reader.read(READ_SIZE)
+                    data = await connection.read()
                     if not data:
                         break
                     discarded += len(data)
         except (TimeoutError, ConnectionError):
             pass
 
-    async def _read_request(self, parser: RequestParser, reader: asyncio.StreamReader,
+    async def _read_request(self, parser: RequestParser, connection: _TCPConnection,
                             data: bytes) -> Request | None:
         """Feed the parser until a whole request; None if the client closed between requests."""
         received_any = bool(data)
@@ -675,7 +754,7 @@ class Server:
                 result = parser.receive_data(data)
                 if result is not NEED_DATA:
                     return result
-            data = await reader.read(READ_SIZE)
+            data = await connection.read()
             if not data:
                 if not received_any:
                     return None
@@ -683,8 +762,8 @@ class Server:
                 return None
             received_any = True
 
-    async def _handle(self, request: Request, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter, leftover: bytes) -> tuple[bool, bytes]:
+    async def _handle(self, request: Request, connection: _TCPConnection,
+                      leftover: bytes) -> tuple[bool, bytes]:
         """Answer one request; return (keep the connection?, bytes already read beyond it)."""
         loop = asyncio.get_running_loop()
         result = self.core.handle_request(request, loop.time())
@@ -695,11 +774,11 @@ class Server:
             link = _Link(session)
 
         if isinstance(reply, AcceptWebSocket) and reply.close_at_once:
-            await self._close_at_once(request, reply, reader, writer, leftover)
+            await self._close_at_once(request, reply, connection, leftover)
             return False, b""
         if isinstance(reply, AcceptWebSocket):
             assert link is not None
-            await self._websocket(request, result, link, is_new, reader, writer, leftover)
+            await self._websocket(request, result, link, is_new, connection, leftover)
             return False, b""
         if is_new:
             assert link is not None
@@ -710,7 +789,7 @@ class Server:
             future = loop.create_future()
             link.held_request, link.held_reply = request, future
             await self._apply(link, result.outputs)
-            answer, leftover = await self._wait_for_answer(link, future, reader, leftover)
+            answer, leftover = await self._wait_for_answer(link, future, connection, leftover)
             if answer is None:
                 return False, b""  # the client went away
             reply = answer
@@ -724,7 +803,7 @@ class Server:
         data = _with_close(reply) if close else reply.to_bytes()
         if request.method == "HEAD":  # the header fields a GET would get, no body (RFC 9110 §9.3.2)
             data = data[:len(data) - len(reply.body)]
-        writer.write(data)
+        connection.write(data)
         return not close, leftover
 
     async def _receive_post(self, link: _Link, outputs: Sequence[Output],
@@ -747,7 +826,7 @@ class Server:
             link.posting = False
         return reply
 
-    async def _wait_for_answer(self, link: _Link, future: asyncio.Future, reader: asyncio.StreamReader,
+    async def _wait_for_answer(self, link: _Link, future: asyncio.Future, connection: _TCPConnection,
                                leftover: bytes) -> tuple[HTTPReply | None, bytes]:
         """Hold a GET until the session answers it; notice a client that disconnects meanwhile.
 
@@ -756,7 +835,7 @@ class Server:
         """
         if leftover:  # already something after this GET: just wait for the answer
             return await future, leftover
-        read = asyncio.ensure_future(reader.read(READ_SIZE))
+        read = asyncio.ensure_future(connection.read())
         try:
             await asyncio.wait({future, read}, return_when=asyncio.FIRST_COMPLETED)
             if not future.done():
@@ -778,101 +857,71 @@ class Server:
         finally:
             if not read.done():
                 read.cancel()
-                await asyncio.wait({read})  # the reader is free again only once it has stopped
+                await asyncio.wait({read})  # the connection is free again only once it has stopped
 
     # --- WebSocket -------------------------------------------------------------------------------
 
     async def _websocket(self, request: Request, result: RequestResult, link: _Link, is_new: bool,
-                         reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                         leftover: bytes) -> None:
-        """RFC 6455 handshake on the request the core accepted, then the session's read loop."""
+                         connection: _TCPConnection, leftover: bytes) -> None:
+        """RFC 6455 handshake on the request the core accepted, then the session's messages."""
         loop = asyncio.get_running_loop()
         session = link.session
-        handshake = ServerHandshake(max_request_size=self.max_request_size)
-        try:
-            # the handshake object parses its request from bytes (it was written for a socket
-            # of its own): give it the request we parsed, re-serialized
-            handshake.receive_data(format_request(request.method, request.target, request.headers.items()))
-        except HandshakeError as exc:
-            writer.write(ServerHandshake.reject(exc))
+        websocket = self._new_websocket(request, connection)
+        if websocket is None:
             await self._apply(link, session.websocket_closed(loop.time()))
             return
-        websocket = _WebSocket(writer, self.core.max_payload)
-        link.websocket = websocket
-        # a direct WebSocket session's open packet: queued until the 101 is written
+        link.websocket, link.early = websocket, []
+        # a direct WebSocket session's open packet: kept in link.early until the 101 is written
         await self._apply(link, result.outputs)
         if is_new and not await self._connect(link, request):
             # the reference refuses a WebSocket request with 400 text/html (abortUpgrade)
-            body = EngineIOError(4).message.encode()
-            writer.write(format_response(400, (("Connection", "close"), ("Content-Type", "text/html"),
-                                               ("Content-Length", str(len(body)))), body))
+            connection.write(self.core.upgrade_error_reply(EngineIOError(4)).to_bytes())
+            return
+        if link.websocket is not websocket:  # the session closed it before the 101: no 101
             return
         assert isinstance(result.reply, AcceptWebSocket)
-        writer.write(handshake.accept(result.reply.headers))
-        websocket.opened()
-        await self._websocket_loop(link, websocket, reader, leftover)
+        connection.write(websocket.connection.accept(extra_headers=result.reply.headers))
+        connection.hand_over(websocket, leftover)
+        early, link.early = link.early or [], None
+        self._send_websocket(link, early)
+        await self._run_websocket(link, websocket)
 
-    async def _close_at_once(self, request: Request, reply: AcceptWebSocket, reader: asyncio.StreamReader,
-                             writer: asyncio.StreamWriter, leftover: bytes) -> None:
+    def _new_websocket(self, request: Request, connection: _TCPConnection) -> WebSocket | None:
+        """A server WebSocket for the request (RFC 6455 §4.2.1 checks), not open yet; None if
+        the checks refused it (the HTTP error answer is written)."""
+        websocket = Connection(Role.SERVER, handshake=ServerHandshake(),
+                               max_message_size=self.core.max_payload)
+        if isinstance(websocket.receive_request(request)[0], Rejected):
+            connection.write(websocket.data_to_send())
+            return None
+        # Engine.IO has heartbeats of its own: no WebSocket keepalive pings
+        return WebSocket(websocket, ping_interval=None, close_timeout=self.close_timeout)
+
+    async def _close_at_once(self, request: Request, reply: AcceptWebSocket,
+                             connection: _TCPConnection, leftover: bytes) -> None:
         """A second WebSocket for a session that has one: 101, a close frame without a status
         code, wait (at most ``close_timeout``) for the peer's close, end the TCP connection.
         The session is not touched."""
-        handshake = ServerHandshake(max_request_size=self.max_request_size)
-        try:
-            handshake.receive_data(format_request(request.method, request.target, request.headers.items()))
-        except HandshakeError as exc:
-            writer.write(ServerHandshake.reject(exc))
+        websocket = self._new_websocket(request, connection)
+        if websocket is None:
             return
-        websocket = _WebSocket(writer, self.core.max_payload)
-        writer.write(handshake.accept(reply.headers))
-        websocket.opened()
-        websocket.close(None, self.close_timeout)
-        data = leftover
-        try:
-            while True:
-                if data:
-                    websocket.conn.receive_data(data)
-                    websocket.flush()
-                if websocket.conn.state is WebSocketState.CLOSED:
-                    break
-                data = await reader.read(READ_SIZE)
-                if not data:
-                    websocket.conn.receive_eof()
-                    break
-        except ConnectionError:
-            pass
-        finally:
-            websocket.finished()
+        connection.write(websocket.connection.accept(extra_headers=reply.headers))
+        connection.hand_over(websocket, leftover)
+        await websocket.close(None)
 
-    async def _websocket_loop(self, link: _Link, websocket: _WebSocket, reader: asyncio.StreamReader,
-                              data: bytes) -> None:
-        """Bytes -> WebSocket events -> Engine.IO packets, until the WebSocket is closed."""
+    async def _run_websocket(self, link: _Link, websocket: WebSocket) -> None:
+        """WebSocket messages -> Engine.IO packets, until the TCP connection is closed."""
         loop = asyncio.get_running_loop()
         session = link.session
         try:
             while True:
-                events = websocket.conn.receive_data(data) if data else []
-                websocket.flush()
-                for event in events:
-                    if isinstance(event, (TextMessage, BinaryMessage)):
-                        outputs = session.receive_websocket_message(event.data, loop.time())
-                        await self._apply(link, outputs)
-                    elif isinstance(event, ConnectionClosed):
-                        logger.debug("session %s: WebSocket closed %s", session.sid, event.code)
-                if websocket.conn.state is WebSocketState.CLOSED:
-                    break
                 try:
-                    # read no more while the peer does not read what we wrote (the pongs of a
-                    # ping flood would otherwise pile up in the transport without bound)
-                    await websocket.writer.drain()
-                    data = await reader.read(READ_SIZE)
-                except ConnectionError:
-                    data = b""
-                if not data:
-                    websocket.conn.receive_eof()
+                    message = await websocket.recv()
+                except ConnectionClosed:
+                    logger.debug("session %s: WebSocket closed %s", session.sid, websocket.close_code)
                     break
+                await self._apply(link, session.receive_websocket_message(message, loop.time()))
         finally:
-            websocket.finished()
             if link.websocket is websocket:  # the session did not close it itself: tell it
                 link.websocket = None
                 await self._apply(link, session.websocket_closed(loop.time()))

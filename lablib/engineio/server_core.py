@@ -40,14 +40,13 @@ test ``test_random_requests_never_get_a_5xx_and_leak_no_session``).
 
 from __future__ import annotations
 
-import base64
 import json
 import random
-import secrets
 import urllib.parse
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
+from .._util import generate_sid
 from ..errors import EngineIOError
 from ..http import Request, format_response, same_origin
 from .packets import Packet, encode_payload
@@ -94,18 +93,6 @@ class RequestResult:
     reply: HTTPReply | HoldPoll | AcceptWebSocket
     session: ServerSession | None = None
     outputs: tuple[Output, ...] = ()
-
-
-def generate_sid(rng: random.Random | None = None) -> str:
-    """20 characters of URL-safe base64 from 15 random bytes, like the reference's base64id.
-
-    A sid is a bearer token (whoever knows it can poll the session), so by default its bytes
-    come from the operating system's CSPRNG (:func:`secrets.token_urlsafe`).  A seeded
-    ``rng`` gives reproducible sids, for notebooks and tests only.
-    """
-    if rng is None:
-        return secrets.token_urlsafe(15)
-    return base64.urlsafe_b64encode(rng.randbytes(15)).decode("ascii")
 
 
 AllowRequest = Callable[[Request], "bool | str | None"]
@@ -162,7 +149,7 @@ class EngineServerCore:
         if not self.handles(request):
             return RequestResult(_plain(404, "Not Found"))
         is_upgrade = "websocket" in request.headers.tokens("upgrade")
-        refuse = self._upgrade_error_reply if is_upgrade else self.error_reply
+        refuse = self.upgrade_error_reply if is_upgrade else self.error_reply
         cors = self._cors_headers(request)
         if cors is None:  # a page of another site: 403 JSON, WebSocket or not
             reply = self.error_reply(EngineIOError(4))
@@ -208,7 +195,7 @@ class EngineServerCore:
 
     def _existing_session(self, request: Request, sid: str, transport: str, is_upgrade: bool,
                           cors: list[tuple[str, str]], now: float) -> RequestResult:
-        refuse = self._upgrade_error_reply if is_upgrade else self.error_reply
+        refuse = self.upgrade_error_reply if is_upgrade else self.error_reply
         session = self.sessions.get(sid)
         # the session's overdue timers run first: a request that comes after the pong
         # deadline finds the session gone, however late the driver's timer task is
@@ -223,7 +210,7 @@ class EngineServerCore:
 
     def _route_to_session(self, request: Request, session: ServerSession, transport: str,
                           is_upgrade: bool, cors: list[tuple[str, str]], now: float) -> RequestResult:
-        refuse = self._upgrade_error_reply if is_upgrade else self.error_reply
+        refuse = self.upgrade_error_reply if is_upgrade else self.error_reply
         if transport == "websocket" and is_upgrade and request.method == "GET":
             if session.transport is not Transport.POLLING or session.state is not State.OPEN:
                 # already upgraded (or a WebSocket session), or an upgrade in progress: accept
@@ -315,7 +302,7 @@ class EngineServerCore:
         headers = (("Content-Type", "application/json"), ("Content-Length", str(len(body)))) + tuple(cors)
         return HTTPReply(error.status, headers, body)
 
-    def _upgrade_error_reply(self, error: EngineIOError, cors: Sequence[tuple[str, str]] = ()) -> HTTPReply:
+    def upgrade_error_reply(self, error: EngineIOError, cors: Sequence[tuple[str, str]] = ()) -> HTTPReply:
         """A refused WebSocket request: the reference (server.ts ``abortUpgrade``) writes 400
         whatever the code, ``text/html``, the bare message, and closes the connection."""
         body = error.message.encode("utf-8")

@@ -162,7 +162,24 @@ class CloseWebSocket(Action):
 _ALIVE = (State.OPEN, State.PROBING, State.UPGRADING, State.UPGRADED)
 
 
-class ServerSession:
+class PollingReceiver:
+    """What both ends of a session do with a long-polling body: split it into packets and
+    take them in order.  A body that does not parse ends the session ("parse error").
+
+    The server reads it from a POST, the client from a GET's answer; the body was already
+    checked against maxPayload and decoded as UTF-8.  Subclasses provide ``fail(reason)`` and
+    ``receive_packets(packets, now)``.
+    """
+
+    def receive_payload(self, text: str, now: float) -> list[Output]:
+        try:
+            packets = decode_payload(text)
+        except PacketError:
+            return self.fail("parse error")  # type: ignore[attr-defined]
+        return self.receive_packets(packets, now)  # type: ignore[attr-defined]
+
+
+class ServerSession(PollingReceiver):
     """One Engine.IO session on the server.  Times in the constructor are milliseconds, as on
     the wire; ``now`` is seconds.
 
@@ -284,14 +301,6 @@ class ServerSession:
         if self.state is State.CLOSING:
             return self._closed("forced close")
         return self._fail("transport error")
-
-    def receive_payload(self, text: str, now: float) -> list[Output]:
-        """A POST body arrived (already checked against maxPayload and decoded as UTF-8)."""
-        try:
-            packets = decode_payload(text)
-        except PacketError:
-            return self.fail("parse error")
-        return self.receive_packets(packets, now)
 
     def receive_packets(self, packets: Sequence[Packet], now: float) -> list[Output]:
         """Packets from the client over its current transport (a POST, or the upgraded WebSocket)."""

@@ -28,6 +28,9 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar, Union
 
+# NEED_DATA: what PacketParser.next_packet returns while a packet is incomplete (every
+# lablib parser's sentinel, h11's style)
+from .._util import NEED_DATA, NeedData
 from .errors import InvalidPacket, MalformedPacket, PacketTooLarge
 
 __all__ = [
@@ -45,13 +48,6 @@ MAX_REMAINING_LENGTH = 268_435_455
 DEFAULT_MAX_PACKET_SIZE = 1 << 20
 
 
-class _NeedData:
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-
-#: What :meth:`PacketParser.next_packet` returns while a packet is incomplete (h11's sentinel style).
-NEED_DATA = _NeedData()
 
 
 class PacketType(enum.IntEnum):
@@ -427,7 +423,7 @@ def encode(packet: Packet) -> bytes:
 
 # --- decoding -------------------------------------------------------------------------------------
 
-def decode_remaining_length(data: bytes, start: int = 1) -> tuple[int, int] | _NeedData:
+def decode_remaining_length(data: bytes, start: int = 1) -> tuple[int, int] | NeedData:
     """Read §2.2.3's Remaining Length at ``data[start:]`` -> (length, bytes used), or NEED_DATA.
 
     Strict: at most 4 bytes, and the minimum number of bytes (a trailing 0x00 continuation such as
@@ -654,7 +650,7 @@ class PacketParser:
             raise self._error
         self._buffer += data
 
-    def next_packet(self) -> Packet | _NeedData:
+    def next_packet(self) -> Packet | NeedData:
         """The next complete packet, or NEED_DATA."""
         if self._error is not None:
             raise self._error
@@ -673,7 +669,7 @@ class PacketParser:
         self.feed(data)
         return list(self)
 
-    def _next(self) -> Packet | _NeedData:
+    def _next(self) -> Packet | NeedData:
         buffer = self._buffer
         if not buffer:
             return NEED_DATA

@@ -333,6 +333,7 @@ class Server(ClusterMixin):
         self._sessions: dict[tuple[str, str], dict] = {}
         self._tasks: set[asyncio.Task] = set()     # workers and async ack callbacks
         self._timer_task: asyncio.Task | None = None
+        self._mounted: list[Server] = []   #: other Socket.IO servers served on our port
         self._wakeup: asyncio.Event | None = None
         self.eio.on("connect", self._on_eio_connect)
         self.eio.on("message", self._on_eio_message)
@@ -540,6 +541,22 @@ class Server(ClusterMixin):
             self.core.leave_room(sid, room, namespace)
         return _DONE
 
+    def transport(self, sid: str, namespace: str | None = None) -> str:
+        """The transport ``sid``'s connection runs on now: ``"polling"`` or ``"websocket"``.
+        KeyError for a sid that is not connected."""
+        return self.eio.transport(self._eio_sid(sid, namespace))
+
+    def request(self, sid: str, namespace: str | None = None) -> Request:
+        """The HTTP request that opened ``sid``'s Engine.IO session (query, cookies, headers).
+        KeyError for a sid that is not connected."""
+        return self.eio.request(self._eio_sid(sid, namespace))
+
+    def _eio_sid(self, sid: str, namespace: str | None) -> str:
+        try:
+            return self.core.eio_sid_of(sid, namespace or "/")
+        except LocalProtocolError:
+            raise KeyError(sid) from None
+
     def recovered(self, sid: str, namespace: str | None = None) -> bool:
         """Was ``sid``'s session restored by connection state recovery?"""
         return self.core.is_recovered(sid, namespace or "/")
@@ -568,12 +585,42 @@ class Server(ClusterMixin):
     def port(self) -> int:
         return self.eio.port
 
+    def mount(self, other: "Server | EngineServer") -> "Server | EngineServer":
+        """Serve ``other`` on this server's port too, under its own ``path``: another Socket.IO
+        server (its own namespaces, handlers, adapters and timers) or a plain Engine.IO server.
+
+        Start and close only this server: it starts and closes what is mounted on it.
+        """
+        if isinstance(other, Server):
+            self.eio.mount(other.eio)
+            self._mounted.append(other)
+        else:
+            self.eio.mount(other)
+        return other
+
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> "Server":
+        prepared: list[Server] = []
+        try:
+            for server in (self, *self._mounted):
+                await server._start_adapters()
+                prepared.append(server)
+            await self.eio.start(host, port)
+        except BaseException:
+            for server in prepared:
+                await server._close_adapters()
+            raise
+        for server in (self, *self._mounted):
+            server._timer_task = asyncio.create_task(server._run_timers())
+        return self
+
+    async def _start_adapters(self) -> None:
+        """Bind to the running loop and start every namespace's adapter (a Redis that does not
+        answer raises AdapterError, and the adapters started so far are closed again)."""
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
         started = []
         try:
-            for adapter in list(self._adapters):   # a Redis that does not answer: AdapterError
+            for adapter in list(self._adapters):
                 await _start_adapter(adapter)
                 started.append(adapter)
         except BaseException:
@@ -581,21 +628,32 @@ class Server(ClusterMixin):
                 await _close_adapter(adapter)
             self._loop = None
             raise
-        await self.eio.start(host, port)
-        self._timer_task = asyncio.create_task(self._run_timers())
-        return self
+
+    async def _close_adapters(self) -> None:
+        for adapter in self._adapters:
+            await _close_adapter(adapter)
 
     async def close(self) -> None:
         """Every socket is disconnected ("server shutting down"), then Engine.IO closes.
 
         As with the reference server, no DISCONNECT packets are sent: the Engine.IO close
         packet ends every namespace at once.  The workers finish their queued handlers
-        (within the Engine.IO ``close_timeout``), then whatever is left is cancelled.
+        (within the Engine.IO ``close_timeout``), then whatever is left is cancelled.  The
+        servers mounted on this one close with it.
         """
+        for server in (self, *self._mounted):
+            await server._shut_down_sockets()
+        await self.eio.close()
+        for server in (self, *self._mounted):
+            await server._finish()
+
+    async def _shut_down_sockets(self) -> None:
         now = asyncio.get_running_loop().time()
         for eio_sid in list(self._connections):
             await self._apply(self.core.connection_closed(eio_sid, "server shutting down", now))
-        await self.eio.close()
+
+    async def _finish(self) -> None:
+        """After Engine.IO closed: stop the timers, let the workers finish, close adapters."""
         if self._timer_task is not None:
             self._timer_task.cancel()
         tasks = [task for task in self._tasks if not task.done()]
@@ -605,8 +663,7 @@ class Server(ClusterMixin):
             task.cancel()
         await asyncio.gather(*self._tasks, *([self._timer_task] if self._timer_task else []),
                              return_exceptions=True)
-        for adapter in self._adapters:
-            await _close_adapter(adapter)
+        await self._close_adapters()
         for store in self._stores.values():   # after the sessions of the close were kept
             if hasattr(store, "close"):
                 await store.close()

@@ -83,7 +83,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from ..engineio.server_core import generate_sid
+from .._util import generate_sid
 from ..errors import LocalProtocolError, PacketError
 from .adapter import Adapter, InMemoryAdapter
 from .recovery import (RECOVERABLE_DISCONNECT_REASONS, InMemorySessionStore, RecoveryOptions,

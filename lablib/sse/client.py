@@ -33,7 +33,7 @@ from ..errors import HandshakeError, LablibError
 from ..http import Response, format_request
 from .codec import DEFAULT_MAX_SIZE, MEDIA_TYPE, EventStreamParser
 from .events import EventReceived
-from .httpstream import CUT, END, ResponseStream
+from ..http import CUT, END, ResponseStream
 
 logger = logging.getLogger("lablib.sse.client")
 

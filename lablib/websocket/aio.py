@@ -66,7 +66,7 @@ from .frames import CloseCode
 
 logger = logging.getLogger("lablib.websocket")
 
-__all__ = ["WebSocket"]
+__all__ = ["WebSocket", "shared_read_buffer"]
 
 Data = str | bytes
 
@@ -78,8 +78,11 @@ _read_buffers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, memoryview] 
     weakref.WeakKeyDictionary()
 
 
-def _read_buffer(loop: asyncio.AbstractEventLoop) -> memoryview:
-    """The read buffer of ``loop``'s connections, made at its first connection."""
+def shared_read_buffer(loop: asyncio.AbstractEventLoop) -> memoryview:
+    """The read buffer of ``loop``'s connections, made at its first connection.
+
+    Any :class:`asyncio.BufferedProtocol` that copies the bytes out in ``buffer_updated()``
+    may use it (the Engine.IO server's HTTP connections do)."""
     buffer = _read_buffers.get(loop)
     if buffer is None:
         buffer = _read_buffers[loop] = memoryview(bytearray(READ_BUFFER_SIZE))
@@ -96,7 +99,8 @@ class WebSocket(asyncio.BufferedProtocol):
     ``await ws.send(msg)``, ``await ws.recv()``, ``async for msg in ws``, ``await ws.ping()``,
     ``await ws.close(code, reason)``.  The client and the server create it as the protocol of
     a new TCP connection, while ``connection`` is still in CONNECTING; see :mod:`.client` and
-    :mod:`.server` for the opening handshake.
+    :mod:`.server` for the opening handshake.  A server that reads HTTP requests itself (the
+    Engine.IO server) hands it an accepted connection instead: :meth:`adopt`.
     """
 
     def __init__(self, connection: Connection, *, ping_interval: float | None = 20,
@@ -110,7 +114,7 @@ class WebSocket(asyncio.BufferedProtocol):
         self._rng = rng if rng is not None else SYSTEM_RANDOM
         self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
-        self._read_buffer = _read_buffer(self._loop)  # shared: see get_buffer()
+        self._read_buffer = shared_read_buffer(self._loop)  # shared: see get_buffer()
         # The opening handshake's outcome: RequestReceived (server), Accepted or Rejected.
         self.handshake_done: asyncio.Future[Event] = self._loop.create_future()
         # Receiving: messages for recv(), and the ones that did not fit (see the module doc).
@@ -207,6 +211,20 @@ class WebSocket(asyncio.BufferedProtocol):
         else:
             raise TypeError(f"cannot send {type(message).__name__}")
 
+    def send_nowait(self, message: Data) -> None:
+        """Send a whole text (``str``) or binary message at once, without waiting for room.
+
+        For a caller that bounds what it lets wait itself (a broadcast must not wait for its
+        slowest member): ``transport.get_write_buffer_size()`` says how much is waiting.
+        Raises :class:`~lablib.errors.ConnectionClosed` once the closing handshake started.
+        """
+        if self._send_lock.locked():
+            raise LocalProtocolError("a fragmented message is being sent")
+        if isinstance(message, str):
+            self._write(self.connection.send_text, message)
+        else:
+            self._write(self.connection.send_binary, message)
+
     async def _send_fragments(self, parts: list[Data]) -> None:
         if not parts:
             raise TypeError("a fragmented message needs at least one fragment")
@@ -217,9 +235,9 @@ class WebSocket(asyncio.BufferedProtocol):
         last = len(parts) - 1
         self._write(first, parts[0], last == 0)
         for i, part in enumerate(parts[1:], start=1):
-            await self._drain()
+            await self.drain()
             self._write(self.connection.send_continuation, part, i == last)
-        await self._drain()
+        await self.drain()
 
     async def ping(self, data: bytes | None = None) -> asyncio.Future[float]:
         """Send a ping; return a future that resolves to the round-trip time when the pong comes."""
@@ -250,12 +268,23 @@ class WebSocket(asyncio.BufferedProtocol):
         If the peer does not answer within ``close_timeout`` seconds, the TCP connection is
         closed anyway.
         """
+        self.close_nowait(code, reason)
+        await asyncio.shield(self._closed)
+
+    def close_nowait(self, code: int | None = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Start the closing handshake and return; :meth:`wait_closed` waits for its end.
+
+        ``code=None`` sends a close frame without a status code.  If the peer does not answer
+        within ``close_timeout`` seconds, the TCP connection is closed anyway.
+        """
         self._close_requested = True
+        if self._closed.done():
+            return
         if self.connection.state is State.OPEN:
             try:
                 # Written at once: no waiting for a fragmented send() to finish (a control frame
                 # may go between fragments, §5.4) nor for a peer that does not read to make
-                # room.  close_timeout below bounds the whole closing handshake.
+                # room.  close_timeout bounds the whole closing handshake.
                 self._write(self.connection.send_close, code, reason)
             except ConnectionClosedError:
                 pass
@@ -264,11 +293,7 @@ class WebSocket(asyncio.BufferedProtocol):
             self._resume_reading()
         elif self.connection.state is State.CONNECTING:
             self._abort()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._closed), self.close_timeout)
-        except asyncio.TimeoutError:
-            self._abort()
-            await asyncio.shield(self._closed)
+        self._timers.append(self._loop.call_later(self.close_timeout, self._abort))
 
     async def wait_closed(self) -> None:
         """Wait until the TCP connection is closed."""
@@ -278,6 +303,17 @@ class WebSocket(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
+
+    def adopt(self, transport: asyncio.Transport, data: bytes = b"") -> None:
+        """Take over an accepted TCP connection from the protocol that read its handshake
+        request (a server that answers plain HTTP on the same port too, as Engine.IO's does),
+        once the 101 is written: from now on the event loop calls us.  ``data`` are the
+        bytes that protocol read beyond the request."""
+        transport.set_protocol(self)
+        self.connection_made(transport)
+        self.start()
+        if data:
+            self.data_received(data)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         """Where the event loop should read the next bytes into: always the same buffer, the
@@ -318,7 +354,7 @@ class WebSocket(asyncio.BufferedProtocol):
         self._pong_waiters.clear()
         self._wake(self._recv_waiters)  # they find the connection closed
         self._writing_paused = False
-        self._wake(self._drain_waiters)  # _drain() raises ConnectionClosed
+        self._wake(self._drain_waiters)  # drain() raises ConnectionClosed
         if self._keepalive_task is not None:
             self._keepalive_task.cancel()
 
@@ -441,7 +477,7 @@ class WebSocket(asyncio.BufferedProtocol):
         else:
             self._write(make_frame, *args)
         if self._writing_paused:
-            await self._drain()
+            await self.drain()
 
     def _write(self, make_frame: Callable[..., bytes], *args: Any) -> None:
         """Encode a frame with ``make_frame(*args)`` and hand it to the transport."""
@@ -455,8 +491,9 @@ class WebSocket(asyncio.BufferedProtocol):
             raise
         self.transport.write(data)
 
-    async def _drain(self) -> None:
-        """Wait while the transport has paused writing (see pause_writing)."""
+    async def drain(self) -> None:
+        """Wait while the transport has paused writing (see pause_writing): at once, unless
+        the peer does not read what we send.  Raises ConnectionClosed if TCP closes meanwhile."""
         if self._writing_paused:
             waiter = self._loop.create_future()
             self._drain_waiters.append(waiter)

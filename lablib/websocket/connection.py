@@ -26,6 +26,7 @@ from __future__ import annotations
 import enum
 import random
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from ..errors import HandshakeError, LocalProtocolError, RemoteProtocolError
 from ..http import Request, Response
@@ -299,6 +300,19 @@ class Connection:
 
     # ---- the opening handshake -------------------------------------------------------------
 
+    def receive_request(self, request: Request) -> list[Event]:
+        """Server: the handshake request, parsed elsewhere (by a server that also answers plain
+        HTTP on the same port); returns what :meth:`receive_data` would for its bytes."""
+        handshake = self.handshake
+        if self.state is not State.CONNECTING or not isinstance(handshake, ServerHandshake) \
+                or handshake.request is not None:
+            raise LocalProtocolError("receive_request needs a server connection waiting for its request")
+        try:
+            handshake.receive_request(request)
+        except HandshakeError as exc:
+            return [self._handshake_failed(exc)]
+        return [RequestReceived(request, handshake.subprotocol)]
+
     def _receive_handshake(self, data: bytes) -> list[Event]:
         handshake = self.handshake
         if isinstance(handshake, ServerHandshake) and handshake.request is not None:
@@ -307,10 +321,7 @@ class Connection:
         try:
             result = handshake.receive_data(data)
         except HandshakeError as exc:
-            self.state = State.CLOSED
-            if isinstance(handshake, ServerHandshake):
-                self._outgoing += ServerHandshake.reject(exc)
-            return [Rejected(exc)]
+            return [self._handshake_failed(exc)]
         if result is NEED_DATA:
             return []
         if isinstance(handshake, ServerHandshake):
@@ -323,8 +334,16 @@ class Connection:
         self._parser.feed(handshake.trailing_data)
         return [Accepted(result, handshake.subprotocol)]
 
-    def accept(self, subprotocol: str | None = None) -> bytes:
-        """Server: answer 101 and move to OPEN; return the response bytes.
+    def _handshake_failed(self, exc: HandshakeError) -> Rejected:
+        """The connection is CLOSED; a server queues the HTTP error answer."""
+        self.state = State.CLOSED
+        if isinstance(self.handshake, ServerHandshake):
+            self._outgoing += ServerHandshake.reject(exc)
+        return Rejected(exc)
+
+    def accept(self, subprotocol: str | None = None,
+               extra_headers: Iterable[tuple[str, str]] = ()) -> bytes:
+        """Server: answer 101 (with ``extra_headers`` too) and move to OPEN; return its bytes.
 
         Frames the client sent right behind its request are processed by the next
         receive_data() call (feed ``b""`` to get them now).
@@ -341,7 +360,7 @@ class Connection:
         self.state = State.OPEN
         self._parser.feed(handshake.trailing_data + bytes(self._early_frames))
         self._early_frames.clear()
-        return handshake.accept()
+        return handshake.accept(extra_headers)
 
     def reject(self, status: int, reason: str, headers: list[tuple[str, str]] | None = None) -> bytes:
         """Server: refuse the handshake with an HTTP error answer; the connection is CLOSED."""

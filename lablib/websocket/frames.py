@@ -39,7 +39,7 @@ from . import _fast
 from ..errors import PayloadTooBig, RemoteProtocolError
 # "The parser needs more bytes" (h11's sentinel idea).  One object for the frame parser and the
 # HTTP parsers, so ``result is NEED_DATA`` holds whichever module it was imported from.
-from ..http import NEED_DATA, _NeedData
+from .._util import NEED_DATA, NeedData as _NeedData
 
 __all__ = [
     "Opcode", "CloseCode", "Frame", "FrameParser", "NEED_DATA",

@@ -16,10 +16,10 @@ import binascii
 import hashlib
 import random
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from ..errors import HandshakeError
-from ..http import (NEED_DATA, Headers, Request, RequestParser, Response, ResponseParser,
+from ..http import (NEED_DATA, Request, RequestParser, Response, ResponseParser,
                     error_response, format_request, format_response)
 
 __all__ = [
@@ -135,10 +135,15 @@ class ServerHandshake:
         result = self._parser.receive_data(data)
         if result is NEED_DATA:
             return NEED_DATA
-        self.request = result
-        self.key = validate_request(result, origins=self.origins)
+        return self.receive_request(result)
+
+    def receive_request(self, request: Request) -> Request:
+        """Validate a request parsed elsewhere (by a server that also answers plain HTTP, such
+        as Engine.IO's) and return it; raise :class:`HandshakeError`."""
+        self.request = request
+        self.key = validate_request(request, origins=self.origins)
         self.subprotocol = choose_subprotocol(self.offered_subprotocols, self.subprotocols)
-        return result
+        return request
 
     @property
     def offered_subprotocols(self) -> list[str]:

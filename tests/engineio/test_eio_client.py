@@ -17,11 +17,11 @@ import random
 
 import pytest
 
-from lablib.engineio.client import Client, HTTPConnection
+from lablib.engineio.client import Client
 from lablib.engineio.client_session import ClientState
 from lablib.engineio.packets import OpenInfo
 from lablib.errors import EngineIOError, HandshakeError
-from lablib.http import NEED_DATA, Request, RequestParser, format_response
+from lablib.http import NEED_DATA, HTTPConnection, Request, RequestParser, format_response
 from lablib.websocket import accept_key
 from lablib.websocket.connection import (BinaryMessage, Connection, ConnectionClosed, Role,
                                          TextMessage)

@@ -368,14 +368,14 @@ def test_answer_for_a_held_poll_keeps_the_cors_headers():
 # --- sids: a CSPRNG by default (issue 9) ---------------------------------------------------------
 
 def test_sids_come_from_secrets_by_default(monkeypatch):
-    import lablib.engineio.server_core as server_core
+    import secrets
     drawn = []
 
     def token_urlsafe(nbytes):
         drawn.append(nbytes)
         return "S" * 20
 
-    monkeypatch.setattr(server_core.secrets, "token_urlsafe", token_urlsafe)
+    monkeypatch.setattr(secrets, "token_urlsafe", token_urlsafe)
     server = EngineServerCore()  # no rng: the sid is a bearer token, it comes from `secrets`
     assert server.rng is None
     assert handshake(server) == "S" * 20 and drawn == [15]

@@ -684,3 +684,58 @@ def test_serve_takes_explicit_keyword_options():
     assert parameters["connect_timeout"].default == 45000
     with pytest.raises(TypeError):
         serve({}, "127.0.0.1", 0, no_such_option=1)
+
+
+# --- the server's surface: transport, handshake request, more endpoints on one port -----------
+
+@asyncio_test
+async def test_transport_and_handshake_request_of_each_socket():
+    from lablib.socketio.client import AsyncClient
+    sio, events = make_server()
+    async with serve(sio, "127.0.0.1", 0) as server:
+        client = AsyncClient(reconnection=False)
+        await client.connect(f"http://127.0.0.1:{server.port}", headers={"X-Token": "abc"},
+                             transports=["polling"])
+        sid = client.get_sid()
+        assert sio.transport(sid) == "polling"
+        assert sio.request(sid).headers.get("x-token") == "abc"
+        await client.disconnect()
+        await until(lambda: ("disconnect", sid, "client namespace disconnect") in events)
+        with pytest.raises(KeyError):
+            sio.transport(sid)
+
+
+@asyncio_test
+async def test_a_socketio_and_an_engineio_endpoint_share_one_port():
+    """One port: Socket.IO on /socket.io/, a second Socket.IO server on /admin.io/ with its own
+    handlers and timers (an ack timeout there still fires), and plain Engine.IO on /engine.io/."""
+    from lablib.engineio.server import Server as EngineServer
+    from lablib.socketio.client import AsyncClient
+    main, _ = make_server()
+    admin = Server(path="/admin.io/", close_timeout=0.3, connect_timeout=200)
+    admin.on("whoami", lambda sid: "admin")
+    plain = EngineServer(close_timeout=0.3)
+    plain_messages: list = []
+    plain.on("message", lambda sid, data: plain_messages.append(data))
+    main.mount(admin)
+    main.mount(plain)
+    async with serve(main, "127.0.0.1", 0) as server:
+        url = f"http://127.0.0.1:{server.port}"
+        a, b = AsyncClient(reconnection=False), AsyncClient(reconnection=False)
+        await a.connect(url, transports=["websocket"])
+        await b.connect(url, transports=["websocket"], socketio_path="admin.io")
+        assert await a.call("echo", "x", timeout=5) == "x"
+        assert await b.call("whoami", timeout=5) == "admin"
+        # the mounted server's timers run: a connection that joins no namespace is closed
+        silent = Client(close_timeout=0.3)
+        closed = asyncio.Event()
+        silent.on("disconnect", lambda reason: closed.set())
+        await silent.connect(url, transports=["websocket"], path="/admin.io/")
+        await asyncio.wait_for(closed.wait(), GUARD_TIMEOUT)
+        eio_client = Client(close_timeout=0.3)
+        await eio_client.connect(url, transports=["websocket"], path="/engine.io/")
+        await eio_client.send("hello")
+        await until(lambda: plain_messages == ["hello"])
+        await eio_client.disconnect()
+        await a.disconnect()
+        await b.disconnect()

@@ -157,7 +157,7 @@ async def test_a_member_that_never_reads_neither_delays_a_broadcast_nor_holds_me
         await until(lambda: len(sio.core.sids("/")) == 3)
         slow_sid = next(s for s in sio.core.sids("/") if s not in healthy_sids)
         slow_link = sio.eio._links[sio.core.eio_sid_of(slow_sid)]
-        transport = slow_link.websocket.writer.transport
+        transport = slow_link.websocket.transport
         acks: list = []
         most_held = 0
         for i in range(COUNT):

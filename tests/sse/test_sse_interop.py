@@ -18,7 +18,7 @@ from aiohttp_sse import sse_response
 from lablib.capture.dissect import dissect
 from lablib.capture.relay import Relay
 from lablib.sse import EventReceived, connect, encode, serve
-from lablib.sse.httpstream import ResponseStream
+from lablib.http import ResponseStream
 from tests.aio_support import aiohttp_site, asyncio_test
 
 pytestmark = pytest.mark.interop

@@ -907,3 +907,27 @@ async def test_an_idle_connection_owns_no_read_buffer():
         finally:
             for _, writer in clients:
                 writer.close()
+
+
+# --- what a server that bounds its own buffers uses (the Engine.IO server) ---------------------
+
+@asyncio_test
+async def test_send_nowait_writes_at_once_and_close_nowait_starts_the_closing_handshake():
+    done = asyncio.get_running_loop().create_future()
+
+    async def handler(ws):
+        ws.send_nowait("hi")
+        ws.send_nowait(b"\x01\x02")
+        ws.close_nowait(None)          # a close frame without a status code
+        with pytest.raises(ConnectionClosed):
+            ws.send_nowait("too late")  # the closing handshake started
+        await ws.wait_closed()
+        done.set_result(ws.close_code)
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        reader, writer = await raw_client(server.port)
+        assert await reader.readexactly(10) == b"\x81\x02hi" b"\x82\x02\x01\x02" b"\x88\x00"
+        writer.write(masked(Opcode.CLOSE, b""))
+        assert await reader.read() == b""   # then the server closes TCP
+        writer.close()
+        assert await done == 1005

@@ -971,3 +971,26 @@ def test_empty_data_during_the_handshake_is_not_eof():
     assert c.receive_data(b"") == [] and c.state is State.CONNECTING
     s.receive_data(c.handshake.request_bytes())
     assert [type(e) for e in c.receive_data(s.accept())] == [Accepted]
+
+
+# --- a handshake request parsed elsewhere (Engine.IO's server) ---------------------------------
+
+def test_receive_request_gives_the_events_and_answers_receive_data_would():
+    from lablib.http import RequestParser
+    data = (b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    for raw in (data, data.replace(b"Version: 13", b"Version: 8")):
+        by_bytes = Connection(Role.SERVER, handshake=ServerHandshake())
+        by_request = Connection(Role.SERVER, handshake=ServerHandshake())
+        [expected] = by_bytes.receive_data(raw)
+        [event] = by_request.receive_request(RequestParser().receive_data(raw))
+        assert type(event) is type(expected) and by_request.state is by_bytes.state
+        assert by_request.data_to_send() == by_bytes.data_to_send()   # the 426 answer, or nothing
+    # accepted: 101 with the caller's extra header fields; frames then flow
+    assert by_request.state is State.CLOSED
+    conn = Connection(Role.SERVER, handshake=ServerHandshake())
+    conn.receive_request(RequestParser().receive_data(data))
+    assert conn.accept(extra_headers=[("Set-Cookie", "io=1")]).endswith(b"\r\nSet-Cookie: io=1\r\n\r\n")
+    assert conn.send_text("hi") == b"\x81\x02hi"
+    with pytest.raises(LocalProtocolError):
+        conn.receive_request(RequestParser().receive_data(data))   # only once, while CONNECTING

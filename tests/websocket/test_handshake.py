@@ -121,6 +121,18 @@ def test_valid_request_accepted_with_the_rfc_answer():
     )
 
 
+def test_a_request_parsed_elsewhere_is_validated_without_parsing_again():
+    # a server that also answers plain HTTP (Engine.IO's) has the Request already
+    request = Request("GET", "/chat", Headers(GOOD_HEADERS))
+    server = ServerHandshake()
+    assert server.receive_request(request) is request
+    assert server.key == RFC_KEY and server.trailing_data == b""
+    assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in server.accept()
+    with pytest.raises(HandshakeError) as info:
+        ServerHandshake().receive_request(Request("GET", "/chat", Headers(replace("Sec-WebSocket-Key", "x"))))
+    assert info.value.status == 400
+
+
 def test_request_arriving_byte_by_byte():
     server = ServerHandshake()
     data = request_bytes()
