@@ -62,6 +62,7 @@ from urllib.parse import urlsplit
 from .. import websocket
 from ..errors import ConnectionClosed, EngineIOError, HandshakeError, LablibError, LocalProtocolError
 from ..http import HTTPConnection
+from . import http_compression
 from .client_session import ClientSession, ClientState, Opened, PausePolling, SendPolling
 from .packets import RECORD_SEPARATOR, Packet, encode_packet, encode_payload
 from .session import (CloseWebSocket, MessageReceived, SendWebSocket, SessionClosed, Transport,
@@ -89,13 +90,20 @@ class Client:
     ``upgrade_timeout`` for how long :meth:`connect` waits for the upgrade to settle,
     ``close_timeout`` for the last packets and the WebSocket closing handshake.
 
+    ``http_compression=True`` asks for compressed poll answers (``Accept-Encoding: gzip,
+    deflate`` on each GET, as browsers and python-engineio's client send).  Off by default, so
+    that the chapters' requests stay as they are; a compressed answer is decoded either way
+    (h11 does not decompress), its inflated size bounded by ``max_payload``.
+
     ``session`` is the :class:`ClientSession` being driven (inspect it in a notebook);
     ``disconnect_reason`` says why the last session ended.
     """
 
     def __init__(self, rng: random.Random | None = None, *, max_queue: int = 64,
                  max_payload: int = 10 << 20, open_timeout: float = 10.0,
-                 upgrade_timeout: float = 10.0, close_timeout: float = 2.0) -> None:
+                 upgrade_timeout: float = 10.0, close_timeout: float = 2.0,
+                 http_compression: bool = False) -> None:
+        self.http_compression = http_compression
         self.rng = rng if rng is not None else random.Random()
         self.max_queue = max_queue
         self.max_payload = max_payload
@@ -316,6 +324,8 @@ class Client:
 
     def _request_headers(self, body: bytes | None = None) -> list[tuple[str, str]]:
         headers = [("Host", f"{self._host}:{self._port}"), ("Accept", "*/*")] + self._headers
+        if body is None and self.http_compression:  # a GET: its answer may come compressed
+            headers.append(("Accept-Encoding", http_compression.ACCEPT_ENCODING))
         if body is not None:
             headers += [("Content-Type", POST_CONTENT_TYPE), ("Content-Length", str(len(body)))]
         return headers
@@ -335,8 +345,11 @@ class Client:
     def _receive_poll(self, response: Response) -> None:
         assert self.session is not None
         try:
-            text = response.body.decode("utf-8")
-        except UnicodeDecodeError:
+            body = http_compression.decode(response.body, response.headers.get("content-encoding"),
+                                           self.max_payload)
+            text = body.decode("utf-8")
+        except (UnicodeDecodeError, ValueError, LablibError) as exc:
+            logger.info("poll answer unreadable: %r", exc)
             self._fail("parse error")
             return
         self._apply(self.session.receive_payload(text, self._now()))

@@ -47,13 +47,15 @@ message - like the server, which refuses a payload as a whole - and never an exc
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import urllib.parse
 from typing import Any
 
-from ..capture.decoding import Decoded, Decoder, Message
+from ..capture.decoding import MAX_SIZE, Decoded, Decoder, Message
 from ..errors import LablibError
 from ..websocket.frames import Opcode
+from . import http_compression
 from .packets import RECORD_SEPARATOR, OpenInfo, Packet, PacketType, decode_packet, decode_payload
 
 __all__ = ["PATHS", "engineio_query", "decode_engineio"]
@@ -122,6 +124,17 @@ def _http_body(message: Message, query: dict[str, str]) -> list[Decoded] | None:
         return [_error_answer(message, status)]
     if query.get("transport") != "polling":
         return None
+    coding = message.headers.get("content-encoding") if message.headers is not None else None
+    if coding:  # a compressed poll answer (the server's httpCompression): read what it wraps
+        try:
+            data = http_compression.decode(message.data, coding, MAX_SIZE)
+        except (ValueError, LablibError) as exc:
+            return [_malformed(f"cannot decode the {coding} body: {exc}")]
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        message = dataclasses.replace(message, data=data, text=text)
     if message.text is None:
         return [_malformed("polling body is not UTF-8 text")]
     if status is not None and message.text.lower() == "ok":

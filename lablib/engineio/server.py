@@ -288,6 +288,10 @@ class Server:
     :meth:`transport` and :meth:`request` tell the transport and the opening request of a
     connected client.
 
+    ``http_compression``/``compression_threshold``: polling answers of at least 1024 bytes
+    are gzip- or deflate-encoded when the client's ``Accept-Encoding`` allows it (on by
+    default, as in the Node server and python-engineio; see the core).
+
     Handlers (plain functions or coroutines), like python-engineio's ``AsyncServer``:
     ``connect(sid, request)`` - return ``False`` (or raise) to refuse the handshake with
     403 code 4; ``message(sid, data)`` - ``str`` or ``bytes``; ``disconnect(sid, reason)``.
@@ -304,13 +308,15 @@ class Server:
                  max_request_size: int = 16 * 1024, request_timeout: float = 60.0,
                  close_timeout: float = 5.0, max_write_buffer: int = 4 * 1024 * 1024,
                  routes: Mapping[str, RouteHandler] | None = None,
-                 static_dir: str | os.PathLike[str] | None = None) -> None:
+                 static_dir: str | os.PathLike[str] | None = None,
+                 http_compression: bool = True, compression_threshold: int = 1024) -> None:
         self.core = EngineServerCore(
             path=path, ping_interval=ping_interval, ping_timeout=ping_timeout,
             max_payload=max_payload, upgrade_timeout=upgrade_timeout, transports=transports,
             allow_upgrades=allow_upgrades, cors_allowed_origins=cors_allowed_origins,
             cors_credentials=cors_credentials, allow_request=allow_request,
-            max_buffered_packets=max_buffered_packets, rng=rng)
+            max_buffered_packets=max_buffered_packets, rng=rng,
+            http_compression=http_compression, compression_threshold=compression_threshold)
         self.max_request_size = max_request_size
         self.request_timeout = request_timeout
         self.close_timeout = close_timeout
@@ -1001,7 +1007,8 @@ class serve:
                  max_request_size: int = 16 * 1024, request_timeout: float = 60.0,
                  close_timeout: float = 5.0, max_write_buffer: int = 4 * 1024 * 1024,
                  routes: Mapping[str, RouteHandler] | None = None,
-                 static_dir: str | os.PathLike[str] | None = None) -> None:
+                 static_dir: str | os.PathLike[str] | None = None,
+                 http_compression: bool = True, compression_threshold: int = 1024) -> None:
         settings = dict(
             path=path, ping_interval=ping_interval, ping_timeout=ping_timeout,
             max_payload=max_payload, upgrade_timeout=upgrade_timeout, transports=transports,
@@ -1009,7 +1016,8 @@ class serve:
             cors_credentials=cors_credentials, allow_request=allow_request,
             max_buffered_packets=max_buffered_packets, rng=rng, max_request_size=max_request_size,
             request_timeout=request_timeout, close_timeout=close_timeout,
-            max_write_buffer=max_write_buffer, routes=routes, static_dir=static_dir)
+            max_write_buffer=max_write_buffer, routes=routes, static_dir=static_dir,
+            http_compression=http_compression, compression_threshold=compression_threshold)
         # only what the caller changed goes on: a subclass's server (Socket.IO's) keeps its
         # own defaults (its path is /socket.io/)
         defaults = {name: p.default for name, p in inspect.signature(serve.__init__).parameters.items()}

@@ -49,6 +49,7 @@ from typing import Callable, Iterable, Sequence
 from .._util import generate_sid
 from ..errors import EngineIOError
 from ..http import Request, format_response, same_origin
+from . import http_compression as http_compression_
 from .packets import Packet, encode_payload
 from .session import (AnswerPoll, HoldPoll, Output, RefuseRequest, ServerSession, State,
                       Transport)
@@ -117,6 +118,14 @@ class EngineServerCore:
     vets handshakes: ``False`` or a string (the message) refuses with 403.  Sids come from
     :mod:`secrets` unless ``rng`` is given: pass ``random.Random(seed)`` for reproducible
     sessions (notebooks, tests), never in production.
+
+    ``http_compression`` (on by default, like the Node server's ``httpCompression`` and
+    python-engineio's ``http_compression``): a GET's answer of at least
+    ``compression_threshold`` bytes (1024, both references' default) is sent gzip- or
+    deflate-encoded when the request's ``Accept-Encoding`` accepts it (see
+    :mod:`.http_compression`); the answer then says ``Content-Encoding`` (and, like the
+    reference, no ``Vary``: every poll's URL is unique, ``t=...``).  Other answers are never
+    compressed.
     """
 
     def __init__(self, *, path: str = "/engine.io/", ping_interval: int = 25000,
@@ -124,7 +133,9 @@ class EngineServerCore:
                  upgrade_timeout: int = 10000, transports: Sequence[str] = ("polling", "websocket"),
                  allow_upgrades: bool = True, cors_allowed_origins: str | Sequence[str] | None = None,
                  cors_credentials: bool = True, allow_request: AllowRequest | None = None,
-                 max_buffered_packets: int = 10_000, rng: random.Random | None = None) -> None:
+                 max_buffered_packets: int = 10_000, rng: random.Random | None = None,
+                 http_compression: bool = True,
+                 compression_threshold: int = http_compression_.THRESHOLD) -> None:
         self.path = "/" + path.strip("/") + "/"
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
@@ -136,6 +147,8 @@ class EngineServerCore:
         self.cors_credentials = cors_credentials
         self.allow_request = allow_request
         self.max_buffered_packets = max_buffered_packets
+        self.http_compression = http_compression
+        self.compression_threshold = compression_threshold
         self.rng = rng  #: None: sids from `secrets`
         self.sessions: dict[str, ServerSession] = {}
 
@@ -176,9 +189,10 @@ class EngineServerCore:
                 return RequestResult(refuse(EngineIOError(4, message), cors))
         if query.get("EIO") != "4":
             return RequestResult(refuse(EngineIOError(5), cors))
-        return self._handshake(Transport(transport), cors, now)
+        return self._handshake(Transport(transport), cors, now, request)
 
-    def _handshake(self, transport: Transport, cors: list[tuple[str, str]], now: float) -> RequestResult:
+    def _handshake(self, transport: Transport, cors: list[tuple[str, str]], now: float,
+                   request: Request) -> RequestResult:
         sid = generate_sid(self.rng)
         while sid in self.sessions:
             sid = generate_sid(self.rng)
@@ -191,7 +205,7 @@ class EngineServerCore:
         self.sessions[sid] = session
         if transport is Transport.WEBSOCKET:
             return RequestResult(AcceptWebSocket(), session, tuple(session.flush()))
-        return self._poll(session, cors, now)
+        return self._poll(session, cors, now, request)
 
     def _existing_session(self, request: Request, sid: str, transport: str, is_upgrade: bool,
                           cors: list[tuple[str, str]], now: float) -> RequestResult:
@@ -220,7 +234,7 @@ class EngineServerCore:
         if transport != session.transport.value:
             return RequestResult(refuse(EngineIOError(3), cors), session)
         if request.method == "GET":
-            return self._poll(session, cors, now)
+            return self._poll(session, cors, now, request)
         if request.method == "POST":
             return self._post(request, session, cors, now)
         # the reference answers 500 and an empty body (polling.ts onRequest); nothing failed
@@ -228,7 +242,8 @@ class EngineServerCore:
         reply = self.error_reply(EngineIOError(3, "Method Not Allowed", 405), cors)
         return RequestResult(HTTPReply(405, reply.headers + (("Allow", "GET, POST"),), reply.body), session)
 
-    def _poll(self, session: ServerSession, cors: list[tuple[str, str]], now: float) -> RequestResult:
+    def _poll(self, session: ServerSession, cors: list[tuple[str, str]], now: float,
+              request: Request) -> RequestResult:
         outputs = session.receive_poll(now)
         refusal = next((o for o in outputs if isinstance(o, RefuseRequest)), None)
         rest = [o for o in outputs if o is not refusal]
@@ -237,7 +252,8 @@ class EngineServerCore:
             return RequestResult(self._refusal_reply(refusal, cors), session, tuple(rest))
         # "hold this GET" immediately followed by "answer the held GET": answer it now
         if len(rest) >= 2 and isinstance(rest[0], HoldPoll) and isinstance(rest[1], AnswerPoll):
-            return RequestResult(self.poll_reply(rest[1].packets, cors), session, tuple(rest[2:]))
+            reply = self.compress(self.poll_reply(rest[1].packets, cors), request)
+            return RequestResult(reply, session, tuple(rest[2:]))
         return RequestResult(HoldPoll(), session, tuple(rest[1:]))
 
     def _post(self, request: Request, session: ServerSession, cors: list[tuple[str, str]],
@@ -292,9 +308,24 @@ class EngineServerCore:
         headers = (("Content-Type", TEXT_PLAIN), ("Content-Length", str(len(body)))) + tuple(cors)
         return HTTPReply(200, headers, body)
 
+    def compress(self, reply: HTTPReply, request: Request) -> HTTPReply:
+        """``reply`` (a poll's 200) gzip- or deflate-encoded if it has at least
+        ``compression_threshold`` bytes and the GET's ``Accept-Encoding`` allows it (polling.ts
+        ``doWrite``); else ``reply`` itself."""
+        if not self.http_compression or len(reply.body) < self.compression_threshold:
+            return reply
+        encoding = http_compression_.choose_encoding(_accept_encoding(request))
+        if encoding is None:
+            return reply
+        body = http_compression_.encode(reply.body, encoding)
+        headers = [(name, str(len(body)) if name == "Content-Length" else value)
+                   for name, value in reply.headers]
+        headers.insert(1, ("Content-Encoding", encoding))  # after Content-Type, as Node writes
+        return HTTPReply(reply.status, tuple(headers), body)
+
     def answer_held_poll(self, request: Request, packets: Iterable[Packet]) -> HTTPReply:
-        """The reply for a GET held earlier (CORS headers computed from that request)."""
-        return self.poll_reply(packets, self._cors_headers(request) or [])
+        """The reply for a GET held earlier (CORS and compression from that request)."""
+        return self.compress(self.poll_reply(packets, self._cors_headers(request) or []), request)
 
     def error_reply(self, error: EngineIOError, cors: Sequence[tuple[str, str]] = ()) -> HTTPReply:
         """``{"code":N,"message":"..."}`` as application/json, 400 (403 for Forbidden)."""
@@ -351,6 +382,12 @@ class EngineServerCore:
         if asked:
             headers.append(("Access-Control-Allow-Headers", asked))
         return HTTPReply(204, tuple(headers))
+
+
+def _accept_encoding(request: Request) -> str | None:
+    """The request's ``Accept-Encoding`` field, its lines joined (RFC 9110 §5.3)."""
+    values = request.headers.get_all("accept-encoding")
+    return ", ".join(values) if values else None
 
 
 def _parse_query(query: str) -> dict[str, str]:

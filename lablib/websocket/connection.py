@@ -15,6 +15,10 @@ at a time and watch every state change.  States (§4, §7)::
     any state --protocol violation (we send a close frame with the code)-----------> CLOSED
     any state --TCP closed by the peer (code 1006)---------------------------------> CLOSED
 
+With permessage-deflate agreed in the handshake (RFC 7692, :mod:`.deflate`), every data
+message we send is compressed (RSV1 on its first frame) and compressed messages we receive are
+inflated before they become events; control frames are never compressed.
+
 A peer's mistakes never raise out of :meth:`Connection.receive_data`: they become a
 :class:`ConnectionClosed` event carrying the error, and the close frame with the right code
 (1002, 1007, 1009) is queued in :meth:`Connection.data_to_send`.  Our own mistakes (sending after
@@ -32,6 +36,7 @@ from ..errors import HandshakeError, LocalProtocolError, RemoteProtocolError
 from ..http import Request, Response
 from .frames import (NEED_DATA, CloseCode, Frame, FrameParser, Opcode, encode_close_payload,
                      encode_frame, is_valid_close_code, parse_close_payload)
+from .deflate import Deflater, DeflateParameters
 from .handshake import ClientHandshake, ServerHandshake
 from .messages import MessageAssembler
 
@@ -161,13 +166,16 @@ class Connection:
 
     ``handshake`` (a :class:`ClientHandshake` or :class:`ServerHandshake`) starts the connection
     in CONNECTING; without it the connection starts OPEN, as after a handshake done elsewhere.
-    ``max_message_size`` bounds a whole message, all fragments included (``None``: no limit);
-    ``rng`` supplies the client's masking keys (seed it for reproducible bytes).
+    ``max_message_size`` bounds a whole message, all fragments included, as it arrives and,
+    when compressed, once inflated (``None``: no limit); ``rng`` supplies the client's masking
+    keys (seed it for reproducible bytes).  ``deflate`` (a connection that starts OPEN only)
+    gives the permessage-deflate parameters agreed elsewhere; after a handshake, they are the
+    handshake's.
     """
 
     def __init__(self, role: Role, *, handshake: ClientHandshake | ServerHandshake | None = None,
                  max_message_size: int | None = 1 << 20, rng: random.Random | None = None,
-                 trace_frames: bool = False) -> None:
+                 trace_frames: bool = False, deflate: DeflateParameters | None = None) -> None:
         self.role = role
         self.handshake = handshake
         self.state = State.CONNECTING if handshake is not None else State.OPEN
@@ -188,6 +196,26 @@ class Connection:
         self.subprotocol: str | None = None
         self._handshake_done = handshake is None
         self._early_frames = bytearray()  # server: frames that arrived before accept()
+        # RFC 7692: what was agreed, and the compressor of what we send (None: not agreed).
+        self.deflate: DeflateParameters | None = None
+        self._deflater: Deflater | None = None
+        if deflate is not None:
+            if handshake is not None:
+                raise ValueError("deflate= is for a connection without handshake: the "
+                                 "handshake negotiates it")
+            self._use_deflate(deflate)
+
+    def _use_deflate(self, deflate: DeflateParameters | None) -> None:
+        """RFC 7692 §6: permessage-deflate owns RSV1; one compressor for what we send, one
+        decompressor for what the peer sends (each for the whole connection, §7.1.1)."""
+        if deflate is None:
+            return
+        client = self.role is Role.CLIENT
+        self.deflate = deflate
+        self._deflater = deflate.deflater(sender_is_client=client)
+        self._messages.inflater = deflate.inflater(sender_is_client=not client,
+                                                   max_size=self.max_message_size)
+        self._parser.allowed_rsv = 0x40
 
     # ---- bytes in ----------------------------------------------------------------------------
 
@@ -235,6 +263,8 @@ class Connection:
             # The parser checks each frame's header against the limit, fragments included,
             # so an oversized message fails (1009) before its payload arrives.
             parser.max_size = self.max_message_size
+            if self.deflate is not None:  # and inflating stops at the same limit
+                self._messages.inflater.max_size = self.max_message_size
             frames = parser.receive_frames()
             if not frames:
                 # The rest is a frame still arriving: check what we have of it.
@@ -271,6 +301,9 @@ class Connection:
         self._partial_checked += len(data)
 
     def _receive_control(self, frame: Frame, events: list[Event]) -> None:
+        if frame.rsv1:  # (allowed by the parser only when permessage-deflate is agreed)
+            raise RemoteProtocolError("RSV1 set on a control frame: control frames are never "
+                                      "compressed (RFC 7692 §6.1)")
         if frame.opcode is Opcode.PING:
             events.append(Ping(frame.payload))
             if self.state is State.OPEN:  # §5.5.2: answer as soon as practical
@@ -328,6 +361,7 @@ class Connection:
             return [RequestReceived(result, handshake.subprotocol)]
         self._handshake_done = True
         self.subprotocol = handshake.subprotocol
+        self._use_deflate(handshake.deflate)
         self.state = State.OPEN
         # Frames the server sent right behind its 101 wait in the parser: the next
         # receive_data() call (b"" will do) returns them.
@@ -356,6 +390,7 @@ class Connection:
                                          f"client (it offered {handshake.offered_subprotocols})")
             handshake.subprotocol = subprotocol
         self.subprotocol = handshake.subprotocol
+        self._use_deflate(handshake.deflate)
         self._handshake_done = True
         self.state = State.OPEN
         self._parser.feed(handshake.trailing_data + bytes(self._early_frames))
@@ -422,7 +457,12 @@ class Connection:
             self._sending = opcode
         if fin:
             self._sending = None
-        return self._frame(opcode, payload, fin)
+        if self._deflater is None:
+            return self._frame(opcode, payload, fin)
+        # RFC 7692 §6.1: RSV1 marks the first frame of a compressed message; we compress every
+        # message (like websockets), fragment by fragment (§7.2.1).
+        return self._frame(opcode, self._deflater.deflate(payload, fin=fin), fin,
+                           rsv1=opcode is not Opcode.CONT)
 
     def _send_control(self, opcode: Opcode, payload: bytes) -> bytes:
         if self.state is not State.OPEN:
@@ -431,6 +471,6 @@ class Connection:
             raise LocalProtocolError("control frame payloads are at most 125 bytes (§5.5)")
         return self._frame(opcode, bytes(payload))
 
-    def _frame(self, opcode: Opcode, payload: bytes, fin: bool = True) -> bytes:
+    def _frame(self, opcode: Opcode, payload: bytes, fin: bool = True, rsv1: bool = False) -> bytes:
         key = self._rng.randbytes(4) if self._masks else None
-        return encode_frame(opcode, payload, fin=fin, masking_key=key)
+        return encode_frame(opcode, payload, fin=fin, rsv1=rsv1, masking_key=key)

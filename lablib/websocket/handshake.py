@@ -6,6 +6,11 @@ server proves it understood by answering ``101 Switching Protocols`` with
 ``Sec-WebSocket-Accept = base64(SHA-1(key + GUID))`` (§4.2.2).  From then on, the TCP connection
 carries frames.
 
+Extensions (§9) are negotiated in the same exchange: the client offers them in
+``Sec-WebSocket-Extensions``, the server answers with those it accepts.  The one lablib speaks
+is permessage-deflate (RFC 7692, :mod:`.deflate`), when a ``compression`` option asks for it;
+the agreed parameters are then in the handshake's ``deflate`` attribute.
+
 :class:`ClientHandshake` and :class:`ServerHandshake` are sans-I/O: they produce and consume bytes.
 """
 
@@ -21,6 +26,7 @@ from typing import Iterable, Sequence
 from ..errors import HandshakeError
 from ..http import (NEED_DATA, Request, RequestParser, Response, ResponseParser,
                     error_response, format_request, format_response)
+from .deflate import DeflateOptions, DeflateParameters
 
 __all__ = [
     "GUID", "accept_key", "generate_key", "ClientHandshake", "ServerHandshake",
@@ -122,13 +128,17 @@ class ServerHandshake:
     """
 
     def __init__(self, *, subprotocols: Sequence[str] = (), origins: Sequence[str | None] | None = None,
-                 max_request_size: int = 16 * 1024) -> None:
+                 max_request_size: int = 16 * 1024,
+                 compression: DeflateOptions | None = None) -> None:
         self.subprotocols = list(subprotocols)
         self.origins = origins
+        self.compression = compression  #: permessage-deflate settings; None: decline any offer
         self._parser = RequestParser(max_header_size=max_request_size, max_body_size=0)
         self.request: Request | None = None
         self.key: str | None = None
         self.subprotocol: str | None = None
+        self.deflate: DeflateParameters | None = None  #: what our answer agrees, if anything
+        self._extensions_answer: str | None = None
 
     def receive_data(self, data: bytes) -> Request | object:
         """Return the validated request, or ``NEED_DATA``; raise :class:`HandshakeError`."""
@@ -143,7 +153,17 @@ class ServerHandshake:
         self.request = request
         self.key = validate_request(request, origins=self.origins)
         self.subprotocol = choose_subprotocol(self.offered_subprotocols, self.subprotocols)
+        self._negotiate_extensions(request)
         return request
+
+    def _negotiate_extensions(self, request: Request) -> None:
+        """§9.1: answer the offers we can accept (permessage-deflate, if configured)."""
+        offers = request.headers.get_all("Sec-WebSocket-Extensions")
+        if self.compression is None or not offers:
+            return
+        accepted = self.compression.accept_offer(offers)
+        if accepted is not None:
+            self._extensions_answer, self.deflate = accepted
 
     @property
     def offered_subprotocols(self) -> list[str]:
@@ -169,6 +189,8 @@ class ServerHandshake:
                    ("Sec-WebSocket-Accept", accept_key(self.key))]
         if self.subprotocol is not None:
             headers.append(("Sec-WebSocket-Protocol", self.subprotocol))
+        if self._extensions_answer is not None:
+            headers.append(("Sec-WebSocket-Extensions", self._extensions_answer))
         return format_response(101, headers + list(extra_headers))
 
     @staticmethod
@@ -179,8 +201,14 @@ class ServerHandshake:
 
 # --- client side ----------------------------------------------------------------------------
 
-def validate_response(response: Response, key: str, offered_subprotocols: Sequence[str] = ()) -> str | None:
-    """Check the server's answer (§4.1, "the client MUST validate") and return the subprotocol."""
+def validate_response(response: Response, key: str, offered_subprotocols: Sequence[str] = (),
+                      offered_extensions: bool = False) -> str | None:
+    """Check the server's answer (§4.1, "the client MUST validate") and return the subprotocol.
+
+    The ``Sec-WebSocket-Extensions`` answer is checked here only when we offered none
+    (``offered_extensions=False``): then any is an error.  Otherwise the offer's owner checks
+    it (:meth:`.deflate.DeflateOptions.accept_response`).
+    """
     if response.status != 101:
         body = response.body.decode("utf-8", "replace").strip()
         raise HandshakeError(response.status, f"server rejected the WebSocket handshake: "
@@ -192,7 +220,7 @@ def validate_response(response: Response, key: str, offered_subprotocols: Sequen
         raise HandshakeError(response.status, "101 response without 'Connection: Upgrade'")
     if headers.get("Sec-WebSocket-Accept") != accept_key(key):
         raise HandshakeError(response.status, "Sec-WebSocket-Accept does not match our key")
-    if headers.get_all("Sec-WebSocket-Extensions"):
+    if headers.get_all("Sec-WebSocket-Extensions") and not offered_extensions:
         raise HandshakeError(response.status, "server selected an extension we did not offer")
     protocols = headers.get_all("Sec-WebSocket-Protocol")
     if not protocols:
@@ -206,7 +234,9 @@ def validate_response(response: Response, key: str, offered_subprotocols: Sequen
 class ClientHandshake:
     """Sans-I/O client handshake: :meth:`request_bytes`, then feed the answer to :meth:`receive_data`.
 
-    ``host`` is the Host header value (``"127.0.0.1:8765"``), ``path`` the request target.
+    ``host`` is the Host header value (``"127.0.0.1:8765"``), ``path`` the request target;
+    ``compression`` (a :class:`~lablib.websocket.deflate.DeflateOptions`) offers
+    permessage-deflate, and ``deflate`` holds what the server agreed (None: no compression).
     """
 
     host: str
@@ -216,11 +246,13 @@ class ClientHandshake:
     extra_headers: Sequence[tuple[str, str]] = ()
     rng: random.Random | None = None
     key: str = ""
+    compression: DeflateOptions | None = None
 
     def __post_init__(self) -> None:
         if not self.key:
             self.key = generate_key(self.rng)
         self.subprotocol: str | None = None
+        self.deflate: DeflateParameters | None = None
         self.response: Response | None = None
         self._parser = ResponseParser(method="GET", target=self.path,
                                       headers=[("Host", self.host), ("Connection", "Upgrade"),
@@ -233,6 +265,8 @@ class ClientHandshake:
             headers.append(("Sec-WebSocket-Protocol", ", ".join(self.subprotocols)))
         if self.origin is not None:
             headers.append(("Origin", self.origin))
+        if self.compression is not None:
+            headers.append(("Sec-WebSocket-Extensions", self.compression.offer()))
         return headers + list(self.extra_headers)
 
     def request_bytes(self) -> bytes:
@@ -246,7 +280,11 @@ class ClientHandshake:
                 raise HandshakeError(0, "connection closed during the opening handshake")
             return NEED_DATA
         self.response = result
-        self.subprotocol = validate_response(result, self.key, self.subprotocols)
+        self.subprotocol = validate_response(result, self.key, self.subprotocols,
+                                             offered_extensions=self.compression is not None)
+        if self.compression is not None:
+            self.deflate = self.compression.accept_response(
+                result.headers.get_all("Sec-WebSocket-Extensions"))
         return result
 
     @property

@@ -45,7 +45,7 @@ class MessageAssembler:
     ``tolerant=True``: nothing raises; the first violation is reported in the message's
     ``violation`` (a continuation frame with no message to continue is reported alone, as a
     ``Reassembled`` with opcode CONT and no data).  ``inflater`` inflates compressed messages
-    (strict mode has none until lablib.websocket implements permessage-deflate).
+    (RFC 7692: the connection sets it when permessage-deflate is agreed).
     """
 
     __slots__ = ("tolerant", "inflater", "_opcode", "_parts", "_frames", "_wire_length",
@@ -78,6 +78,12 @@ class MessageAssembler:
                     "continuation frame without a message to continue (§5.4)")
                 return Reassembled(Opcode.CONT, None, None, 1, False, len(frame.payload),
                                    violation)
+            if frame.rsv1:
+                violation = self._fail(
+                    RemoteProtocolError("RSV1 set on a continuation frame (RFC 7692 §6.1)"),
+                    "RSV1 set on a continuation frame: only the first frame of a compressed "
+                    "message carries it (RFC 7692 §6.1)")
+                self._violation = self._violation or violation
         else:
             if self._opcode is not None:
                 violation = self._fail(
@@ -180,6 +186,9 @@ class MessageAssembler:
         if not ((opcode == Opcode.TEXT and self._opcode is None)
                 or (opcode == Opcode.CONT and self._opcode is Opcode.TEXT)):
             return  # binary, control, or an error the complete frame will report
+        if (opcode == Opcode.TEXT and b0 & 0x40 and self.inflater is not None) \
+                or (opcode == Opcode.CONT and self._compressed):
+            return  # compressed (RFC 7692): its text is checked as it is inflated
         if first:  # the first bytes of this frame: start where the message stands
             if opcode == Opcode.TEXT:
                 self._partial_utf8.reset()

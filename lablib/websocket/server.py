@@ -20,6 +20,7 @@ from ..http import Request
 from .aio import WebSocket
 from .connection import Connection, Rejected, RequestReceived, Role, State
 from .frames import CloseCode
+from .deflate import DeflateOptions, compression_options
 from .handshake import ServerHandshake
 
 logger = logging.getLogger("lablib.websocket.server")
@@ -52,8 +53,10 @@ class Server:
                  max_size: int | None = 1 << 20, max_queue: int = 16,
                  ping_interval: float | None = 20, ping_timeout: float | None = 20,
                  close_timeout: float = 10, open_timeout: float | None = 10,
-                 max_request_size: int = 16 * 1024, rng: random.Random | None = None) -> None:
+                 max_request_size: int = 16 * 1024, rng: random.Random | None = None,
+                 compression: str | DeflateOptions | None = None) -> None:
         self.handler = handler
+        self.compression = compression_options(compression, client=False)
         self.host, self.requested_port = host, port
         self.subprotocols, self.origins = list(subprotocols), origins
         self.max_size, self.max_request_size = max_size, max_request_size
@@ -122,7 +125,8 @@ class Server:
     def _new_connection(self) -> ServerConnection:
         """The protocol factory: asyncio calls it for each accepted TCP connection."""
         handshake = ServerHandshake(subprotocols=self.subprotocols, origins=self.origins,
-                                    max_request_size=self.max_request_size)
+                                    max_request_size=self.max_request_size,
+                                    compression=self.compression)
         conn = Connection(Role.SERVER, handshake=handshake, max_message_size=self.max_size,
                           rng=self.rng)
         ws = ServerConnection(conn, rng=self.rng, **self.options)
@@ -184,7 +188,18 @@ class serve:
     - ``close_timeout``: how long the closing handshake may take (10 s);
     - ``open_timeout``: how long the opening handshake may take (10 s; ``None``: no limit);
     - ``max_request_size``: the largest handshake request, in bytes (16 KiB; more is 431);
-    - ``rng``: a seeded ``random.Random`` makes every random choice reproducible.
+    - ``rng``: a seeded ``random.Random`` makes every random choice reproducible;
+    - ``compression``: ``None`` (the default) declines every compression offer; ``"deflate"``
+      accepts permessage-deflate (RFC 7692) with ``websockets``' server settings (both
+      windows at most 2**12 bytes, zlib ``memLevel=5``); a
+      :class:`~lablib.websocket.deflate.DeflateOptions` chooses every parameter.  Off by
+      default, like the servers of Node's ``ws`` and ``engine.io``/``socket.io``
+      (``perMessageDeflate: false``); ``websockets``' server enables it by default.  A
+      compressor and a decompressor cost each connection memory (zlib's state, up to a few
+      hundred KiB with 2**15 windows), and compressing secrets beside attacker-chosen text
+      leaks them (CRIME; RFC 7692's security considerations): turn it on where the traffic
+      is large and repetitive.
+      ``max_size`` bounds a message after inflating too (a decompression bomb gets 1009).
     """
 
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0, *,
@@ -192,12 +207,14 @@ class serve:
                  max_size: int | None = 1 << 20, max_queue: int = 16,
                  ping_interval: float | None = 20, ping_timeout: float | None = 20,
                  close_timeout: float = 10, open_timeout: float | None = 10,
-                 max_request_size: int = 16 * 1024, rng: random.Random | None = None) -> None:
+                 max_request_size: int = 16 * 1024, rng: random.Random | None = None,
+                 compression: str | DeflateOptions | None = None) -> None:
         self._server = Server(handler, host, port, subprotocols=subprotocols, origins=origins,
                               max_size=max_size, max_queue=max_queue,
                               ping_interval=ping_interval, ping_timeout=ping_timeout,
                               close_timeout=close_timeout, open_timeout=open_timeout,
-                              max_request_size=max_request_size, rng=rng)
+                              max_request_size=max_request_size, rng=rng,
+                              compression=compression)
 
     def __await__(self):
         return self._server.start().__await__()
