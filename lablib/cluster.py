@@ -20,6 +20,9 @@ the ack), ``broadcast`` (to every client *of this worker*: without an adapter, t
 hear it; with ``redis_url`` - ``python -m lablib serve --redis URL`` - every worker shares its
 broadcasts through :class:`lablib.socketio.redis_adapter.RedisAdapter`, so all clients do) and
 ``whoami`` (the worker's pid and port, so a client can see which process serves it).
+:func:`recovery_app` is the same with connection state recovery on: with ``--redis`` the
+sessions and the packet log are in Redis (:mod:`lablib.socketio.redis_recovery`), so a client
+whose reconnect lands on another worker is recovered there.
 
 :meth:`Cluster.stop` sends SIGTERM (the worker closes its server: clients get the Engine.IO
 close), waits ``stop_timeout`` seconds, then kills what is left.
@@ -53,8 +56,8 @@ from typing import Any
 
 from .errors import LablibError
 
-__all__ = ["Cluster", "ClusterError", "ExternalBalancer", "demo_app", "load_app", "render_config",
-           "find_program", "DEFAULT_APP"]
+__all__ = ["Cluster", "ClusterError", "ExternalBalancer", "demo_app", "recovery_app", "load_app",
+           "render_config", "find_program", "DEFAULT_APP"]
 
 DEFAULT_APP = "lablib.cluster:demo_app"
 READY = re.compile(rb"lablib serve: worker (\d+) listening on http://([^:\s]+):(\d+)")
@@ -64,11 +67,12 @@ class ClusterError(LablibError):
     """A worker could not start (it exited, or did not say it listens in time)."""
 
 
-def demo_app(adapter_factory=None):
+def demo_app(adapter_factory=None, connection_state_recovery=None):
     """The default application of each worker: echo, broadcast, whoami (see the module doc)."""
     from .socketio.server import Server
 
-    sio = Server(adapter_factory=adapter_factory)
+    sio = Server(adapter_factory=adapter_factory,
+                 connection_state_recovery=connection_state_recovery)
 
     @sio.on("echo")
     async def echo(sid, data=None):
@@ -85,6 +89,11 @@ def demo_app(adapter_factory=None):
         return {"pid": os.getpid(), "port": sio.port}
 
     return sio
+
+
+def recovery_app(adapter_factory=None):
+    """:func:`demo_app` with connection state recovery (sessions kept one minute)."""
+    return demo_app(adapter_factory, {"max_disconnection_duration": 60000})
 
 
 def load_app(spec: str, redis_url: str | None = None):

@@ -1,6 +1,9 @@
 // The official socket.io server with connectionStateRecovery, driven line by line.
 //
-//   node recovery_server.js '{"maxDisconnectionDuration": 60000, "skipMiddlewares": true}'
+//   node recovery_server.js '{"maxDisconnectionDuration": 60000, "skipMiddlewares": true}' [REDIS_URL]
+//
+// With REDIS_URL the server uses the official @socket.io/redis-streams-adapter there: sessions
+// in sio:session:<pid>, the packets in the stream "socket.io", offsets are its entry ids.
 //
 // stdout: one JSON object per line.  First {"ready": true, "port": N} (127.0.0.1:N).  Then
 //   {"middleware": id}                          the io.use() middleware ran
@@ -20,7 +23,15 @@ const say = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 async function main() {
   const recovery = JSON.parse(process.argv[2] || "{}");
   const httpServer = http.createServer();
-  const io = new Server(httpServer, { connectionStateRecovery: recovery });
+  const options = { connectionStateRecovery: recovery };
+  if (process.argv[3]) {
+    const { createClient } = require("redis");
+    const { createAdapter } = require("@socket.io/redis-streams-adapter");
+    const redisClient = createClient({ url: process.argv[3] });
+    await redisClient.connect();
+    options.adapter = createAdapter(redisClient);
+  }
+  const io = new Server(httpServer, options);
   io.use((socket, next) => {
     say({ middleware: socket.id });
     next();

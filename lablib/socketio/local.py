@@ -17,6 +17,7 @@ sids too.
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 from urllib.parse import parse_qs
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["LocalNamespace"]
 
 logger = logging.getLogger(__name__)
+_STREAM_ID = re.compile(r"^[0-9]+-[0-9]+$")   # a recovery offset in Redis (a stream id)
 
 
 class LocalNamespace:
@@ -69,16 +71,28 @@ class LocalNamespace:
         event = self._event(packet)
         if event is None:
             return
+        name, args = event
+        offset = None
+        if self.server.core.driver_store and args and isinstance(args[-1], str) \
+                and _STREAM_ID.match(args[-1]):   # recovery through Redis: logged by its sender
+            args, offset = args[:-1], args[-1]
         try:
-            outputs = self.server.core.emit(event[0], event[1], namespace=self.name,
-                                            to=list(opts.rooms) or None,
-                                            skip_sids=self._excluded(opts))
+            if offset is None:
+                outputs = self._emit(name, args, opts, None)
+            else:   # not while a restore reads the log (see Server._restore_session)
+                async with self.server._store_lock(self.name):
+                    outputs = self._emit(name, args, opts, offset)
         except LocalProtocolError as exc:   # e.g. a reserved event name
             logger.warning("a broadcast from another server was refused: %s", exc)
             return
         # Reaching nobody here is normal: the members may all be on other servers.
         await self.server._apply([o for o in outputs if not isinstance(o, Undelivered)],
                                  wait=False)
+
+    def _emit(self, name: str, args: list, opts: BroadcastOptions, offset: str | None) -> list:
+        return self.server.core.emit(name, args, namespace=self.name,
+                                     to=list(opts.rooms) or None,
+                                     skip_sids=self._excluded(opts), offset=offset)
 
     async def deliver_with_acks(self, packet: Packet, opts: BroadcastOptions,
                                 timeout: float | None, on_ack: Callable[[Any], None]) -> int:

@@ -37,6 +37,7 @@ __all__ = [
     "AckTimedOut", "AckCancelled", "Disconnected", "Undelivered",
     "ReconnectScheduled", "ReconnectAttempt", "Reconnected", "ReconnectError", "ReconnectFailed",
     "SendTo", "CloseConnection", "Send", "OpenEngine", "CloseEngine",
+    "RestoreSession", "PersistSession",
 ]
 
 # --- disconnect reasons of the client (socket.io-client's DisconnectReason) --------------------
@@ -176,6 +177,32 @@ class Undelivered(Event):
     namespace: str
     to: str       #: the sid or room(s) it was addressed to
     reason: str
+
+
+# --- actions, server only: a session store the driver holds (recovery through Redis) -------------
+
+@dataclass(frozen=True, slots=True)
+class RestoreSession(Action):
+    """Server: look up a kept session (``store.restore(pid, offset)``) and hand the answer to
+    ``core.session_restored(eio_sid, namespace, restored, now)``.
+
+    Output only when the session store is the driver's (``ServerCore(driver_store=True)``):
+    a store that does I/O cannot be called inside the sans-I/O core.  Until the answer
+    comes, the client's packets for that namespace are held.
+    """
+
+    eio_sid: str
+    namespace: str
+    pid: str
+    offset: str
+
+
+@dataclass(frozen=True, slots=True)
+class PersistSession(Action):
+    """Server: keep this dropped socket's session (``store.persist(session)``)."""
+
+    namespace: str
+    session: Any   #: a :class:`~lablib.socketio.recovery.Session`
 
 
 # --- events, client only: reconnection ---------------------------------------------------------

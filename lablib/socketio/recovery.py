@@ -35,8 +35,14 @@ Decided here (Node leaves it open):
   ``yeast`` ids: offsets are opaque to the client, and a counter makes captures reproducible.
   (A log shared between processes - Redis - makes its own ids.)
 
-The store is a small interface (:class:`SessionStore`) with one implementation here,
-:class:`InMemorySessionStore` (one per namespace, like the room adapter).
+The store is a small interface with two faces.  :class:`SessionStore` is the synchronous one
+the sans-I/O core calls itself (:class:`InMemorySessionStore`, one per namespace, like the room
+adapter: the default).  :class:`AsyncSessionStore` is the one the asyncio driver calls around
+the core when the store does I/O (``Server(session_store=...)``; the core then asks for it
+with actions, see :mod:`lablib.socketio.server_core`).  It has an in-memory implementation,
+:class:`AsyncInMemorySessionStore` (the same store behind ``async def``), and a Redis one,
+:class:`lablib.socketio.redis_recovery.RedisSessionStore`, whose sessions survive a server
+restart and a move to another process.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from typing import Any, Iterable, Mapping, Protocol
 from ..errors import LocalProtocolError
 
 __all__ = ["RecoveryOptions", "Session", "Restored", "SessionStore", "InMemorySessionStore",
-           "RECOVERABLE_DISCONNECT_REASONS"]
+           "AsyncSessionStore", "AsyncInMemorySessionStore", "RECOVERABLE_DISCONNECT_REASONS"]
 
 #: The disconnect reasons after which a session is kept (socket.io's ``socket.ts``): the
 #: connection was lost, nobody asked to leave.
@@ -199,6 +205,59 @@ class InMemorySessionStore:
             if len(sessions) <= self.options.max_sessions and oldest.disconnected_at >= threshold:
                 break
             sessions.popitem(last=False)
+
+
+class AsyncSessionStore(Protocol):
+    """The same three operations, as coroutines: what the driver awaits around the core.
+
+    ``append`` must give offsets in the order it is called (the driver calls it once at a
+    time per namespace) and ``restore`` must return a complete replay or None.
+    """
+
+    async def append(self, data: list, rooms: Iterable[str] | None,
+                     except_rooms: Iterable[str], now: float) -> str:
+        """Log a broadcast EVENT's data array; append its offset to ``data`` and return it."""
+
+    async def persist(self, session: Session) -> None:
+        """Keep a dropped socket's session until it expires."""
+
+    async def restore(self, pid: str, offset: str, now: float) -> Restored | None:
+        """The session ``pid`` and what it missed after ``offset``, or None."""
+
+
+class AsyncInMemorySessionStore:
+    """:class:`InMemorySessionStore` behind the async interface (one process, no I/O).
+
+    ``AsyncInMemorySessionStore.factory()`` is a ``Server(session_store=...)``; it behaves as
+    the default, where the core calls the store itself.
+    """
+
+    def __init__(self, options: RecoveryOptions) -> None:
+        self.store = InMemorySessionStore(options)
+
+    @classmethod
+    def factory(cls):
+        """``session_store(namespace, options)`` for the Server."""
+        return lambda namespace, options: cls(options)
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def append(self, data: list, rooms: Iterable[str] | None,
+                     except_rooms: Iterable[str], now: float) -> str:
+        return self.store.append(data, rooms, except_rooms, now)
+
+    async def persist(self, session: Session) -> None:
+        self.store.persist(session)
+
+    async def restore(self, pid: str, offset: str, now: float) -> Restored | None:
+        return self.store.restore(pid, offset, now)
 
 
 def _reaches(entry: _Logged, rooms: set[str]) -> bool:

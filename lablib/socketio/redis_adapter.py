@@ -26,6 +26,11 @@ What each adapter does (one per namespace, like the reference):
   (:attr:`RedisAdapter.publish_failures`), and :class:`AdapterError` is raised to the caller -
   never a silent local-only broadcast; the subscriber reconnects on its own (redis-py
   resubscribes) with a growing delay, logged, counted in :attr:`RedisConnection.reconnects`.
+
+Connection state recovery: the reference pub/sub adapter has none.  With
+``connection_state_recovery`` on, a Server using this adapter keeps its sessions and packet log
+in the same Redis (:meth:`RedisConnection.session_store`, :mod:`lablib.socketio.redis_recovery`,
+in ``@socket.io/redis-streams-adapter``'s format), and its broadcasts carry their offset.
 """
 
 from __future__ import annotations
@@ -87,10 +92,19 @@ class RedisConnection:
         self._users = 0
         self._routes: dict[bytes, RedisAdapter] = {}      # channel or pattern -> adapter
         self._confirmations: dict[bytes, asyncio.Future] = {}
+        self._sessions: Any = None   # the recovery stores' Redis client (made when asked)
 
     def __call__(self, namespace: str) -> RedisAdapter:
         """The adapter factory: ``Server(adapter_factory=connection)``."""
         return RedisAdapter(namespace, self)
+
+    def session_store(self, namespace: str, options: Any) -> Any:
+        """Connection state recovery's store for ``namespace``, in the same Redis
+        (:mod:`lablib.socketio.redis_recovery`): the Server uses it when recovery is on."""
+        from .redis_recovery import RedisSessions   # (it imports this module's neighbours)
+        if self._sessions is None:
+            self._sessions = RedisSessions(self.url)
+        return self._sessions(namespace, options)
 
     # --- the connections ----------------------------------------------------------------------
 

@@ -114,7 +114,9 @@ from .adapter import Adapter, InMemoryAdapter
 from .local import LocalNamespace
 from .packets import DEFAULT_MAX_ATTACHMENTS, Packet, PacketType
 from .protocol import (AckCancelled, AckReceived, AckTimedOut, CloseConnection, ConnectRequested,
-                       Disconnected, EventReceived, Output, SendTo, Undelivered)
+                       Disconnected, EventReceived, Output, PersistSession, RestoreSession,
+                       SendTo, Undelivered)
+from .recovery import AsyncSessionStore, RecoveryOptions
 from .server_cluster import ClusterMixin
 from .server_core import DEFAULT_MAX_HELD_PACKETS, DEFAULT_REFUSAL, ServerCore
 
@@ -258,6 +260,17 @@ class Server(ClusterMixin):
     emit it missed; :meth:`recovered` tells.  With ``skip_middlewares`` the connect handler
     does not run for a recovered client (it is lablib's middleware: Node runs its ``use()``
     middlewares only, then still fires "connection"; lablib has one connect handler for both).
+
+    Where the sessions are kept: in this process's memory by default.  ``session_store``, a
+    ``factory(namespace, options) -> AsyncSessionStore``, puts them elsewhere - e.g.
+    :meth:`lablib.socketio.redis_recovery.RedisSessionStore.factory` - and an adapter factory
+    that offers one (``RedisAdapter.factory(url)``: its ``session_store``) is used when none is
+    given, so with the Redis adapter a session survives a restart and a move to another
+    process.  Such a store is awaited here, around the core (the core asks with
+    ``RestoreSession``/``PersistSession`` and takes ``offset=``): one append at a time per
+    namespace, in the order of the emits.  A store that fails (Redis away) raises
+    :class:`~lablib.errors.AdapterError` from ``emit``; a failed restore or persist is logged
+    and counted (:attr:`recovery_failures`) and the client is not recovered.
     """
 
     def __init__(self, namespaces: Iterable[str] | str | None = None, *,
@@ -275,8 +288,17 @@ class Server(ClusterMixin):
                  max_buffered_packets: int = 10_000, max_request_size: int = 16 * 1024,
                  request_timeout: float = 60.0, close_timeout: float = 5.0,
                  max_write_buffer: int = 4 * 1024 * 1024,
-                 connection_state_recovery: dict | bool | None = None) -> None:
+                 connection_state_recovery: dict | bool | None = None,
+                 session_store: Callable[[str, RecoveryOptions], AsyncSessionStore] | None = None
+                 ) -> None:
         rng = rng if rng is not None else secrets.SystemRandom()
+        if connection_state_recovery and session_store is None:   # the adapter's, if any
+            session_store = getattr(adapter_factory, "session_store", None)
+        self._store_factory = session_store if connection_state_recovery else None
+        self._stores: dict[str, Any] = {}             # namespace -> AsyncSessionStore
+        self._store_locks: dict[str, asyncio.Lock] = {}
+        #: restores and persists the session store failed (logged; the client not recovered)
+        self.recovery_failures = 0
         self._adapter_factory = adapter_factory or (lambda namespace: InMemoryAdapter())
         self._adapters: list[Any] = []       # every namespace's, to start and close them
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -295,7 +317,8 @@ class Server(ClusterMixin):
             rng=rng, connect_timeout=connect_timeout, max_attachments=max_attachments,
             max_held_packets=max_held_packets,
             connection_state_recovery=connection_state_recovery,
-            session_data=lambda namespace, sid: self._sessions.get((namespace, sid)))
+            session_data=lambda namespace, sid: self._sessions.get((namespace, sid)),
+            driver_store=self._store_factory is not None)
         self.max_queue = max_queue
         self.handlers: dict[str, dict[str, Callable[..., Any]]] = {}   # namespace -> event -> f
         self.server_handlers: dict[str, dict[str, Callable[..., Any]]] = {}   # other servers'
@@ -384,7 +407,10 @@ class Server(ClusterMixin):
         # does not read).  Anything else is a broadcast: written to every member's bounded
         # buffer without waiting for any one of them (see _write).
         direct = isinstance(to, str) and self.core.is_connected(to, namespace)
-        if callback is None:
+        offset = None
+        if callback is None and self._store_factory is not None:
+            offset, outputs = await self._logged_emit(event, args, namespace, to, skip)
+        elif callback is None:
             outputs = self.core.emit(event, args, namespace=namespace, to=to, skip_sids=skip,
                                      now=self._now())
         else:
@@ -398,9 +424,59 @@ class Server(ClusterMixin):
             outputs = [o for o in outputs if not isinstance(o, Undelivered)]
         await self._apply(outputs, wait=direct)
         if not direct:
-            if clustered:
-                await self._publish(adapter, namespace, event, args, to, skip, callback)
+            if clustered:   # the offset rides along: the other servers deliver it as is
+                published = args if offset is None else (*args, offset)
+                await self._publish(adapter, namespace, event, published, to, skip, callback)
             await asyncio.sleep(0)   # let the loop write to the sockets that can take it
+
+    async def _logged_emit(self, event: str, args: tuple, namespace: str,
+                           to: str | Iterable[str] | None, skip: str | Iterable[str]
+                           ) -> tuple[str, list[Output]]:
+        """The driver's store logs the packet (its offset), then the core delivers it with
+        that offset - under the namespace's lock, so offsets go out in the order they were
+        given and no restore reads the log between the two."""
+        data = ServerCore._event_data(event, args)   # a bad event name fails before logging
+        rooms = None if to is None else [to] if isinstance(to, str) else list(to)
+        skip = [skip] if isinstance(skip, str) else list(skip)
+        store = self._store(namespace)
+        async with self._store_lock(namespace):
+            offset = await store.append(data, rooms, skip, self._now())
+            outputs = self.core.emit(event, args, namespace=namespace, to=to, skip_sids=skip,
+                                     now=self._now(), offset=offset)
+        return offset, outputs
+
+    def _store(self, namespace: str) -> Any:
+        store = self._stores.get(namespace)
+        if store is None:
+            assert self._store_factory is not None and self.core.recovery is not None
+            store = self._stores[namespace] = self._store_factory(namespace, self.core.recovery)
+        return store
+
+    def _store_lock(self, namespace: str) -> asyncio.Lock:
+        return self._store_locks.setdefault(namespace, asyncio.Lock())
+
+    async def _restore_session(self, action: RestoreSession) -> None:
+        """Ask the driver's store for a kept session, and hand the answer to the core."""
+        restored = None
+        try:
+            async with self._store_lock(action.namespace):
+                restored = await self._store(action.namespace).restore(
+                    action.pid, action.offset, self._now())
+                outputs = self.core.session_restored(action.eio_sid, action.namespace,
+                                                     restored, self._now())
+        except (LablibError, OSError) as exc:
+            self.recovery_failures += 1
+            logger.error("the session of a reconnecting client was not restored: %s", exc)
+            outputs = self.core.session_restored(action.eio_sid, action.namespace, None,
+                                                 self._now())
+        await self._apply(outputs)
+
+    async def _persist_session(self, action: PersistSession) -> None:
+        try:
+            await self._store(action.namespace).persist(action.session)
+        except (LablibError, OSError) as exc:
+            self.recovery_failures += 1
+            logger.error("the session of %s was not kept: %s", action.session.sid, exc)
 
     async def send(self, data: Any, to: str | Iterable[str] | None = None,
                    room: str | Iterable[str] | None = None,
@@ -588,6 +664,9 @@ class Server(ClusterMixin):
         await asyncio.gather(*self._tasks, *([self._timer_task] if self._timer_task else []),
                              return_exceptions=True)
         await self._close_adapters()
+        for store in self._stores.values():   # after the sessions of the close were kept
+            if hasattr(store, "close"):
+                await store.close()
 
     async def wait_closed(self) -> None:
         await self.eio.wait_closed()
@@ -640,6 +719,10 @@ class Server(ClusterMixin):
                 self._enqueue(self._eio_sid_of.pop((output.namespace, output.sid), None), output)
             elif isinstance(output, Undelivered):
                 self._undelivered(output)
+            elif isinstance(output, RestoreSession):
+                await self._restore_session(output)
+            elif isinstance(output, PersistSession):
+                await self._persist_session(output)
 
     def _undelivered(self, output: Undelivered) -> None:
         self.undelivered += 1

@@ -41,8 +41,10 @@ Rules the reference server leaves to chance, decided here:
   and emits addressed to it (by sid or by a room it entered) are kept and take effect right
   after the CONNECT answer, as with python-socketio and Node, where a connect handler may
   greet its client.  A broadcast to the whole namespace does not reach it (it is not
-  connected yet).  An ``emit`` with a ``to`` that reaches no socket at all (an unknown or
-  disconnected sid, an empty room) outputs :class:`Undelivered`, never nothing.
+  connected yet) - unless it is a recovered socket: its replay was read from the log when its
+  CONNECT came, so what is broadcast from then on waits with it (not twice: a packet whose
+  offset is in its replay is skipped).  An ``emit`` with a ``to`` that reaches no socket at
+  all (an unknown or disconnected sid, an empty room) outputs :class:`Undelivered`, never nothing.
 * No namespace joined within ``connect_timeout`` ms of the connection opening: it is closed
   (the reference's ``connectTimeout``, 45000 ms).
 * Ack ids of server-sent events count from 0 per namespace (the reference's ``nsp._ids``), so a
@@ -55,6 +57,18 @@ disconnect keeps the session; a CONNECT with ``{pid, offset}`` restores it
 (``ConnectRequested.recovered``), and the missed packets go out right after the CONNECT answer.
 (Node writes them *before* its CONNECT answer, which its client buffers; the spec's order is
 kept here, and both clients accept both.)
+
+Where the sessions live: by default in the core (an :class:`InMemorySessionStore` per
+namespace, called synchronously).  A store that does I/O (Redis:
+:mod:`lablib.socketio.redis_recovery`) is the driver's, ``driver_store=True``: the core then
+asks for it with actions and takes the answers as calls, staying pure::
+
+    client CONNECT {pid, offset}  -> RestoreSession(eio_sid, ns, pid, offset)
+                                     (that namespace's packets are held meanwhile)
+    session_restored(eio_sid, ns, restored, now) -> ConnectRequested (recovered or not)
+    unexpected disconnect         -> PersistSession(ns, session)
+    emit(..., offset=)            the driver appended the packet to its log first; the core
+                                  adds the offset it got as the last argument
 
 Times: ``now`` is seconds from any fixed origin (the driver's ``loop.time()``); an ack
 ``timeout`` is seconds, like python-socketio's ``call(timeout=...)``; ``connect_timeout`` is
@@ -77,7 +91,9 @@ from .recovery import (RECOVERABLE_DISCONNECT_REASONS, InMemorySessionStore, Rec
 from .packets import (DEFAULT_MAX_ATTACHMENTS, MAX_ACK_ID, RESERVED_EVENTS, Decoder, Packet,
                       PacketType, encode)
 from .protocol import (AckCancelled, AckReceived, AckTimedOut, CloseConnection, ConnectRequested,
-                       Disconnected, EventReceived, Output, SendTo, Undelivered)
+                       Disconnected, EventReceived, Output, PersistSession, RestoreSession,
+                       SendTo, Undelivered)
+from .recovery import Restored
 
 __all__ = ["ServerCore", "INVALID_NAMESPACE", "DEFAULT_REFUSAL"]
 
@@ -104,6 +120,7 @@ class _Socket:
     pid: str | None = None        # the private session id (None: recovery off)
     recovered: bool = False       # restored from a kept session
     data: Any = None              # the application data restored with it
+    replayed: set[str] = field(default_factory=set)   # offsets in its replay (while pending)
 
 
 @dataclass(slots=True)
@@ -126,6 +143,8 @@ class _Connection:
     sockets: dict[str, _Socket] = field(default_factory=dict)   # namespace -> socket
     pending: dict[str, _Socket] = field(default_factory=dict)   # namespace -> pending socket
     seen_connect: bool = False
+    # namespace -> (its CONNECT's auth, the packets held) while the driver's store restores
+    restoring: dict[str, tuple[Any, list[Packet]]] = field(default_factory=dict)
 
 
 class ServerCore:
@@ -143,6 +162,8 @@ class ServerCore:
     :class:`~lablib.socketio.recovery.RecoveryOptions`; ``store_factory(namespace, options)``
     makes each namespace's session store (in memory by default).  ``session_data(namespace,
     sid)`` returns the application data kept with a dropped session (the driver's).
+    ``driver_store``: the driver holds the session store (see the module docstring); then
+    no store is made here and ``store_factory`` is not used.
     """
 
     def __init__(self, *, namespaces: Iterable[str] | str = ("/",),
@@ -152,8 +173,10 @@ class ServerCore:
                  max_held_packets: int = DEFAULT_MAX_HELD_PACKETS,
                  connection_state_recovery: dict | bool | None = None,
                  store_factory: Callable[[str, RecoveryOptions], SessionStore] | None = None,
-                 session_data: Callable[[str, str], Any] = lambda namespace, sid: None) -> None:
+                 session_data: Callable[[str, str], Any] = lambda namespace, sid: None,
+                 driver_store: bool = False) -> None:
         self.recovery = RecoveryOptions.from_option(connection_state_recovery)
+        self.driver_store = driver_store
         self._store_factory = store_factory or (lambda namespace, options:
                                                 InMemorySessionStore(options))
         self._session_data = session_data
@@ -180,7 +203,7 @@ class ServerCore:
             raise LocalProtocolError(f"a namespace starts with '/': {name!r}")
         if name not in self._namespaces:
             ns = self._namespaces[name] = _Namespace(name, self._adapter_factory(name))
-            if self.recovery is not None:
+            if self.recovery is not None and not self.driver_store:
                 ns.store = self._store_factory(name, self.recovery)
 
     def adapter(self, namespace: str = "/") -> Adapter:
@@ -275,24 +298,31 @@ class ServerCore:
         out: list[Output] = []
         for socket in list(conn.pending.values()):
             if socket.recovered:   # dropped again before its answer: keep the session again
-                self._persist_session(socket, reason, now)
+                out += self._persist_session(socket, reason, now)
             out += self._drop_pending(socket, reason)
         for socket in list(conn.sockets.values()):
-            self._persist_session(socket, reason, now)
+            out += self._persist_session(socket, reason, now)
             out += self._remove_socket(socket, reason)
         return out
 
-    def _persist_session(self, socket: _Socket, reason: str, now: float) -> None:
+    def _persist_session(self, socket: _Socket, reason: str, now: float) -> list[Output]:
         """Recovery: keep the session of a socket that dropped (not one that left)."""
-        store = self._namespaces[socket.namespace].store
-        if store is None or socket.pid is None or reason not in RECOVERABLE_DISCONNECT_REASONS:
-            return
+        if self.recovery is None or socket.pid is None \
+                or reason not in RECOVERABLE_DISCONNECT_REASONS:
+            return []
         if socket.pending:   # a restored socket not yet accepted: its state is on the socket
             rooms, data = (socket.sid, *socket.rooms), socket.data
         else:
             rooms = tuple(self._namespaces[socket.namespace].adapter.rooms_of(socket.sid))
             data = self._session_data(socket.namespace, socket.sid)
-        store.persist(Session(socket.sid, socket.pid, rooms, data, now))
+        return self._keep(socket.namespace, Session(socket.sid, socket.pid, rooms, data, now))
+
+    def _keep(self, namespace: str, session: Session) -> list[Output]:
+        store = self._namespaces[namespace].store
+        if store is None:   # the driver's store
+            return [PersistSession(namespace, session)]
+        store.persist(session)
+        return []
 
     def receive(self, eio_sid: str, message: str | bytes, now: float) -> list[Output]:
         """One Engine.IO message from the client on ``eio_sid``."""
@@ -312,11 +342,13 @@ class ServerCore:
         socket = conn.sockets.get(packet.namespace)
         if socket is None:
             pending = conn.pending.get(packet.namespace)
-            if pending is None:
+            restoring = conn.restoring.get(packet.namespace)
+            if pending is None and restoring is None:
                 return []   # not joined: ignored, as python-socketio does (see above)
-            if len(pending.inbox) >= self.max_held_packets:
+            inbox = pending.inbox if pending is not None else restoring[1]
+            if len(inbox) >= self.max_held_packets:
                 return self._close(conn, "protocol error")
-            pending.inbox.append(packet)   # handled once the CONNECT is accepted
+            inbox.append(packet)   # handled once the CONNECT is accepted
             return []
         return self._dispatch(socket, packet)
 
@@ -342,40 +374,64 @@ class ServerCore:
         if name not in self._namespaces:
             return self._send(conn.eio_sid, Packet(PacketType.CONNECT_ERROR, name,
                                                    {"message": INVALID_NAMESPACE}))
-        if name in conn.sockets or name in conn.pending:
+        if name in conn.sockets or name in conn.pending or name in conn.restoring:
             return self._send(conn.eio_sid, Packet(PacketType.CONNECT_ERROR, name,
                                                    {"message": "Already connected"}))
-        socket = self._recover(conn, name, packet.data, now)
+        ns, auth = self._namespaces[name], packet.data
+        pid, offset = _pid_and_offset(auth) if self.recovery is not None else (None, None)
+        if pid is None or offset is None:
+            return self._request(conn, name, auth, None)
+        if ns.store is None:   # the driver's store: ask it, hold this namespace's packets
+            conn.restoring[name] = (auth, [])
+            return [RestoreSession(conn.eio_sid, name, pid, offset)]
+        return self._request(conn, name, auth, ns.store.restore(pid, offset, now))
+
+    def session_restored(self, eio_sid: str, namespace: str, restored: Restored | None,
+                         now: float) -> list[Output]:
+        """The driver's store answered a :class:`RestoreSession`: the CONNECT goes on, with
+        the session (recovered) or without (a new one).  If the client left meanwhile, the
+        session is kept again (:class:`PersistSession`)."""
+        conn = self._connections.get(eio_sid)
+        waiting = conn.restoring.pop(namespace, None) if conn is not None else None
+        if waiting is None:
+            if restored is None:
+                return []
+            return self._keep(namespace, restored.session)
+        auth, held = waiting
+        out = self._request(conn, namespace, auth, restored)
+        conn.pending[namespace].inbox[:0] = held
+        return out
+
+    def _request(self, conn: _Connection, name: str, auth: Any,
+                 restored: Restored | None) -> list[Output]:
+        """The pending socket (restored, or new) and the ConnectRequested for it."""
+        socket = self._recover(conn, name, auth, restored)
         if socket is None:
-            socket = _Socket(self._new_sid(), name, conn.eio_sid, packet.data, pending=True)
-            if self._namespaces[name].store is not None:
+            socket = _Socket(self._new_sid(), name, conn.eio_sid, auth, pending=True)
+            if self.recovery is not None:
                 socket.pid = generate_sid(self.rng)
         conn.pending[name] = socket
         self._namespaces[name].connecting[socket.sid] = socket
-        return [ConnectRequested(conn.eio_sid, name, socket.sid, packet.data, socket.recovered)]
+        return [ConnectRequested(conn.eio_sid, name, socket.sid, auth, socket.recovered)]
 
-    def _recover(self, conn: _Connection, name: str, auth: Any, now: float) -> _Socket | None:
-        """Recovery: the pending socket restored from ``auth``'s ``{pid, offset}``, or None.
+    def _recover(self, conn: _Connection, name: str, auth: Any,
+                 restored: Restored | None) -> _Socket | None:
+        """Recovery: the pending socket restored from the store's answer, or None.
 
         It has the kept sid, pid, rooms and data; the missed packets wait in its outbox and
         go out right after the CONNECT answer."""
         ns = self._namespaces[name]
-        if ns.store is None or not isinstance(auth, dict):
-            return None
-        pid, offset = auth.get("pid"), auth.get("offset")
-        if not isinstance(pid, str) or not isinstance(offset, str):
-            return None
-        restored = ns.store.restore(pid, offset, now)
         if restored is None:
             return None
         session = restored.session
         if session.sid in ns.sockets or session.sid in ns.connecting:
-            return None   # that sid is live again (cannot happen with one store per process)
+            return None   # that sid is live again (a session is restored once: not expected)
         socket = _Socket(session.sid, name, conn.eio_sid, auth, pending=True, pid=session.pid,
                          recovered=True, data=session.data)
         socket.rooms = [room for room in session.rooms if room != session.sid]
         socket.outbox = [tuple(encode(Packet(PacketType.EVENT, name, data)))
                          for data in restored.missed]
+        socket.replayed = {data[-1] for data in restored.missed if isinstance(data[-1], str)}
         return socket
 
     def _new_sid(self) -> str:
@@ -409,6 +465,7 @@ class ServerCore:
         out += [SendTo(eio_sid, messages) for messages in socket.outbox]
         inbox = socket.inbox
         socket.rooms, socket.outbox, socket.inbox = [], [], []
+        socket.replayed = set()
         for packet in inbox:
             if not self.is_connected(socket.sid, namespace):
                 break   # a held DISCONNECT: what followed it is for a socket that left
@@ -458,7 +515,8 @@ class ServerCore:
 
     def emit(self, event: str, args: Sequence[Any] = (), *, namespace: str = "/",
              to: str | Iterable[str] | None = None,
-             skip_sids: str | Iterable[str] = (), now: float = 0.0) -> list[Output]:
+             skip_sids: str | Iterable[str] = (), now: float = 0.0,
+             offset: str | None = None) -> list[Output]:
         """Send an event to every socket of ``namespace``, or to the members of ``to`` (a room,
         a sid - each sid is a room - or several), except ``skip_sids``.
 
@@ -468,11 +526,16 @@ class ServerCore:
 
         With connection state recovery the packet gets an offset as its last argument and is
         logged (``now``: seconds, for the log's age limit), even if it reaches nobody now: a
-        dropped client in ``to`` may come back for it.
+        dropped client in ``to`` may come back for it.  With the driver's store, the driver
+        logged it and passes the ``offset`` it got (None: the packet goes without one).
         """
         data = self._event_data(event, args)
         store = self._namespace(namespace).store
-        if store is not None:
+        if offset is not None:
+            if store is not None:
+                raise LocalProtocolError("the core's own store gives the offsets")
+            data.append(offset)
+        elif store is not None:
             to = to if to is None or isinstance(to, str) else list(to)
             skip_sids = skip_sids if isinstance(skip_sids, str) else list(skip_sids)
             store.append(data, None if to is None else [to] if isinstance(to, str) else to,
@@ -485,10 +548,13 @@ class ServerCore:
         """(connected sockets, pending sockets) a broadcast to ``to`` reaches."""
         connected = [ns.sockets[sid] for sid in ns.adapter.broadcast_targets(to, skip_sids)
                      if sid in ns.sockets]
-        if to is None or not ns.connecting:
+        if not ns.connecting:
             return connected, []
-        names = {to} if isinstance(to, str) else set(to)
         skip = {skip_sids} if isinstance(skip_sids, str) else set(skip_sids)
+        if to is None:   # a recovered socket is a member already: its replay was read
+            return connected, [socket for sid, socket in ns.connecting.items()
+                               if socket.recovered and sid not in skip]
+        names = {to} if isinstance(to, str) else set(to)
         pending = [socket for sid, socket in ns.connecting.items() if sid not in skip
                    and (sid in names or not names.isdisjoint(socket.rooms))]
         return connected, pending
@@ -500,6 +566,12 @@ class ServerCore:
         each.  Returns the sids reached and the outputs."""
         ns = self._namespace(namespace)
         connected, pending = self._targets(ns, to, skip_sids)
+        if pending and packet.id is None and packet.data and isinstance(packet.data[-1], str):
+            kept = [socket for socket in pending   # in its replay already: not twice
+                    if packet.data[-1] not in socket.replayed]
+            if not connected and not kept:
+                return [], []
+            pending = kept
         if not connected and not pending:
             if to is None:
                 return [], []   # a broadcast to an empty namespace: nobody to tell
@@ -651,3 +723,11 @@ def _describe(to: str | Iterable[str]) -> str:
 
 
 _MISSING: Any = object()
+
+
+def _pid_and_offset(auth: Any) -> tuple[str | None, str | None]:
+    """A recovering client's ``{pid, offset}`` from its CONNECT auth (None if absent)."""
+    if not isinstance(auth, dict):
+        return None, None
+    pid, offset = auth.get("pid"), auth.get("offset")
+    return (pid if isinstance(pid, str) else None, offset if isinstance(offset, str) else None)
