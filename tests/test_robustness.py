@@ -32,7 +32,6 @@ import contextlib
 import functools
 import gc
 import inspect
-import json
 import logging
 import random
 
@@ -46,7 +45,8 @@ from lablib.websocket.client import connect
 from lablib.websocket.server import serve as ws_serve
 from tests import wire
 from tests.aio_support import run_guarded, until
-from tests.wire import KEY, WAIT, body_of, masked, request, status, upgrade_request
+from tests.wire import (KEY, WAIT, body_of, eio_target, masked, polling_handshake, request, status,
+                        upgrade_request)
 
 TIMEOUT = 0.3          #: the servers' request/open/close timeouts in these tests (seconds)
 
@@ -162,17 +162,6 @@ async def running(kind: str, **settings):
         sio = sio_server(**settings)
         async with socket_serve(sio, "127.0.0.1", 0):
             yield sio.port, sio
-
-
-def eio_target(path: str = "/engine.io/", transport: str = "polling", sid: str | None = None) -> str:
-    return f"{path}?EIO=4&transport={transport}" + (f"&sid={sid}" if sid else "")
-
-
-async def polling_handshake(peer: Peer, path: str = "/engine.io/") -> str:
-    head, body = await peer.request("GET", eio_target(path))
-    assert status(head) == b"HTTP/1.1 200 OK", head
-    assert body.startswith(b'0{"sid":"')
-    return json.loads(body[1:])["sid"]
 
 
 async def legit(kind: str, port: int) -> None:

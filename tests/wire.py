@@ -87,6 +87,20 @@ async def open_upgraded(port: int, target: str = "/") -> tuple[asyncio.StreamRea
     return reader, writer
 
 
+def eio_target(path: str = "/engine.io/", transport: str = "polling", sid: str | None = None,
+               eio: str = "4") -> str:
+    """An Engine.IO request target: ``/engine.io/?EIO=4&transport=polling[&sid=...]``."""
+    return f"{path}?EIO={eio}&transport={transport}" + (f"&sid={sid}" if sid else "")
+
+
+async def polling_handshake(peer: "Peer", path: str = "/engine.io/") -> str:
+    """Open an Engine.IO session over polling on ``peer``; return its sid."""
+    head, body = await peer.request("GET", eio_target(path))
+    assert status(head) == b"HTTP/1.1 200 OK", head
+    assert body.startswith(b'0{"sid":"')
+    return json.loads(body[1:])["sid"]
+
+
 # --- WebSocket frames by hand ------------------------------------------------------------------
 
 def masked(opcode: int, payload: bytes, fin: bool = True) -> bytes:

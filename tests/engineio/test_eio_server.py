@@ -23,7 +23,7 @@ from lablib.errors import LocalProtocolError
 from lablib.websocket.connection import ConnectionClosed
 from lablib.websocket.handshake import ClientHandshake
 from tests.aio_support import asyncio_test, until
-from tests.wire import Peer, RawWebSocket, status
+from tests.wire import Peer, RawWebSocket, eio_target, polling_handshake, status
 
 SEED = 7
 SID = generate_sid(random.Random(SEED))  #: the first sid of a server built with rng=Random(7)
@@ -43,20 +43,13 @@ class Recorder:
 
 
 def q(sid: str | None = None, transport: str = "polling", eio: str = "4", prefix: str = "/engine.io/") -> str:
-    target = f"{prefix}?EIO={eio}&transport={transport}"
-    return target + (f"&sid={sid}" if sid else "")
+    return eio_target(prefix, transport, sid, eio)
 
 
 def open_json(sid: str, ping_interval=25000, ping_timeout=20000, max_payload=1000000,
               upgrades='["websocket"]') -> bytes:
     return (f'0{{"sid":"{sid}","upgrades":{upgrades},"pingInterval":{ping_interval},'
             f'"pingTimeout":{ping_timeout},"maxPayload":{max_payload}}}').encode()
-
-
-async def handshake(http: Peer) -> str:
-    head, body = await http.request("GET", q())
-    assert status(head) == b"HTTP/1.1 200 OK"
-    return json.loads(body[1:])["sid"]
 
 
 # === (a) polling, request by request =============================================================
@@ -80,7 +73,7 @@ async def test_a_held_get_is_released_by_send():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
         http = await Peer.open(srv.port)
-        sid = await handshake(http)
+        sid = await polling_handshake(http)
         http.send_request("GET", q(sid))  # same keep-alive connection
         await until(lambda: srv.sessions[sid].poll_held)
         await srv.send(sid, "hello")
@@ -94,7 +87,7 @@ async def test_a_held_get_is_released_by_send():
 async def test_packets_sent_between_polls_wait_for_the_next_get():
     async with serve(Recorder().server, "127.0.0.1", 0) as srv:
         http = await Peer.open(srv.port)
-        sid = await handshake(http)
+        sid = await polling_handshake(http)
         await srv.send(sid, "one")
         await srv.send(sid, b"\x01\x02\x03\x04")  # binary: "b" + base64 in a polling payload
         await srv.send(sid, "three")
@@ -108,7 +101,7 @@ async def test_post_of_a_batched_payload_gives_message_events_in_order():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
         http = await Peer.open(srv.port)
-        sid = await handshake(http)
+        sid = await polling_handshake(http)
         head, body = await http.request("POST", q(sid), b"4hello\x1ebAQIDBA==\x1e4\xc3\xa9t\xc3\xa9",
                                         [("Content-Type", "text/plain;charset=UTF-8")])
         assert head == b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2\r\n\r\n"
@@ -136,7 +129,7 @@ async def test_unknown_sid_bad_eio_bad_transport():
         head, body = await http.request("GET", "/elsewhere/")
         assert status(head) == b"HTTP/1.1 404 Not Found"
         # every refusal kept the connection: one more handshake on it works
-        assert await handshake(http)
+        assert await polling_handshake(http)
         http.close()
 
 
@@ -145,7 +138,7 @@ async def test_post_over_max_payload_is_413_and_the_session_lives_on():
     rec = Recorder(max_payload=100)
     async with serve(rec.server, "127.0.0.1", 0) as srv:
         http = await Peer.open(srv.port)
-        sid = await handshake(http)
+        sid = await polling_handshake(http)
         head, body = await http.request("POST", q(sid), b"4" + b"x" * 200)
         assert head == b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         assert body == b"" and await http.closed_by_server()
@@ -161,7 +154,7 @@ async def test_bad_payload_closes_the_session_with_400_code_3():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
         http = await Peer.open(srv.port)
-        sid = await handshake(http)
+        sid = await polling_handshake(http)
         head, body = await http.request("POST", q(sid), b"9what")
         assert status(head) == b"HTTP/1.1 400 Bad Request"
         assert body == b'{"code":3,"message":"Bad request"}'
@@ -175,7 +168,7 @@ async def test_a_second_concurrent_get_is_400_and_ends_the_session():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
         first, second = await Peer.open(srv.port), await Peer.open(srv.port)
-        sid = await handshake(first)
+        sid = await polling_handshake(first)
         first.send_request("GET", q(sid))
         await until(lambda: srv.sessions[sid].poll_held)
         head, body = await second.request("GET", q(sid))
@@ -206,7 +199,7 @@ async def test_a_post_while_the_previous_one_is_handled_is_400_and_ends_the_sess
     server.on("disconnect", lambda sid, reason: closed.set_result(reason))
     async with serve(server, "127.0.0.1", 0) as srv:
         first, second = await Peer.open(srv.port), await Peer.open(srv.port)
-        sid = await handshake(first)
+        sid = await polling_handshake(first)
         first.send_request("POST", q(sid), b"4first")
         await until(lambda: handled)
         head, body = await second.request("POST", q(sid), b"4second")
@@ -225,7 +218,7 @@ async def test_text_with_the_record_separator_is_refused_over_polling_and_nothin
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
         http = await Peer.open(srv.port)
-        sid = await handshake(http)
+        sid = await polling_handshake(http)
         http.send_request("GET", q(sid))
         await until(lambda: srv.sessions[sid].poll_held)
         with pytest.raises(LocalProtocolError, match="record separator"):
@@ -280,7 +273,7 @@ async def test_a_client_that_drops_its_held_get_ends_the_session():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
         http = await Peer.open(srv.port)
-        sid = await handshake(http)
+        sid = await polling_handshake(http)
         http.send_request("GET", q(sid))
         await until(lambda: srv.sessions[sid].poll_held)
         http.close()
@@ -293,7 +286,7 @@ async def test_client_close_packet_releases_the_held_get_with_a_noop():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
         poll, post = await Peer.open(srv.port), await Peer.open(srv.port)
-        sid = await handshake(poll)
+        sid = await polling_handshake(poll)
         poll.send_request("GET", q(sid))
         await until(lambda: srv.sessions[sid].poll_held)
         assert (await post.request("POST", q(sid), b"1"))[1] == b"ok"
@@ -307,7 +300,7 @@ async def test_server_disconnect_over_polling():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
         http = await Peer.open(srv.port)
-        sid = await handshake(http)
+        sid = await polling_handshake(http)
         await srv.send(sid, "bye")
         await srv.disconnect(sid)  # no GET held: the close packet waits for one
         assert srv.sessions[sid].state is State.CLOSING
@@ -355,7 +348,7 @@ async def test_a_failing_handler_is_logged_and_the_server_goes_on(caplog):
     with caplog.at_level(logging.ERROR, logger="lablib.engineio.server"):
         async with serve(server, "127.0.0.1", 0) as srv:
             http = await Peer.open(srv.port)
-            sid = await handshake(http)
+            sid = await polling_handshake(http)
             assert (await http.request("POST", q(sid), b"4boom"))[1] == b"ok"
             assert (await http.request("POST", q(sid), b"4again"))[1] == b"ok"
             http.close()
@@ -375,7 +368,7 @@ async def test_upgrade_by_hand():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
         poll = await Peer.open(srv.port)
-        sid = await handshake(poll)
+        sid = await polling_handshake(poll)
         poll.send_request("GET", q(sid))
         await until(lambda: srv.sessions[sid].poll_held)
 
@@ -419,7 +412,7 @@ async def test_a_failed_probe_leaves_the_session_on_polling():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
         poll = await Peer.open(srv.port)
-        sid = await handshake(poll)
+        sid = await polling_handshake(poll)
         ws = await RawWebSocket.open(srv.port, q(sid, "websocket"))
         ws.send_text("5")  # no probe first
         closed = await ws.message()
@@ -492,7 +485,7 @@ async def test_a_polling_client_that_never_pongs_is_dropped():
         http = await Peer.open(srv.port)
         loop = asyncio.get_running_loop()
         before_handshake = loop.time()
-        sid = await handshake(http)
+        sid = await polling_handshake(http)
         assert (await http.request("GET", q(sid)))[1] == b"2"
         http.send_request("GET", q(sid))  # poll again, never POST the pong
         assert (await http.answer())[1] == b"1"  # the held GET gets the close packet
@@ -508,7 +501,7 @@ async def test_a_polling_client_that_pongs_stays():
     rec = Recorder(ping_interval=100, ping_timeout=1000)
     async with serve(rec.server, "127.0.0.1", 0) as srv:
         poll, post = await Peer.open(srv.port), await Peer.open(srv.port)
-        sid = await handshake(poll)
+        sid = await polling_handshake(poll)
         for _ in range(4):
             assert (await poll.request("GET", q(sid)))[1] == b"2"
             assert (await post.request("POST", q(sid), b"3"))[1] == b"ok"
@@ -535,7 +528,7 @@ async def test_shutdown_answers_held_polls_and_closes_websockets_with_1001():
     rec = Recorder()
     srv = await serve(rec.server, "127.0.0.1", 0)
     poll = await Peer.open(srv.port)
-    sid = await handshake(poll)
+    sid = await polling_handshake(poll)
     poll.send_request("GET", q(sid))
     await until(lambda: srv.sessions[sid].poll_held)
     idle = await Peer.open(srv.port)  # a keep-alive connection with no request
@@ -575,7 +568,7 @@ async def test_a_second_websocket_for_an_upgraded_session_is_accepted_then_close
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
         poll = await Peer.open(srv.port)
-        sid = await handshake(poll)
+        sid = await polling_handshake(poll)
         first = await RawWebSocket.open(srv.port, q(sid, "websocket"))
         first.send_text("2probe")
         assert await first.raw(8) == b"\x81\x063probe"
@@ -599,7 +592,7 @@ async def test_a_second_websocket_while_probing_is_accepted_then_closed():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
         poll = await Peer.open(srv.port)
-        sid = await handshake(poll)
+        sid = await polling_handshake(poll)
         first = await RawWebSocket.open(srv.port, q(sid, "websocket"))
         assert srv.sessions[sid].state is State.PROBING
 
@@ -622,7 +615,7 @@ async def test_head_and_options_on_a_live_session_get_405_and_the_connection_goe
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
         http = await Peer.open(srv.port)
-        sid = await handshake(http)
+        sid = await polling_handshake(http)
         body = b'{"code":3,"message":"Method Not Allowed"}'
         # a HEAD answer has the GET's header fields and no body (RFC 9110 §9.3.2)
         http.send_request("HEAD", f"/engine.io/?sid={sid}&transport=polling&EIO=4")
@@ -720,7 +713,7 @@ async def test_routes_and_a_static_directory_next_to_engineio(tmp_path):
             assert status(head) == b"HTTP/1.1 404 Not Found", outside
         head, _ = await http.request("POST", "/index.html", b"x")
         assert status(head) == b"HTTP/1.1 405 Method Not Allowed"
-        sid = await handshake(http)  # Engine.IO on the same port, the same connection
+        sid = await polling_handshake(http)  # Engine.IO on the same port, the same connection
         assert srv.transport(sid) == "polling"
         http.close()
 

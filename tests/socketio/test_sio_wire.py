@@ -4,9 +4,9 @@
 * what a connect handler emits to its client, and emits that reach nobody;
 * a broadcast to a room with a member that never reads.
 
-The peers are lablib's sans-I/O WebSocket client over a raw TCP socket (the helpers of
-``tests/test_robustness.py``) or lablib's Engine.IO client speaking Socket.IO by hand.  Timeouts
-are guards against hangs, never measurements.
+The peers are lablib's sans-I/O WebSocket client over a raw TCP socket or lablib's Engine.IO
+client speaking Socket.IO by hand (both in ``tests/wire.py``).  Timeouts are guards against
+hangs, never measurements.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ import pytest
 
 from lablib.socketio.server import Server, serve
 from tests.aio_support import asyncio_test, until
-from tests.wire import RawSocketIO
-from tests.test_robustness import Peer, RawWebSocket, eio_target, polling_handshake
+from tests.wire import Peer, RawSocketIO, RawWebSocket, eio_target, polling_handshake
 
 TARGET = eio_target("/socket.io/", "websocket")
 
