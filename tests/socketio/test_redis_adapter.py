@@ -3,7 +3,7 @@
 Each test starts two Socket.IO servers in this process, each with its own RedisAdapter factory
 (its own Redis connections and uid, as two processes would have), on lablib's embedded Redis
 (or ``REDIS_URL``), and lablib clients on each.  Node in the same cluster is in
-tests/interop/test_redis_cluster_interop.py; separate processes in tests/cluster.
+tests/interop/test_redis_cluster.py; separate processes in tests/cluster.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ or holds it, like a long-poll, or accepts a WebSocket and speaks through the san
 :class:`~lablib.websocket.connection.Connection`.  That makes the wire visible: request bytes,
 the order of the upgrade steps, a server that stops pinging.
 
-Interop with python-engineio's server is in ``tests/interop/test_eio_interop_client.py``.
+Interop with python-engineio's server is in ``tests/interop/test_engineio_client.py``.
 Timeouts are guards against hangs, never measurements.
 """
 

@@ -30,7 +30,7 @@ def broker(request):
 
 #: Whether the broker keeps a QoS 0 message for an absent session ("MAY", §3.1.2.4).  amqtt does,
 #: as a side effect of its other deviation: it delivers at the subscription's QoS, not the minimum
-#: of published and granted (§3.8.4; see test_mqtt_broker), so the QoS 0 message goes to this QoS
+#: of published and granted (§3.8.4; see test_broker), so the QoS 0 message goes to this QoS
 #: 1/2 subscription as QoS 1/2 - and is kept like one.
 KEEPS_QOS0 = {"amqtt": True, "mosquitto": False}
 

@@ -7,7 +7,7 @@ acks ``echo`` events, and lets the test send any packet or close the Engine.IO s
 makes the wire visible: the CONNECT with its auth, the binary attachments, the ack ids, what is
 sent again after a reconnection.
 
-Interop with python-socketio's server is in ``tests/interop/test_sio_interop_client.py``.
+Interop with python-socketio's server is in ``tests/interop/test_socketio_client.py``.
 Timeouts are guards against hangs, never measurements; the backoff is checked on the delays the
 client drew, not on the clock.
 """
