@@ -522,7 +522,7 @@ class Server(ClusterMixin):
     # --- carrying out the core's outputs -----------------------------------------------------
 
     async def _apply(self, outputs: list[Output], wait: bool = True) -> None:
-        """Do what the core asks, in order (step 2 of the flow of one event, docs/architecture.md).  ``wait=False``:
+        """Do what the core asks, in order (docs/architecture.md, event flow step 2).  ``wait=False``:
         a broadcast, whose writes never wait for a client (see :meth:`_write`)."""
         for output in outputs:   # (the most frequent outputs are tested first)
             if isinstance(output, SendTo):
