@@ -1,5 +1,5 @@
 """Small helpers the chapters share: predict-then-check, placeholders for random values, tables
-side by side, and a wait for a condition.
+side by side, an echo handler, and a wait for a condition.
 
 A chapter's questions are *predict-then-check*: the learner writes a value in an answer cell,
 then a check cell measures the real value and calls :func:`check`, which says "right", or says
@@ -21,7 +21,11 @@ import dataclasses
 import re
 from typing import Any, Callable
 
-__all__ = ["SideBySide", "check", "for_display", "hide_random", "until"]
+import websockets
+
+from .errors import ConnectionClosed
+
+__all__ = ["SideBySide", "check", "for_display", "hide_random", "until", "ws_echo"]
 
 #: A session id (20 URL-safe base64 characters) after ``sid=``, ``"sid":"`` or ``sid ``.
 SID = re.compile(r'(sid=|"sid":"|sid )[A-Za-z0-9_-]{20}')
@@ -83,6 +87,16 @@ class SideBySide:
         columns = "".join(f'<div style="margin-right:24px"><b>{title}</b>{table._repr_html_()}</div>'
                           for title, table in self.tables.items())
         return f'<div style="display:flex;flex-wrap:wrap;align-items:flex-start">{columns}</div>'
+
+
+async def ws_echo(ws) -> None:
+    """A WebSocket handler that sends every message back, for ``websockets``' server and for
+    lablib's alike (same API); the peer closing the connection ends it quietly."""
+    try:
+        async for message in ws:
+            await ws.send(message)
+    except (websockets.ConnectionClosed, ConnectionClosed):
+        pass
 
 
 async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:

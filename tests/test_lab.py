@@ -103,3 +103,27 @@ def test_until_returns_once_the_condition_holds():
 def test_until_times_out():
     with pytest.raises(TimeoutError):
         asyncio.run(until(lambda: False, timeout=0.05))
+
+
+def test_ws_echo_serves_websockets_and_lablib_alike():
+    import random
+
+    from websockets.asyncio.server import serve as websockets_serve
+
+    from lablib.lab import ws_echo
+    from lablib.websocket import connect, serve
+
+    async def scenario():
+        answers = []
+        async with serve(ws_echo, "127.0.0.1", 0, rng=random.Random(1)) as server:
+            async with connect(f"ws://127.0.0.1:{server.port}/", rng=random.Random(2)) as ws:
+                await ws.send("hi")
+                answers.append(await ws.recv())
+        async with websockets_serve(ws_echo, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            async with connect(f"ws://127.0.0.1:{port}/", rng=random.Random(2)) as ws:
+                await ws.send(b"\x01")
+                answers.append(await ws.recv())
+        return answers
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 10)) == ["hi", b"\x01"]
