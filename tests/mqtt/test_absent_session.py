@@ -13,19 +13,10 @@ import pytest
 
 from lablib.mqtt.client import Client
 from lablib.mqtt.errors import ConnectionRefused
-from lablib.services.mqtt import mosquitto_path, start_broker
 from tests.aio_support import asyncio_test
 
 pytestmark = pytest.mark.interop
 asyncio_test = asyncio_test(timeout=30)
-
-
-@pytest.fixture(scope="module", params=["amqtt", "mosquitto"])
-def broker(request):
-    if request.param == "mosquitto" and mosquitto_path() is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto, or set LABLIB_MOSQUITTO)")
-    with start_broker(request.param) as running:
-        yield running
 
 
 #: Whether the broker keeps a QoS 0 message for an absent session ("MAY", §3.1.2.4).  amqtt does,
