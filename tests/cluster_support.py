@@ -1,6 +1,7 @@
-"""Helpers shared by tests/cluster and tests/deploy: both Socket.IO clients, one scenario each.
+"""Helpers shared by the cluster tests (tests/cluster, tests/deploy, the Redis adapter's).
 
-``sio_client(kind)`` yields lablib's ``AsyncClient`` (``kind="lablib"``) or python-socketio's
+:class:`Peer` is a lablib client that records what a cluster sends it.  ``sio_client(kind)``
+yields lablib's ``AsyncClient`` (``kind="lablib"``) or python-socketio's
 (``kind="python-socketio"``), neither reconnecting.  python-socketio's gets an aiohttp session
 whose cookie jar accepts cookies from IP addresses (aiohttp's default jar refuses them, so a
 balancer's cookie on http://127.0.0.1:... would be dropped).
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+
+from lablib.socketio.client import AsyncClient
 
 CLIENTS = ["lablib", "python-socketio"]
 UNKNOWN_SID = '{"code":1,"message":"Session ID unknown"}'
@@ -26,7 +29,6 @@ def connection_errors(kind: str) -> type[Exception]:
 @contextlib.asynccontextmanager
 async def sio_client(kind: str):
     if kind == "lablib":
-        from lablib.socketio.client import AsyncClient
         yield AsyncClient(reconnection=False)
         return
     import aiohttp
@@ -47,3 +49,28 @@ async def echo_round_trip(client, url: str, transports=None, headers=None) -> di
         return {"ack": ack, "event": event, "transport": client.transport(), "pid": who["pid"]}
     finally:
         await client.disconnect()
+
+
+class Peer:
+    """A lablib Socket.IO client (not reconnecting) that queues every event it receives and
+    answers ``ask`` with ``"<name> got <arg>"``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.client = AsyncClient(reconnection=False)
+        self.events: asyncio.Queue = asyncio.Queue()
+        self.client.on("*", self._record)
+        self.client.on("ask", self._answer)
+
+    async def _record(self, event, *args):
+        await self.events.put((event, *args))
+
+    async def _answer(self, *args):
+        return f"{self.name} got {args[0]}"
+
+    async def next(self):
+        return await self.events.get()
+
+    @property
+    def sid(self) -> str:
+        return self.client.get_sid()

@@ -32,11 +32,8 @@ import contextlib
 import functools
 import gc
 import inspect
-import json
 import logging
 import random
-import socket
-import struct
 
 import pytest
 
@@ -45,15 +42,13 @@ from lablib.engineio.server import serve as engine_serve
 from lablib.socketio.server import Server as SocketServer
 from lablib.socketio.server import serve as socket_serve
 from lablib.websocket.client import connect
-from lablib.websocket.connection import (Accepted, BinaryMessage, Connection, ConnectionClosed,
-                                         Role, TextMessage)
-from lablib.websocket.handshake import ClientHandshake
 from lablib.websocket.server import serve as ws_serve
+from tests import wire
 from tests.aio_support import run_guarded, until
+from tests.wire import (KEY, WAIT, body_of, eio_target, masked, polling_handshake, request, status,
+                        upgrade_request)
 
-WAIT = 5.0             #: guard on one wait inside a scenario
 TIMEOUT = 0.3          #: the servers' request/open/close timeouts in these tests (seconds)
-KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 §1.3
 
 #: What must never appear in bytes sent to a peer: a Python traceback or a repr of a buffer.
 LEAKS = (b"Traceback", b'File "', b"bytearray(", b"Error:", b"lablib/")
@@ -104,154 +99,20 @@ def attack(scenario):
     return test
 
 
-# --- a raw TCP peer -----------------------------------------------------------------------------
+# --- a raw TCP peer, recorded for the leak check -------------------------------------------------
 
-class Peer:
-    """A raw TCP connection that records every byte the server sends it."""
+class Peer(wire.Peer):
+    """A :class:`tests.wire.Peer` the scenario's end checks for leaks."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.received = bytearray()
+        super().__init__(reader, writer)
         _peers.all.append(self)
 
-    @classmethod
-    async def open(cls, port: int, rcvbuf: int | None = None) -> "Peer":
-        if rcvbuf is None:
-            return cls(*await asyncio.open_connection("127.0.0.1", port))
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-        return cls(*await asyncio.open_connection(sock=sock, limit=rcvbuf))
 
-    def send(self, data: bytes) -> None:
-        self.writer.write(data)
+class RawWebSocket(wire.RawWebSocket):
+    """A :class:`tests.wire.RawWebSocket` over a recorded :class:`Peer`."""
 
-    async def read(self, n: int = 65536) -> bytes:
-        async with asyncio.timeout(WAIT):
-            try:
-                data = await self.reader.read(n)
-            except ConnectionResetError:
-                data = b""
-        self.received += data
-        return data
-
-    async def read_all(self) -> bytes:
-        """Everything until the server closes the connection (EOF or reset)."""
-        chunks = []
-        while data := await self.read():
-            chunks.append(data)
-        return b"".join(chunks)
-
-    async def answer(self) -> tuple[bytes, bytes]:
-        """(head, body) of the next HTTP response (the body by Content-Length)."""
-        async with asyncio.timeout(WAIT):
-            head = await self.reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            body = await self.reader.readexactly(length)
-        self.received += head + body
-        return head, body
-
-    async def request(self, method: str, target: str, body: bytes = b"", headers=()) -> tuple[bytes, bytes]:
-        self.send(request(method, target, body, headers))
-        return await self.answer()
-
-    def reset(self) -> None:
-        """Abort the connection with a TCP RST (SO_LINGER with a zero timeout)."""
-        sock = self.writer.get_extra_info("socket")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.writer.transport.abort()
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-def request(method: str, target: str, body: bytes = b"", headers=()) -> bytes:
-    fields = [("Host", "127.0.0.1")] + list(headers)
-    if method == "POST" and not any(k.lower() in ("content-length", "transfer-encoding") for k, _ in fields):
-        fields.append(("Content-Length", str(len(body))))
-    head = "".join(f"{k}: {v}\r\n" for k, v in fields)
-    return f"{method} {target} HTTP/1.1\r\n{head}\r\n".encode("latin-1") + body
-
-
-def status(head: bytes) -> bytes:
-    return head.split(b"\r\n", 1)[0]
-
-
-def body_of(answer: bytes) -> bytes:
-    return answer.split(b"\r\n\r\n", 1)[1]
-
-
-def upgrade_request(target: str) -> bytes:
-    return request("GET", target, headers=[("Upgrade", "websocket"), ("Connection", "Upgrade"),
-                                           ("Sec-WebSocket-Key", KEY), ("Sec-WebSocket-Version", "13")])
-
-
-def masked(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    """A client frame with the masking key 00 00 00 00 (the payload reads as is)."""
-    first = (0x80 if fin else 0) | opcode
-    if len(payload) < 126:
-        head = bytes([first, 0x80 | len(payload)])
-    elif len(payload) < 1 << 16:
-        head = bytes([first, 0x80 | 126]) + struct.pack("!H", len(payload))
-    else:
-        head = bytes([first, 0x80 | 127]) + struct.pack("!Q", len(payload))
-    return head + b"\0\0\0\0" + payload
-
-
-class RawWebSocket:
-    """lablib's ClientHandshake + sans-I/O Connection over a :class:`Peer`."""
-
-    def __init__(self, peer: Peer, conn: Connection) -> None:
-        self.peer, self.conn = peer, conn
-        self.pending: list = []
-
-    @classmethod
-    async def open(cls, port: int, target: str, rcvbuf: int | None = None) -> "RawWebSocket":
-        peer = await Peer.open(port, rcvbuf)
-        handshake = ClientHandshake(f"127.0.0.1:{port}", target, rng=random.Random(1))
-        conn = Connection(Role.CLIENT, handshake=handshake, rng=random.Random(1))
-        peer.send(handshake.request_bytes())
-        ws = cls(peer, conn)
-        while True:
-            data = await peer.read(4096)
-            assert data, "the server closed the connection during the handshake"
-            events = conn.receive_data(data)
-            if any(isinstance(e, Accepted) for e in events):
-                break
-        ws.pending = conn.receive_data(b"")  # frames that came right behind the 101
-        return ws
-
-    async def message(self) -> str | bytes | ConnectionClosed:
-        """The next text or binary message, or the ConnectionClosed event (then TCP is over)."""
-        while True:
-            while self.pending:
-                event = self.pending.pop(0)
-                if isinstance(event, (TextMessage, BinaryMessage)):
-                    return event.data
-                if isinstance(event, ConnectionClosed):
-                    self.peer.send(self.conn.data_to_send())
-                    return event
-            data = await self.peer.read(65536)
-            self.pending = self.conn.receive_eof() if not data else self.conn.receive_data(data)
-            if not self.peer.writer.is_closing():
-                self.peer.send(self.conn.data_to_send())
-
-    async def closed(self) -> ConnectionClosed:
-        """Skip messages until the connection closes; return the ConnectionClosed event."""
-        while not isinstance(event := await self.message(), ConnectionClosed):
-            pass
-        assert await self.peer.read_all() == b""   # and the server closed TCP
-        return event
-
-    def send_text(self, text: str) -> None:
-        self.peer.send(self.conn.send_text(text))
-
-    def send_binary(self, data: bytes) -> None:
-        self.peer.send(self.conn.send_binary(data))
+    peer_type = Peer
 
 
 # --- the three servers, and what a legitimate client expects of each ---------------------------
@@ -301,17 +162,6 @@ async def running(kind: str, **settings):
         sio = sio_server(**settings)
         async with socket_serve(sio, "127.0.0.1", 0):
             yield sio.port, sio
-
-
-def eio_target(path: str = "/engine.io/", transport: str = "polling", sid: str | None = None) -> str:
-    return f"{path}?EIO=4&transport={transport}" + (f"&sid={sid}" if sid else "")
-
-
-async def polling_handshake(peer: Peer, path: str = "/engine.io/") -> str:
-    head, body = await peer.request("GET", eio_target(path))
-    assert status(head) == b"HTTP/1.1 200 OK", head
-    assert body.startswith(b'0{"sid":"')
-    return json.loads(body[1:])["sid"]
 
 
 async def legit(kind: str, port: int) -> None:

@@ -2,45 +2,10 @@
 
 A thin driver around the sans-I/O :class:`~lablib.engineio.client_session.ClientSession`: the
 session decides *what* must happen (answer a ping, pause polling, declare the server dead); this
-module only moves bytes and runs one timer.  Reading it top to bottom follows one connection.
+module only moves bytes and runs one timer.
 
-**1. The handshake.**  With polling allowed (the default, like browsers), the first request is an
-ordinary GET; its answer is the open packet::
-
-    GET /engine.io/?EIO=4&transport=polling&t=k3x9a.0 HTTP/1.1
-    <-  200  0{"sid":"AbC","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,...}
-
-With ``transports=["websocket"]`` the client opens ``ws://.../engine.io/?EIO=4&transport=websocket``
-instead and the open packet is the first WebSocket message.
-
-**2. Long-polling.**  Two keep-alive HTTP/1.1 connections, as a browser uses them: one carries the
-GET loop (each GET waits at the server until it has packets for us - messages, pings - and is
-answered with a *payload*, packets joined by ``\\x1e``), the other carries POSTs with our packets
-(``Content-Type: text/plain;charset=UTF-8``).  Every URL carries ``t=``, a string that is new for
-each request so that no cache answers a poll; here it comes from a seeded ``rng`` and a counter, so
-a notebook's URLs are the same on every run.
-
-**3. The heartbeat.**  The server sends ``2`` (ping) every ``pingInterval``; the session answers
-``3`` (pong) on the current transport.  If no ping comes within ``pingInterval + pingTimeout``
-the server is considered gone: the disconnect reason is ``"ping timeout"``.
-
-**4. The upgrade** (``transports=["polling", "websocket"]``, when the server offers it)::
-
-    ws  GET /engine.io/?EIO=4&transport=websocket&sid=AbC   (WebSocket handshake)
-    ws  2probe    ->
-              <-  3probe            ws; the server also ends our pending GET with "6" (noop)
-    (pause polling: wait until no GET and no POST is in flight)
-    ws  5         ->                from now on every packet travels over the WebSocket
-
-If the probe fails the WebSocket is dropped and the session simply goes on polling.
-:meth:`Client.connect` returns once the upgrade succeeded or failed, so ``client.transport``
-is settled when it returns.
-
-**5. Closing.**  Either side sends ``1``.  ``disconnect()`` -> reason ``"forced close"``; a ``1``
-from the server or a lost WebSocket -> ``"transport close"``; a failed poll or POST (TCP lost,
-an error status) -> ``"transport error"``; garbage from the server -> ``"parse error"``.  These
-are the reasons of the reference client (engine.io-client); python-engineio's client says
-``"client disconnect"``, ``"server disconnect"`` and ``"transport error"`` instead.
+One connection from the handshake through long-polling, the heartbeat and the upgrade to the
+close is told step by step in ``docs/architecture.md``.
 
 Bounded everywhere: :meth:`Client.send` waits while ``max_queue`` packets are waiting to go out,
 and the readers stop reading while ``max_queue`` received messages wait for their handler.

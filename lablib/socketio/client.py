@@ -30,46 +30,8 @@ The API is python-socketio's ``AsyncClient``, so that notebook cells can show bo
     answer = await sio.call("ping", 1, timeout=5)      # waits for the ack
     await sio.disconnect()
 
-**1. Connecting.**  :meth:`AsyncClient.connect` asks the core to join each namespace.  The first
-``connect`` makes the core answer ``OpenEngine``: the driver opens an Engine.IO connection
-(polling, then the upgrade, unless ``transports`` says otherwise).  When it is open the core
-sends one CONNECT per namespace - ``0`` for "/", ``0/room,{"token":"t"}`` with auth - over
-that single connection (namespaces are multiplexed: one Engine.IO session carries them all).
-The server answers ``0{"sid":"..."}`` (accepted: the ``connect`` handler runs) or
-``4{"message":"..."}`` (refused: ``connect_error`` runs, and ``connect()`` raises
-:class:`NamespaceRefusedError` with the server's ``message`` and ``data``).  When Engine.IO
-itself cannot connect (connection refused, a timeout, an HTTP error) ``connect()`` raises
-:class:`TransportError` instead, whose ``__cause__`` is the underlying exception.  Both
-subclass :class:`ConnectionError` (python-socketio raises its ``ConnectionError`` for both).
-
-**2. Events and acks.**  ``emit`` hands an EVENT packet to Engine.IO: one text message, then
-one binary message per ``bytes`` value found in the data (binary attachments).  With a
-``callback`` (or with ``call``) the packet carries an ack id and the core remembers it; the
-server's ACK with the same id resolves it.  An event from the server runs its handler; if the
-server asked for an ack, the handler's return value is sent back (``None`` -> no arguments, a
-tuple -> several arguments, anything else -> one).
-
-**3. Reconnection.**  When the Engine.IO connection drops without us asking (TCP cut, ping
-timeout, the server's Engine.IO close), every namespace hears ``disconnect`` and the core
-schedules a new attempt after a delay from socket.io-client's backoff
-(:mod:`lablib.socketio.backoff`: 1 s doubling up to 5 s, +-50 %).  A timeline with the defaults::
-
-    t=0      connection lost       disconnect("transport close") for each namespace
-                                   the core draws delay 1: 1000 ms +- 500   (reconnect_delays_ms)
-    t=d1     attempt 1             reconnect_attempt(1); a new Engine.IO connection is opened
-               it fails            reconnect_error("..."); delay 2: 2000 ms +- 1000
-    t=d1+d2  attempt 2             reconnect_attempt(2)
-               it opens            reconnect(2); CONNECT is sent again for each namespace (same auth)
-               server accepts      connect (a new sid); the emits made meanwhile go out, in order
-
-With ``reconnection_attempts=N`` the client gives up after N failed attempts
-(``reconnect_failed``).  No reconnection follows what was asked for: our ``disconnect()``, the
-server's DISCONNECT packet (``disconnect("io server disconnect")``), a refused namespace.
-
-**4. Buffering.**  ``emit`` while a namespace is not connected (before ``connect`` answered, or
-during an outage) puts the packet in the core's send buffer; it goes out right after the
-namespace connects again.  Emits already handed to a connection that then dies are lost -
-Socket.IO delivers at most once - and ``call``s waiting for their ack raise ConnectionError.
+Connecting, acks, reconnection (socket.io-client's backoff) and buffering while disconnected are
+told step by step in ``docs/architecture.md``.
 
 **Events the application can handle** (``@sio.on(name)`` or ``@sio.event``)::
 

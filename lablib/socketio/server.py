@@ -22,51 +22,9 @@ upgrade, heartbeats).  The driver connects the two and runs the application's ha
 The API follows python-socketio's ``AsyncServer`` (``emit``, ``call``, ``send``, rooms,
 sessions) so notebooks can put the two side by side; the differences are listed at the end.
 
-The flow of one event
----------------------
-1. The Engine.IO server hands each message of a client to :meth:`Server._on_eio_message`
-   (``str`` or ``bytes``, with the Engine.IO sid).  Engine.IO awaits that handler before it
-   reads on, so anything slow here would stall the client's connection.
-2. ``core.receive(eio_sid, message, now)`` decodes the packet (a binary packet waits for its
-   attachments) and returns outputs, which :meth:`Server._apply` carries out in order:
-
-   * :class:`SendTo` - the messages go to ``eio.send()``, all of a packet's with no await in
-     between, so its text and its attachments are never interleaved with another packet's;
-     a broadcast's without waiting for any member (see :class:`Server`, "Sending");
-   * :class:`CloseConnection` - ``eio.disconnect()``;
-   * :class:`AckReceived` / :class:`AckTimedOut` / :class:`AckCancelled` - settle the waiting
-     ``call()`` (or run the ``emit(callback=...)``) at once, on the receive path;
-   * :class:`ConnectRequested` / :class:`EventReceived` / :class:`Disconnected` - queued for
-     the application;
-   * :class:`Undelivered` - logged at debug level and counted (:attr:`Server.undelivered`).
-
-   Packets that arrive while the client's CONNECT waits for the connect handler are held by
-   the core and come out of ``core.accept()`` after the CONNECT answer (with what the
-   handler emitted to the client), so they are queued behind it.
-
-3. Each Engine.IO connection has one *worker* task that takes the queued events in order and
-   awaits their handlers: the connect handler (then ``core.accept()`` or ``core.refuse()``),
-   the event handlers (a return value becomes ``core.ack()`` when the client asked for one),
-   the disconnect handler.  So the events of one client are handled one at a time, in the
-   order they were sent (over every namespace of its connection), while different clients
-   run concurrently, and the receive path only ever appends to a queue.
-
-   python-socketio starts one task per event instead (``async_handlers=True``): handlers of
-   one client may overlap and finish out of order.  Here a slow handler delays the next event
-   *of the same client*; a handler that must not wait can start a task of its own.
-
-   Acks do not go through the queue, which is why a handler can ``await sio.call(sid, ...)``
-   on its own client without waiting for itself.  The queue is bounded (``max_queue``): when
-   a client sends faster than its handlers run, its receive path waits, and Engine.IO stops
-   reading from it (for polling: the POST is answered later) - except while a ``call()`` to
-   that client waits for its ack, which may come behind the events that filled the queue.
-
-Timers
-------
-One task sleeps until ``core.next_deadline()`` (a ``call()`` timeout, a connection that has
-not joined a namespace within ``connect_timeout`` ms) and then calls ``core.tick(now)``.
-Only the two things that add a deadline wake it early: a new connection and a ``call()``.
-Heartbeats are Engine.IO's business.
+How one event flows through the driver (the Engine.IO message, the core's outputs, the per-client
+worker that runs the handlers in order, the timer) and where its queues are bounded is told in
+``docs/architecture.md``.
 
 Differences from python-socketio's AsyncServer
 ----------------------------------------------
@@ -79,7 +37,7 @@ Differences from python-socketio's AsyncServer
 * Disconnect reasons are the reference (Node) server's strings ("client namespace disconnect",
   "server namespace disconnect", "transport close", "ping timeout", "server shutting down",
   ...); python-socketio has its own ("client disconnect", "server disconnect", ...).
-* Handlers of one client run in order, one at a time (see above).
+* Handlers of one client run in order, one at a time (see ``docs/architecture.md``).
 * ``enter_room``/``leave_room``/``close_room`` act at once, and may also be awaited (their
   result is awaitable), so ``await sio.enter_room(...)`` from python-socketio code works.
 * ``await sio.disconnect(sid)`` sends the DISCONNECT and queues the disconnect handler on the
@@ -700,7 +658,7 @@ class Server(ClusterMixin):
     # --- carrying out the core's outputs -----------------------------------------------------
 
     async def _apply(self, outputs: list[Output], wait: bool = True) -> None:
-        """Do what the core asks, in order (see the module docstring, step 2).  ``wait=False``:
+        """Do what the core asks, in order (docs/architecture.md, event flow step 2).  ``wait=False``:
         a broadcast, whose writes never wait for a client (see :meth:`_write`)."""
         for output in outputs:   # (the most frequent outputs are tested first)
             if isinstance(output, SendTo):

@@ -24,6 +24,7 @@ import pytest
 from lablib.capture.pcap import EPOCH, dumps_pcap, read_pcap
 from lablib.capture.relay import Relay
 from tests.aio_support import asyncio_test
+from tests.wire import read_answer
 
 NOTHING_ARRIVES = 0.1   #: how long "no data arrives" is watched for (a negative check)
 TSHARK = shutil.which("tshark")
@@ -623,13 +624,6 @@ class HTTPBackend:
         self._server.close()
 
 
-async def read_response(reader) -> tuple[bytes, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
-                       if line.lower().startswith(b"content-length:")), b"0"))
-    return head, await reader.readexactly(length)
-
-
 def http_get(target: str, *fields: str) -> bytes:
     return ("\r\n".join([f"GET {target} HTTP/1.1", "Host: lb", *fields]) + "\r\n\r\n").encode()
 
@@ -642,7 +636,7 @@ async def test_http_mode_routes_each_request_of_one_keepalive_connection_on_its_
         answers = []
         for i in range(4):
             writer.write(http_get(f"/r{i}"))
-            answers.append((await read_response(reader))[1])
+            answers.append((await read_answer(reader))[1])
         writer.close()
         await lb.wait_idle()
     assert answers == [b"backend 0", b"backend 1", b"backend 2", b"backend 0"]
@@ -666,10 +660,10 @@ async def test_http_mode_cookie_policy_inserts_set_cookie_and_follows_it():
                 Balancer([("127.0.0.1", b0.port), ("127.0.0.1", b1.port)], "cookie") as lb):
         reader, writer = await connect(lb.port)
         writer.write(http_get("/a", "Cookie: SERVERID=s1"))
-        head, body = await read_response(reader)
+        head, body = await read_answer(reader)
         assert body == b"backend 1" and b"Set-Cookie" not in head
         writer.write(http_get("/b"))                          # no cookie: round-robin, s0
-        head, body = await read_response(reader)
+        head, body = await read_answer(reader)
         assert body == b"backend 0"
         assert head.startswith(b"HTTP/1.1 200 OK\r\nSet-Cookie: SERVERID=s0; Path=/; HttpOnly; "
                                b"SameSite=Lax\r\n")
@@ -685,7 +679,7 @@ async def test_http_mode_pipes_both_ways_after_101_and_records_it():
                 Balancer([("127.0.0.1", b0.port), ("127.0.0.1", b1.port)]) as lb):
         reader, writer = await connect(lb.port)
         writer.write(http_get("/first"))
-        await read_response(reader)
+        await read_answer(reader)
         writer.write(http_get("/up", "Upgrade: echo", "Connection: Upgrade") + b"early")
         head = await reader.readuntil(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 101 ")
@@ -712,12 +706,12 @@ async def test_http_mode_answers_502_for_an_unreachable_backend_and_400_for_garb
     async with Balancer([("127.0.0.1", dead_port)]) as lb:
         reader, writer = await connect(lb.port)
         writer.write(http_get("/"))
-        head, body = await read_response(reader)
+        head, body = await read_answer(reader)
         assert head.startswith(b"HTTP/1.1 502 ") and body == b"backend 0 is unreachable\n"
         writer.close()
         reader, writer = await connect(lb.port)
         writer.write(b"NOT HTTP AT ALL\r\n\r\n")
-        head, _ = await read_response(reader)
+        head, _ = await read_answer(reader)
         assert head.startswith(b"HTTP/1.1 400 ")
         writer.close()
         await lb.wait_idle()
@@ -758,7 +752,7 @@ async def test_http_mode_close_cuts_idle_keepalive_clients_and_the_capture_write
         await lb.start()
         reader, writer = await connect(lb.port)
         writer.write(http_get("/once"))
-        assert (await read_response(reader))[1] == b"backend 0"
+        assert (await read_answer(reader))[1] == b"backend 0"
         await lb.close()                                     # the client is still connected
         with contextlib.suppress(ConnectionResetError):
             assert await reader.read() == b""

@@ -21,7 +21,7 @@ from lablib.socketio.redis_adapter import RedisAdapter
 from lablib.socketio.server import Server
 from tests.aio_support import aiohttp_site, asyncio_test, until
 from tests.redis_support import redis_url  # noqa: F401 (a fixture)
-from tests.socketio.test_redis_adapter import Peer
+from tests.cluster_support import Peer
 
 socketio = pytest.importorskip("socketio")
 pytestmark = pytest.mark.interop

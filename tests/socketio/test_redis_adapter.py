@@ -3,7 +3,7 @@
 Each test starts two Socket.IO servers in this process, each with its own RedisAdapter factory
 (its own Redis connections and uid, as two processes would have), on lablib's embedded Redis
 (or ``REDIS_URL``), and lablib clients on each.  Node in the same cluster is in
-tests/interop/test_redis_cluster_interop.py; separate processes in tests/cluster.
+tests/interop/test_redis_cluster.py; separate processes in tests/cluster.
 """
 
 from __future__ import annotations
@@ -17,36 +17,12 @@ import pytest
 from lablib.errors import AdapterError
 from lablib.services import free_port
 from lablib.services.redis import RedisServer
-from lablib.socketio.client import AsyncClient
 from lablib.socketio.redis_adapter import RedisAdapter
 from lablib.socketio.server import Server
 from lablib.socketio.server_cluster import AckTimeoutError
 from tests.aio_support import asyncio_test, until
+from tests.cluster_support import Peer
 from tests.redis_support import redis_url  # noqa: F401 (a fixture)
-
-
-class Peer:
-    """A lablib client that records the events it receives."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.client = AsyncClient(reconnection=False)
-        self.events: asyncio.Queue = asyncio.Queue()
-        self.client.on("*", self._record)
-        self.client.on("ask", self._answer)
-
-    async def _record(self, event, *args):
-        await self.events.put((event, *args))
-
-    async def _answer(self, *args):
-        return f"{self.name} got {args[0]}"
-
-    async def next(self):
-        return await self.events.get()
-
-    @property
-    def sid(self) -> str:
-        return self.client.get_sid()
 
 
 @contextlib.asynccontextmanager

@@ -1,7 +1,7 @@
 """lablib.socketio.redis_protocol: the @socket.io/redis-adapter 8.x wire format, sans-I/O.
 
-Byte vectors here are the ones the Node adapter produced in tests/interop/
-test_redis_adapter_interop.py; hypothesis checks that every message round-trips.
+Byte vectors here are the ones the Node adapter produced in
+tests/interop/test_redis_adapter.py; hypothesis checks that every message round-trips.
 """
 
 from __future__ import annotations

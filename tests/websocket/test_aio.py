@@ -26,37 +26,13 @@ from lablib.websocket.client import connect
 from lablib.websocket.connection import State
 from lablib.websocket.server import serve
 from tests.aio_support import asyncio_test, until
+from tests.wire import KEY, close_frame, masked, open_upgraded
 
 
 # --- a hand-made client -------------------------------------------------------------------------
 
-KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 §1.3
-
 #: Client frames must be masked; with the key 00 00 00 00 the payload reads as is on the wire.
 CLOSE_1000 = b"\x88\x82\x00\x00\x00\x00\x03\xe8"
-
-
-def masked(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    """A client frame with the all-zero masking key (payload < 126 bytes)."""
-    assert len(payload) < 126
-    return bytes([(0x80 if fin else 0) | opcode, 0x80 | len(payload)]) + b"\x00" * 4 + payload
-
-
-async def raw_client(port: int):
-    """Open TCP, send the upgrade request, check the 101; return (reader, writer)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\n"
-                 f"Sec-WebSocket-Version: 13\r\n\r\n".encode("ascii"))
-    head = await reader.readuntil(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
-    return reader, writer
-
-
-def close_frame(code: int, reason: bytes = b"") -> bytes:
-    """An unmasked (server) close frame."""
-    payload = code.to_bytes(2, "big") + reason
-    return bytes([0x88, len(payload)]) + payload
 
 
 # --- keepalive (§5.5.2 used as a heartbeat) ---------------------------------------------------
@@ -71,7 +47,7 @@ async def test_keepalive_timeout_closes_with_1011():
 
     async with serve(handler, "127.0.0.1", 0, ping_interval=0.05, ping_timeout=0.05,
                      rng=random.Random(7)) as server:
-        reader, writer = await raw_client(server.port)
+        reader, writer = await open_upgraded(server.port)
         # We read but never answer: the server pings once, waits, gives up.
         received = await reader.read()  # up to EOF: the server closed TCP
         writer.close()
@@ -130,7 +106,7 @@ async def test_client_initiated_close_server_echoes_then_closes_tcp():
         observed.set_result((ws.close_code, ws.close_reason))
 
     async with serve(handler, "127.0.0.1", 0) as server:
-        reader, writer = await raw_client(server.port)
+        reader, writer = await open_upgraded(server.port)
         writer.write(masked(Opcode.CLOSE, b"\x03\xe8bye"))
         received = await reader.read()  # the echo, then EOF: the server closed TCP
         writer.close()
@@ -147,7 +123,7 @@ async def test_server_initiated_close_waits_for_the_clients_close_frame():
         close_returned.set_result(ws.close_code)
 
     async with serve(handler, "127.0.0.1", 0) as server:
-        reader, writer = await raw_client(server.port)
+        reader, writer = await open_upgraded(server.port)
         assert await reader.readexactly(8) == b"\x88\x06\x03\xe8done"
         # The server sent its close frame; it must wait for ours before closing TCP.
         assert not close_returned.done()
@@ -250,7 +226,7 @@ async def test_handler_exception_closes_with_1011_and_no_traceback(caplog):
 
     with caplog.at_level(logging.ERROR, logger="lablib.websocket.server"):
         async with serve(handler, "127.0.0.1", 0) as server:
-            reader, writer = await raw_client(server.port)
+            reader, writer = await open_upgraded(server.port)
             expected = close_frame(1011, b"internal error")
             assert await reader.readexactly(len(expected)) == expected
             writer.write(CLOSE_1000)
@@ -267,7 +243,7 @@ async def test_handler_return_closes_with_1000():
         await ws.send("bye")
 
     async with serve(handler, "127.0.0.1", 0) as server:
-        reader, writer = await raw_client(server.port)
+        reader, writer = await open_upgraded(server.port)
         assert await reader.readexactly(5 + 4) == b"\x81\x03bye" + b"\x88\x02\x03\xe8"
         writer.write(CLOSE_1000)
         assert await reader.read() == b""
@@ -423,7 +399,7 @@ async def test_messages_in_the_same_read_as_the_peers_close_are_all_delivered():
         done.set_result((received, info.value.code))
 
     async with serve(handler, "127.0.0.1", 0, max_queue=16, ping_interval=None) as server:
-        reader, writer = await raw_client(server.port)
+        reader, writer = await open_upgraded(server.port)
         writer.write(b"".join(masked(1, f"m{i}".encode()) for i in range(20)) + CLOSE_1000)
         received, code = await done
         writer.close()
@@ -725,7 +701,7 @@ async def test_peer_sending_past_max_size_receives_the_1009_close_frame():
     more = bytes([0x00, 0xFE, 0x01, 0x00]) + b"\x00" * 4 + bytes(256)   # CONT, fin=0, 256 B
     async with serve(handler, "127.0.0.1", 0, max_size=1000, ping_interval=None) as server:
         for _ in range(5):
-            reader, writer = await raw_client(server.port)
+            reader, writer = await open_upgraded(server.port)
             writer.write(first)
             assert await _send_until_eof(writer, more * 64, reader) == CLOSE_1009
 
@@ -803,7 +779,7 @@ async def test_server_delivers_the_messages_before_a_violation_then_closes_1002(
         seen.set_result((messages, info.value.code))
 
     async with serve(handler, "127.0.0.1", 0, ping_interval=None) as server:
-        reader, writer = await raw_client(server.port)
+        reader, writer = await open_upgraded(server.port)
         writer.write(masked(0x1, b"whole", fin=False) + masked(0x0, b" message")
                      + VIOLATIONS[violation][0])
         answer = await reader.read()
@@ -891,7 +867,7 @@ async def test_an_idle_connection_owns_no_read_buffer():
         await ws.wait_closed()
 
     async with serve(handler, "127.0.0.1", 0, ping_interval=None, close_timeout=0.1) as server:
-        clients = [await raw_client(server.port) for _ in range(3)]
+        clients = [await open_upgraded(server.port) for _ in range(3)]
         try:
             async with connect(f"ws://127.0.0.1:{server.port}/", ping_interval=None,
                                close_timeout=0.1) as ws:

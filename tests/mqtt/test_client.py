@@ -1,6 +1,6 @@
 """The asyncio client against a scripted peer (a lablib WebSocket server that misbehaves on purpose).
 
-Interop with real brokers is in test_mqtt_broker.py; here a script decides every byte the "broker"
+Interop with real brokers is in test_broker.py; here a script decides every byte the "broker"
 sends, to check what the client does with bad input: a clear lablib error, the connection
 closed, nothing left hanging.
 """

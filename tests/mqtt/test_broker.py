@@ -18,19 +18,10 @@ from lablib.capture.relay import Relay
 from lablib.mqtt.client import Client
 from lablib.mqtt.packets import (Connect, Disconnect, Pingreq, Publish, Pubrel, Subscribe,
                                  Unsubscribe, encode)
-from lablib.services.mqtt import mosquitto_path, start_broker
 from tests.aio_support import asyncio_test, until
 
 pytestmark = pytest.mark.interop
 asyncio_test = asyncio_test(timeout=30)
-
-
-@pytest.fixture(scope="module", params=["amqtt", "mosquitto"])
-def broker(request):
-    if request.param == "mosquitto" and mosquitto_path() is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto, or set LABLIB_MOSQUITTO)")
-    with start_broker(request.param) as running:
-        yield running
 
 
 def mqtt_records(conversation, direction="c2s"):

@@ -16,12 +16,8 @@ Scripts: interop/node/recovery_client.js and recovery_server.js.  Timeouts are g
 
 from __future__ import annotations
 
-import asyncio
 import json
-import queue
 import random
-import threading
-import time
 
 import pytest
 
@@ -31,48 +27,15 @@ from lablib.socketio.client import AsyncClient
 from lablib.socketio.dedupe import Dedupe
 from lablib.socketio.server import Server, serve
 from tests.aio_support import asyncio_test, until
-from tests.node_support import node_modules  # noqa: F401 (a fixture)
+from tests.node_support import AsyncNodePeer, node_modules  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.interop, pytest.mark.node]
 
 GUARD = 20.0
 
 
-class NodePeer:
-    """The Node script's stdout as a queue of JSON objects; commands written to its stdin."""
-
-    def __init__(self, process) -> None:
-        self.process = process
-        self.lines: queue.Queue = queue.Queue()
-        self.seen: list[dict] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.put(json.loads(line))
-        self.lines.put(None)
-
-    def send(self, **command) -> None:
-        self.process.stdin.write(json.dumps(command) + "\n")
-        self.process.stdin.flush()
-
-    def _expect(self, predicate) -> dict:
-        deadline = time.monotonic() + GUARD
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"the Node peer said nothing expected; saw {self.seen}")
-            if line is None:
-                raise AssertionError(f"the Node peer exited: {self.process.stderr.read()}")
-            self.seen.append(line)
-            if "error" in line:
-                raise AssertionError(f"the Node peer failed: {line}")
-            if predicate(line):
-                return line
-
-    async def expect(self, predicate) -> dict:
-        return await asyncio.to_thread(self._expect, predicate)
+class NodePeer(AsyncNodePeer):
+    guard = GUARD
 
 
 def _events(peer: NodePeer, name: str) -> list:

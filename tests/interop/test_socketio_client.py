@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import random
 
 import pytest
@@ -23,6 +22,7 @@ from lablib.socketio.backoff import Backoff
 from lablib.socketio.client import AsyncClient, ConnectionError
 from tests import aio_support
 from tests.aio_support import aiohttp_site, until
+from tests.wire import names, sio_recorder
 
 pytestmark = pytest.mark.interop
 
@@ -85,30 +85,13 @@ async def socketio_server():
         yield sio, port, log
 
 
-def recorder(client: AsyncClient, namespace: str = "/") -> list:
-    """Record the client's events in ``namespace`` and the connection's events."""
-    events: list = []
-    client.on("connect", lambda: events.append("connect"), namespace=namespace)
-    client.on("disconnect", lambda reason: events.append(("disconnect", reason)), namespace=namespace)
-    client.on("connect_error", lambda data: events.append(("connect_error", data)), namespace=namespace)
-    client.on("echoed", lambda *args: events.append(("echoed", args)), namespace=namespace)
-    for name in ("reconnect_attempt", "reconnect", "reconnect_error"):
-        client.on(name, functools.partial(lambda name, arg: events.append((name, arg)), name))
-    client.on("reconnect_failed", lambda: events.append("reconnect_failed"))
-    return events
-
-
-def names(events: list) -> list[str]:
-    return [e if isinstance(e, str) else e[0] for e in events]
-
-
 @pytest.mark.parametrize("mode", MODES)
 @asyncio_test
 async def test_events_both_ways(mode):
     transports, final = MODES[mode]
     async with socketio_server() as (server, port, log):
         client = AsyncClient(rng=random.Random(1))
-        events = recorder(client)
+        events = sio_recorder(client, also=("echoed",))
         await client.connect(f"http://127.0.0.1:{port}", transports=transports)
         assert client.connected and client.transport() == final
         for payload in PAYLOADS:
@@ -188,8 +171,8 @@ async def test_two_namespaces_share_one_engineio_connection(mode):
     transports, final = MODES[mode]
     async with socketio_server() as (server, port, log):
         client = AsyncClient(rng=random.Random(3))
-        main_events = recorder(client, "/")
-        chat_events = recorder(client, "/chat")
+        main_events = sio_recorder(client, "/", also=("echoed",))
+        chat_events = sio_recorder(client, "/chat", also=("echoed",))
         await client.connect(f"http://127.0.0.1:{port}", transports=transports,
                              namespaces=["/", "/chat"], auth={"user": "ada"})
         assert set(client.namespaces) == {"/", "/chat"}
@@ -226,14 +209,14 @@ async def test_auth_accepted_and_refused(mode):
     transports, final = MODES[mode]
     async with socketio_server() as (server, port, log):
         client = AsyncClient()
-        events = recorder(client)
+        events = sio_recorder(client, also=("echoed",))
         await client.connect(f"http://127.0.0.1:{port}", transports=transports,
                              auth={"token": "good"})
         assert log[-1] == ("connect", "/", client.sid, {"token": "good"})
         await client.disconnect()
 
         refused = AsyncClient()
-        refused_events = recorder(refused)
+        refused_events = sio_recorder(refused, also=("echoed",))
         with pytest.raises(ConnectionError) as caught:
             await refused.connect(f"http://127.0.0.1:{port}", transports=transports,
                                   auth={"token": "bad"})
@@ -252,7 +235,7 @@ async def test_server_initiated_disconnect_is_not_reconnected(mode):
     transports, final = MODES[mode]
     async with socketio_server() as (server, port, log):
         client = AsyncClient(reconnection_delay=0.01, rng=random.Random(4))
-        events = recorder(client)
+        events = sio_recorder(client, also=("echoed",))
         await client.connect(f"http://127.0.0.1:{port}", transports=transports)
         sid = client.sid
         await server.disconnect(sid)
@@ -271,7 +254,7 @@ async def test_reconnection_after_a_cut(mode):
         seed = 5
         client = AsyncClient(reconnection_delay=0.05, reconnection_delay_max=0.2,
                              rng=random.Random(seed))
-        events = recorder(client)
+        events = sio_recorder(client, also=("echoed",))
         await client.connect(f"http://127.0.0.1:{relay.port}", transports=transports,
                              auth={"token": "good"})
         first_sid = client.sid
@@ -318,7 +301,7 @@ async def test_reconnection_gives_up_after_the_attempts():
     async with socketio_server() as (server, port, log), Relay("127.0.0.1", port) as relay:
         client = AsyncClient(reconnection_attempts=2, reconnection_delay=0.02,
                              reconnection_delay_max=0.05, rng=random.Random(6))
-        events = recorder(client)
+        events = sio_recorder(client, also=("echoed",))
         await client.connect(f"http://127.0.0.1:{relay.port}", transports=["websocket"])
         relay.refuse = True
         relay.cut()

@@ -20,10 +20,10 @@ from lablib.engineio.server import Server, serve
 from lablib.engineio.server_core import generate_sid
 from lablib.engineio.session import State, Transport
 from lablib.errors import LocalProtocolError
-from lablib.websocket.connection import (Accepted, BinaryMessage, Connection, ConnectionClosed, Role,
-                                         TextMessage)
+from lablib.websocket.connection import ConnectionClosed
 from lablib.websocket.handshake import ClientHandshake
 from tests.aio_support import asyncio_test, until
+from tests.wire import Peer, RawWebSocket, eio_target, polling_handshake, status
 
 SEED = 7
 SID = generate_sid(random.Random(SEED))  #: the first sid of a server built with rng=Random(7)
@@ -42,52 +42,8 @@ class Recorder:
         self.server.on("disconnect", lambda sid, reason: self.events.append(("disconnect", sid, reason)))
 
 
-# --- a raw HTTP/1.1 client ----------------------------------------------------------------------
-
-class HTTP:
-    """One keep-alive TCP connection; each answer is read exactly (head, then Content-Length)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, port: int) -> "HTTP":
-        return cls(*await asyncio.open_connection("127.0.0.1", port))
-
-    def send(self, method: str, target: str, body: bytes = b"", headers=()) -> None:
-        fields = [("Host", "127.0.0.1")] + list(headers)
-        if method == "POST":
-            fields.append(("Content-Length", str(len(body))))
-        head = "".join(f"{k}: {v}\r\n" for k, v in fields)
-        self.writer.write(f"{method} {target} HTTP/1.1\r\n{head}\r\n".encode("latin-1") + body)
-
-    async def answer(self) -> tuple[bytes, bytes]:
-        """(head, body) of the next response; head is everything up to the empty line."""
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        return head, await self.reader.readexactly(length)
-
-    async def request(self, method: str, target: str, body: bytes = b"", headers=()) -> tuple[bytes, bytes]:
-        self.send(method, target, body, headers)
-        return await self.answer()
-
-    async def closed_by_server(self) -> bool:
-        return await self.reader.read() == b""
-
-    def close(self) -> None:
-        self.writer.close()
-
-
 def q(sid: str | None = None, transport: str = "polling", eio: str = "4", prefix: str = "/engine.io/") -> str:
-    target = f"{prefix}?EIO={eio}&transport={transport}"
-    return target + (f"&sid={sid}" if sid else "")
-
-
-def status(head: bytes) -> bytes:
-    return head.split(b"\r\n", 1)[0]
+    return eio_target(prefix, transport, sid, eio)
 
 
 def open_json(sid: str, ping_interval=25000, ping_timeout=20000, max_payload=1000000,
@@ -96,70 +52,13 @@ def open_json(sid: str, ping_interval=25000, ping_timeout=20000, max_payload=100
             f'"pingTimeout":{ping_timeout},"maxPayload":{max_payload}}}').encode()
 
 
-async def handshake(http: HTTP) -> str:
-    head, body = await http.request("GET", q())
-    assert status(head) == b"HTTP/1.1 200 OK"
-    return json.loads(body[1:])["sid"]
-
-
-# --- a hand-made WebSocket client -------------------------------------------------------------
-
-class RawWebSocket:
-    """lablib's ClientHandshake + sans-I/O Connection over a stream; raw bytes readable too."""
-
-    def __init__(self, reader, writer, conn: Connection) -> None:
-        self.reader, self.writer, self.conn = reader, writer, conn
-
-    @classmethod
-    async def open(cls, port: int, target: str, seed: int = 1) -> "RawWebSocket":
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        handshake = ClientHandshake(f"127.0.0.1:{port}", target, rng=random.Random(seed))
-        conn = Connection(Role.CLIENT, handshake=handshake, rng=random.Random(seed))
-        writer.write(handshake.request_bytes())
-        while True:
-            data = await reader.read(4096)
-            if not data:
-                raise ConnectionError("the server refused the WebSocket (or closed)")
-            events = conn.receive_data(data)
-            if any(isinstance(e, Accepted) for e in events):
-                break
-        ws = cls(reader, writer, conn)
-        ws._pending = conn.receive_data(b"")  # frames that came with the 101 (direct: the open packet)
-        return ws
-
-    async def raw(self, n: int) -> bytes:
-        """Exactly the next ``n`` bytes from the server (fed to the connection, events dropped)."""
-        data = await self.reader.readexactly(n)
-        self.conn.receive_data(data)
-        return data
-
-    async def message(self):
-        """The next text or binary message, or the ConnectionClosed event."""
-        pending = getattr(self, "_pending", [])
-        while True:
-            while pending:
-                event = pending.pop(0)
-                if isinstance(event, (TextMessage, BinaryMessage, ConnectionClosed)):
-                    self._pending = pending
-                    return event.data if not isinstance(event, ConnectionClosed) else event
-            data = await self.reader.read(4096)
-            pending = self.conn.receive_eof() if not data else self.conn.receive_data(data)
-            self.writer.write(self.conn.data_to_send())
-
-    def send_text(self, text: str) -> None:
-        self.writer.write(self.conn.send_text(text))
-
-    def send_binary(self, data: bytes) -> None:
-        self.writer.write(self.conn.send_binary(data))
-
-
 # === (a) polling, request by request =============================================================
 
 @asyncio_test
 async def test_handshake_answers_the_open_packet():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
-        http = await HTTP.open(srv.port)
+        http = await Peer.open(srv.port)
         head, body = await http.request("GET", q() + "&t=N8hyd6w")
         assert head == (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=UTF-8\r\n"
                         b"Content-Length: 118\r\n\r\n")
@@ -173,9 +72,9 @@ async def test_handshake_answers_the_open_packet():
 async def test_a_held_get_is_released_by_send():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
-        http = await HTTP.open(srv.port)
-        sid = await handshake(http)
-        http.send("GET", q(sid))  # same keep-alive connection
+        http = await Peer.open(srv.port)
+        sid = await polling_handshake(http)
+        http.send_request("GET", q(sid))  # same keep-alive connection
         await until(lambda: srv.sessions[sid].poll_held)
         await srv.send(sid, "hello")
         head, body = await http.answer()
@@ -187,8 +86,8 @@ async def test_a_held_get_is_released_by_send():
 @asyncio_test
 async def test_packets_sent_between_polls_wait_for_the_next_get():
     async with serve(Recorder().server, "127.0.0.1", 0) as srv:
-        http = await HTTP.open(srv.port)
-        sid = await handshake(http)
+        http = await Peer.open(srv.port)
+        sid = await polling_handshake(http)
         await srv.send(sid, "one")
         await srv.send(sid, b"\x01\x02\x03\x04")  # binary: "b" + base64 in a polling payload
         await srv.send(sid, "three")
@@ -201,8 +100,8 @@ async def test_packets_sent_between_polls_wait_for_the_next_get():
 async def test_post_of_a_batched_payload_gives_message_events_in_order():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
-        http = await HTTP.open(srv.port)
-        sid = await handshake(http)
+        http = await Peer.open(srv.port)
+        sid = await polling_handshake(http)
         head, body = await http.request("POST", q(sid), b"4hello\x1ebAQIDBA==\x1e4\xc3\xa9t\xc3\xa9",
                                         [("Content-Type", "text/plain;charset=UTF-8")])
         assert head == b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2\r\n\r\n"
@@ -216,7 +115,7 @@ async def test_post_of_a_batched_payload_gives_message_events_in_order():
 @asyncio_test
 async def test_unknown_sid_bad_eio_bad_transport():
     async with serve(Recorder().server, "127.0.0.1", 0) as srv:
-        http = await HTTP.open(srv.port)
+        http = await Peer.open(srv.port)
         cases = [(q("nope"), b'{"code":1,"message":"Session ID unknown"}'),
                  (q(eio="3"), b'{"code":5,"message":"Unsupported protocol version"}'),
                  (q(transport="carrier-pigeon"), b'{"code":0,"message":"Transport unknown"}')]
@@ -230,7 +129,7 @@ async def test_unknown_sid_bad_eio_bad_transport():
         head, body = await http.request("GET", "/elsewhere/")
         assert status(head) == b"HTTP/1.1 404 Not Found"
         # every refusal kept the connection: one more handshake on it works
-        assert await handshake(http)
+        assert await polling_handshake(http)
         http.close()
 
 
@@ -238,13 +137,13 @@ async def test_unknown_sid_bad_eio_bad_transport():
 async def test_post_over_max_payload_is_413_and_the_session_lives_on():
     rec = Recorder(max_payload=100)
     async with serve(rec.server, "127.0.0.1", 0) as srv:
-        http = await HTTP.open(srv.port)
-        sid = await handshake(http)
+        http = await Peer.open(srv.port)
+        sid = await polling_handshake(http)
         head, body = await http.request("POST", q(sid), b"4" + b"x" * 200)
         assert head == b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         assert body == b"" and await http.closed_by_server()
         assert srv.sessions[sid].state is State.OPEN
-        other = await HTTP.open(srv.port)
+        other = await Peer.open(srv.port)
         head, body = await other.request("POST", q(sid), b"4" + b"x" * 99)  # exactly maxPayload
         assert body == b"ok" and rec.events[-1] == ("message", sid, "x" * 99)
         other.close()
@@ -254,8 +153,8 @@ async def test_post_over_max_payload_is_413_and_the_session_lives_on():
 async def test_bad_payload_closes_the_session_with_400_code_3():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
-        http = await HTTP.open(srv.port)
-        sid = await handshake(http)
+        http = await Peer.open(srv.port)
+        sid = await polling_handshake(http)
         head, body = await http.request("POST", q(sid), b"9what")
         assert status(head) == b"HTTP/1.1 400 Bad Request"
         assert body == b'{"code":3,"message":"Bad request"}'
@@ -268,9 +167,9 @@ async def test_bad_payload_closes_the_session_with_400_code_3():
 async def test_a_second_concurrent_get_is_400_and_ends_the_session():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
-        first, second = await HTTP.open(srv.port), await HTTP.open(srv.port)
-        sid = await handshake(first)
-        first.send("GET", q(sid))
+        first, second = await Peer.open(srv.port), await Peer.open(srv.port)
+        sid = await polling_handshake(first)
+        first.send_request("GET", q(sid))
         await until(lambda: srv.sessions[sid].poll_held)
         head, body = await second.request("GET", q(sid))
         # the spec's 400 and the error JSON (the reference answers 500, empty)
@@ -299,9 +198,9 @@ async def test_a_post_while_the_previous_one_is_handled_is_400_and_ends_the_sess
 
     server.on("disconnect", lambda sid, reason: closed.set_result(reason))
     async with serve(server, "127.0.0.1", 0) as srv:
-        first, second = await HTTP.open(srv.port), await HTTP.open(srv.port)
-        sid = await handshake(first)
-        first.send("POST", q(sid), b"4first")
+        first, second = await Peer.open(srv.port), await Peer.open(srv.port)
+        sid = await polling_handshake(first)
+        first.send_request("POST", q(sid), b"4first")
         await until(lambda: handled)
         head, body = await second.request("POST", q(sid), b"4second")
         assert status(head) == b"HTTP/1.1 400 Bad Request"
@@ -318,9 +217,9 @@ async def test_a_post_while_the_previous_one_is_handled_is_400_and_ends_the_sess
 async def test_text_with_the_record_separator_is_refused_over_polling_and_nothing_is_lost():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
-        http = await HTTP.open(srv.port)
-        sid = await handshake(http)
-        http.send("GET", q(sid))
+        http = await Peer.open(srv.port)
+        sid = await polling_handshake(http)
+        http.send_request("GET", q(sid))
         await until(lambda: srv.sessions[sid].poll_held)
         with pytest.raises(LocalProtocolError, match="record separator"):
             await rec.server.send(sid, "a\x1eb")
@@ -334,7 +233,7 @@ async def test_text_with_the_record_separator_is_refused_over_polling_and_nothin
 async def test_cors_preflight_and_a_refused_origin():
     rec = Recorder(cors_allowed_origins=["https://lab.example"])
     async with serve(rec.server, "127.0.0.1", 0) as srv:
-        http = await HTTP.open(srv.port)
+        http = await Peer.open(srv.port)
         head, body = await http.request("OPTIONS", q(), headers=[
             ("Origin", "https://lab.example"), ("Access-Control-Request-Method", "POST"),
             ("Access-Control-Request-Headers", "content-type")])
@@ -358,7 +257,7 @@ async def test_connect_handler_can_refuse():
     server.on("connect", lambda sid, request: "token=ok" in request.query)
     server.on("disconnect", lambda sid, reason: disconnects.append(sid))
     async with serve(server, "127.0.0.1", 0) as srv:
-        http = await HTTP.open(srv.port)
+        http = await Peer.open(srv.port)
         head, body = await http.request("GET", q())
         assert status(head) == b"HTTP/1.1 403 Forbidden"
         assert body == b'{"code":4,"message":"Forbidden"}'
@@ -373,9 +272,9 @@ async def test_connect_handler_can_refuse():
 async def test_a_client_that_drops_its_held_get_ends_the_session():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
-        http = await HTTP.open(srv.port)
-        sid = await handshake(http)
-        http.send("GET", q(sid))
+        http = await Peer.open(srv.port)
+        sid = await polling_handshake(http)
+        http.send_request("GET", q(sid))
         await until(lambda: srv.sessions[sid].poll_held)
         http.close()
         await until(lambda: sid not in srv.sessions)
@@ -386,9 +285,9 @@ async def test_a_client_that_drops_its_held_get_ends_the_session():
 async def test_client_close_packet_releases_the_held_get_with_a_noop():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
-        poll, post = await HTTP.open(srv.port), await HTTP.open(srv.port)
-        sid = await handshake(poll)
-        poll.send("GET", q(sid))
+        poll, post = await Peer.open(srv.port), await Peer.open(srv.port)
+        sid = await polling_handshake(poll)
+        poll.send_request("GET", q(sid))
         await until(lambda: srv.sessions[sid].poll_held)
         assert (await post.request("POST", q(sid), b"1"))[1] == b"ok"
         assert (await poll.answer())[1] == b"6"
@@ -400,8 +299,8 @@ async def test_client_close_packet_releases_the_held_get_with_a_noop():
 async def test_server_disconnect_over_polling():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
-        http = await HTTP.open(srv.port)
-        sid = await handshake(http)
+        http = await Peer.open(srv.port)
+        sid = await polling_handshake(http)
         await srv.send(sid, "bye")
         await srv.disconnect(sid)  # no GET held: the close packet waits for one
         assert srv.sessions[sid].state is State.CLOSING
@@ -416,7 +315,7 @@ async def test_server_disconnect_over_polling():
 async def test_socketio_style_path_prefix():
     rec = Recorder(path="/socket.io/")
     async with serve(rec.server, "127.0.0.1", 0) as srv:
-        http = await HTTP.open(srv.port)
+        http = await Peer.open(srv.port)
         head, body = await http.request("GET", q(prefix="/socket.io/"))
         assert body == open_json(SID)
         head, _ = await http.request("GET", q())
@@ -448,8 +347,8 @@ async def test_a_failing_handler_is_logged_and_the_server_goes_on(caplog):
     server.on("message", lambda sid, data: 1 / 0)
     with caplog.at_level(logging.ERROR, logger="lablib.engineio.server"):
         async with serve(server, "127.0.0.1", 0) as srv:
-            http = await HTTP.open(srv.port)
-            sid = await handshake(http)
+            http = await Peer.open(srv.port)
+            sid = await polling_handshake(http)
             assert (await http.request("POST", q(sid), b"4boom"))[1] == b"ok"
             assert (await http.request("POST", q(sid), b"4again"))[1] == b"ok"
             http.close()
@@ -468,9 +367,9 @@ async def test_send_to_an_unknown_sid_is_ignored():
 async def test_upgrade_by_hand():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
-        poll = await HTTP.open(srv.port)
-        sid = await handshake(poll)
-        poll.send("GET", q(sid))
+        poll = await Peer.open(srv.port)
+        sid = await polling_handshake(poll)
+        poll.send_request("GET", q(sid))
         await until(lambda: srv.sessions[sid].poll_held)
 
         ws = await RawWebSocket.open(srv.port, q(sid, "websocket"))
@@ -500,7 +399,7 @@ async def test_upgrade_by_hand():
         assert status(head) == b"HTTP/1.1 400 Bad Request"
         assert body == b'{"code":3,"message":"Bad request"}'
 
-        ws.writer.write(ws.conn.send_close(1000))
+        ws.peer.send(ws.conn.send_close(1000))
         closed = await ws.message()
         assert isinstance(closed, ConnectionClosed) and closed.code == 1000
         await until(lambda: rec.events[-1][0] == "disconnect")
@@ -512,8 +411,8 @@ async def test_upgrade_by_hand():
 async def test_a_failed_probe_leaves_the_session_on_polling():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
-        poll = await HTTP.open(srv.port)
-        sid = await handshake(poll)
+        poll = await Peer.open(srv.port)
+        sid = await polling_handshake(poll)
         ws = await RawWebSocket.open(srv.port, q(sid, "websocket"))
         ws.send_text("5")  # no probe first
         closed = await ws.message()
@@ -542,7 +441,7 @@ async def test_direct_websocket_session():
         await until(lambda: len(rec.events) == 3)
         assert rec.events[1:] == [("message", SID, "text"), ("message", SID, b"\xfe")]
         # polling with a WebSocket session's sid: refused
-        http = await HTTP.open(srv.port)
+        http = await Peer.open(srv.port)
         assert (await http.request("GET", q(SID)))[1] == b'{"code":3,"message":"Bad request"}'
         await srv.disconnect(SID)  # no close packet over a WebSocket (reference), close 1000
         closed = await ws.message()
@@ -555,7 +454,7 @@ async def test_direct_websocket_session():
 async def test_a_bad_websocket_handshake_is_refused_and_forgotten():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
-        http = await HTTP.open(srv.port)
+        http = await Peer.open(srv.port)
         head, body = await http.request("GET", q(transport="websocket"), headers=[
             ("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13")])
         assert status(head) == b"HTTP/1.1 400 Bad Request"
@@ -583,12 +482,12 @@ async def test_oversized_websocket_message_closes_with_1009():
 async def test_a_polling_client_that_never_pongs_is_dropped():
     rec = Recorder(ping_interval=100, ping_timeout=100)
     async with serve(rec.server, "127.0.0.1", 0) as srv:
-        http = await HTTP.open(srv.port)
+        http = await Peer.open(srv.port)
         loop = asyncio.get_running_loop()
         before_handshake = loop.time()
-        sid = await handshake(http)
+        sid = await polling_handshake(http)
         assert (await http.request("GET", q(sid)))[1] == b"2"
-        http.send("GET", q(sid))  # poll again, never POST the pong
+        http.send_request("GET", q(sid))  # poll again, never POST the pong
         assert (await http.answer())[1] == b"1"  # the held GET gets the close packet
         # not before pingInterval + pingTimeout (counted from the ping's scheduled time)
         assert loop.time() - before_handshake >= 0.2
@@ -601,8 +500,8 @@ async def test_a_polling_client_that_pongs_stays():
     # a generous pingTimeout: the deadline counts from the scheduled ping, a loaded loop is late
     rec = Recorder(ping_interval=100, ping_timeout=1000)
     async with serve(rec.server, "127.0.0.1", 0) as srv:
-        poll, post = await HTTP.open(srv.port), await HTTP.open(srv.port)
-        sid = await handshake(poll)
+        poll, post = await Peer.open(srv.port), await Peer.open(srv.port)
+        sid = await polling_handshake(poll)
         for _ in range(4):
             assert (await poll.request("GET", q(sid)))[1] == b"2"
             assert (await post.request("POST", q(sid), b"3"))[1] == b"ok"
@@ -628,11 +527,11 @@ async def test_a_websocket_client_that_never_pongs_is_dropped():
 async def test_shutdown_answers_held_polls_and_closes_websockets_with_1001():
     rec = Recorder()
     srv = await serve(rec.server, "127.0.0.1", 0)
-    poll = await HTTP.open(srv.port)
-    sid = await handshake(poll)
-    poll.send("GET", q(sid))
+    poll = await Peer.open(srv.port)
+    sid = await polling_handshake(poll)
+    poll.send_request("GET", q(sid))
     await until(lambda: srv.sessions[sid].poll_held)
-    idle = await HTTP.open(srv.port)  # a keep-alive connection with no request
+    idle = await Peer.open(srv.port)  # a keep-alive connection with no request
     ws = await RawWebSocket.open(srv.port, q(transport="websocket"))
     await ws.message()
     ws_sid = next(s for s in srv.sessions if s != sid)
@@ -668,8 +567,8 @@ async def _second_websocket_is_accepted_then_closed(srv, sid: str) -> None:
 async def test_a_second_websocket_for_an_upgraded_session_is_accepted_then_closed():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
-        poll = await HTTP.open(srv.port)
-        sid = await handshake(poll)
+        poll = await Peer.open(srv.port)
+        sid = await polling_handshake(poll)
         first = await RawWebSocket.open(srv.port, q(sid, "websocket"))
         first.send_text("2probe")
         assert await first.raw(8) == b"\x81\x063probe"
@@ -692,8 +591,8 @@ async def test_a_second_websocket_for_an_upgraded_session_is_accepted_then_close
 async def test_a_second_websocket_while_probing_is_accepted_then_closed():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
-        poll = await HTTP.open(srv.port)
-        sid = await handshake(poll)
+        poll = await Peer.open(srv.port)
+        sid = await polling_handshake(poll)
         first = await RawWebSocket.open(srv.port, q(sid, "websocket"))
         assert srv.sessions[sid].state is State.PROBING
 
@@ -715,11 +614,11 @@ async def test_a_second_websocket_while_probing_is_accepted_then_closed():
 async def test_head_and_options_on_a_live_session_get_405_and_the_connection_goes_on():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
-        http = await HTTP.open(srv.port)
-        sid = await handshake(http)
+        http = await Peer.open(srv.port)
+        sid = await polling_handshake(http)
         body = b'{"code":3,"message":"Method Not Allowed"}'
         # a HEAD answer has the GET's header fields and no body (RFC 9110 §9.3.2)
-        http.send("HEAD", f"/engine.io/?sid={sid}&transport=polling&EIO=4")
+        http.send_request("HEAD", f"/engine.io/?sid={sid}&transport=polling&EIO=4")
         head = await http.reader.readuntil(b"\r\n\r\n")
         assert head == (b"HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json\r\n"
                         b"Content-Length: 41\r\nAllow: GET, POST\r\n\r\n")
@@ -762,7 +661,7 @@ async def test_a_websocket_from_another_site_is_refused_by_default():
 async def test_transport_and_handshake_request_of_each_session():
     rec = Recorder()
     async with serve(rec.server, "127.0.0.1", 0) as srv:
-        poll = await HTTP.open(srv.port)
+        poll = await Peer.open(srv.port)
         head, body = await poll.request("GET", q() + "&token=abc", headers=[("X-Lab", "01")])
         sid = json.loads(body[1:])["sid"]
         assert srv.transport(sid) == "polling"
@@ -797,7 +696,7 @@ async def test_routes_and_a_static_directory_next_to_engineio(tmp_path):
     rec = Recorder(routes={"/health": health, "/sync": lambda request: Response(204, Headers())},
                    static_dir=tmp_path)
     async with serve(rec.server, "127.0.0.1", 0) as srv:
-        http = await HTTP.open(srv.port)  # one keep-alive connection for everything
+        http = await Peer.open(srv.port)  # one keep-alive connection for everything
         head, body = await http.request("GET", "/health")
         assert head == (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\n")
         assert body == b"ok GET"
@@ -814,7 +713,7 @@ async def test_routes_and_a_static_directory_next_to_engineio(tmp_path):
             assert status(head) == b"HTTP/1.1 404 Not Found", outside
         head, _ = await http.request("POST", "/index.html", b"x")
         assert status(head) == b"HTTP/1.1 405 Method Not Allowed"
-        sid = await handshake(http)  # Engine.IO on the same port, the same connection
+        sid = await polling_handshake(http)  # Engine.IO on the same port, the same connection
         assert srv.transport(sid) == "polling"
         http.close()
 
@@ -824,7 +723,7 @@ async def test_two_engineio_endpoints_on_one_port():
     first, second = Recorder(path="/a/"), Recorder(path="/b/", rng=random.Random(8))
     first.server.mount(second.server)
     async with serve(first.server, "127.0.0.1", 0) as srv:
-        http = await HTTP.open(srv.port)
+        http = await Peer.open(srv.port)
         _, body_a = await http.request("GET", q(prefix="/a/"))
         _, body_b = await http.request("GET", q(prefix="/b/"))
         sid_a, sid_b = json.loads(body_a[1:])["sid"], json.loads(body_b[1:])["sid"]
@@ -859,7 +758,7 @@ async def test_serve_builds_a_server_from_handlers_and_settings():
     seen = []
     async with serve({"message": lambda sid, data: seen.append(data)}, "127.0.0.1", 0,
                      ping_interval=300, rng=random.Random(SEED)) as srv:
-        http = await HTTP.open(srv.port)
+        http = await Peer.open(srv.port)
         _, body = await http.request("GET", q())
         assert body == open_json(SID, ping_interval=300)
         await http.request("POST", q(SID), b"4hi")

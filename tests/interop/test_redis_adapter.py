@@ -9,9 +9,6 @@ and except; a fetchSockets() request from Node is answered by lablib.
 
 from __future__ import annotations
 
-import json
-import queue
-import threading
 import time
 
 import pytest
@@ -23,7 +20,7 @@ from lablib.socketio.redis_protocol import (
     BroadcastMessage, BroadcastOptions, Channels, Request, RequestType, Response,
     decode_broadcast, decode_request, encode_broadcast, encode_request, encode_response,
     receive_broadcast)
-from tests.node_support import node_modules  # noqa: F401 (a fixture)
+from tests.node_support import NodePeer, node_modules  # noqa: F401 (a fixture)
 from tests.redis_support import redis_url  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.interop, pytest.mark.node]
@@ -32,37 +29,6 @@ GUARD = 30.0   # seconds before a missing line or message fails the test (never 
 CHANNELS = Channels("/")
 
 
-class NodePeer:
-    """The Node script's stdout as a queue of JSON objects; commands written to its stdin."""
-
-    def __init__(self, process) -> None:
-        self.process = process
-        self.lines: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.put(json.loads(line))
-        self.lines.put(None)
-
-    def send(self, **command) -> None:
-        self.process.stdin.write(json.dumps(command) + "\n")
-        self.process.stdin.flush()
-
-    def expect(self, predicate) -> dict:
-        """The next line that matches; fails on an error line, on exit or after GUARD."""
-        deadline = time.monotonic() + GUARD
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                pytest.fail("the Node peer said nothing expected in time")
-            if line is None:
-                pytest.fail(f"the Node peer exited: {self.process.stderr.read()}")
-            if "error" in line:
-                pytest.fail(f"the Node peer failed: {line}")
-            if predicate(line):
-                return line
 
 
 def _next_message(pubsub) -> dict:

@@ -4,9 +4,9 @@
 * what a connect handler emits to its client, and emits that reach nobody;
 * a broadcast to a room with a member that never reads.
 
-The peers are lablib's sans-I/O WebSocket client over a raw TCP socket (the helpers of
-``tests/test_robustness.py``) or lablib's Engine.IO client speaking Socket.IO by hand.  Timeouts
-are guards against hangs, never measurements.
+The peers are lablib's sans-I/O WebSocket client over a raw TCP socket or lablib's Engine.IO
+client speaking Socket.IO by hand (both in ``tests/wire.py``).  Timeouts are guards against
+hangs, never measurements.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ import pytest
 
 from lablib.socketio.server import Server, serve
 from tests.aio_support import asyncio_test, until
-from tests.socketio.test_sio_server import Raw
-from tests.test_robustness import Peer, RawWebSocket, eio_target, polling_handshake
+from tests.wire import Peer, RawSocketIO, RawWebSocket, eio_target, polling_handshake
 
 TARGET = eio_target("/socket.io/", "websocket")
 
@@ -99,7 +98,7 @@ async def test_what_the_connect_handler_emits_follows_the_connect_answer():
         await sio.emit("everyone")   # a namespace-wide broadcast: not to a client not yet in
 
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         await raw.send("0")
         answer = await raw.recv()
         sid = json.loads(answer[1:])["sid"]
@@ -116,7 +115,7 @@ async def test_what_the_connect_handler_emits_follows_the_connect_answer():
 async def test_an_emit_to_a_gone_sid_is_logged_and_counted(caplog):
     sio = Server(rng=random.Random(9), close_timeout=0.3)
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         sid = await raw.join()
         await raw.close()
         await until(lambda: not sio.core.is_connected(sid))
@@ -150,7 +149,7 @@ async def test_a_member_that_never_reads_neither_delays_a_broadcast_nor_holds_me
     sio.on("connect", lambda sid, request, auth: sio.enter_room(sid, "room"))
     sio.on("disconnect", lambda sid, reason: reasons.setdefault(sid, reason))
     async with serve(sio) as server:
-        healthy = [await Raw().open(server.port) for _ in range(2)]
+        healthy = [await RawSocketIO().open(server.port) for _ in range(2)]
         healthy_sids = [await raw.join() for raw in healthy]
         slow = await RawWebSocket.open(server.port, TARGET, rcvbuf=4096)
         slow.send_text("40")   # joins the room; from here on it never reads

@@ -6,7 +6,7 @@ or holds it, like a long-poll, or accepts a WebSocket and speaks through the san
 :class:`~lablib.websocket.connection.Connection`.  That makes the wire visible: request bytes,
 the order of the upgrade steps, a server that stops pinging.
 
-Interop with python-engineio's server is in ``tests/interop/test_eio_interop_client.py``.
+Interop with python-engineio's server is in ``tests/interop/test_engineio_client.py``.
 Timeouts are guards against hangs, never measurements.
 """
 
@@ -26,6 +26,7 @@ from lablib.websocket import accept_key
 from lablib.websocket.connection import (BinaryMessage, Connection, ConnectionClosed, Role,
                                          TextMessage)
 from tests.aio_support import asyncio_test, until
+from tests.wire import eio_recorder
 
 
 # --- a server the test drives ------------------------------------------------------------------
@@ -172,18 +173,10 @@ def open_packet(sid: str = "S1", upgrades=("websocket",), interval: int = 60000,
     return "0" + OpenInfo(sid, tuple(upgrades), interval, timeout, 100000).to_json()
 
 
-def recorder(client: Client) -> list:
-    events: list = []
-    client.on("connect", lambda: events.append("connect"))
-    client.on("message", lambda data: events.append(data))
-    client.on("disconnect", lambda reason: events.append(("disconnect", reason)))
-    return events
-
-
 async def polling_client(server: ScriptedServer, sid: str = "S1", **options):
     """A polling-only client, connected; returns (client, events, the first held GET)."""
     client = Client(rng=random.Random(1), **options)
-    events = recorder(client)
+    events = eio_recorder(client)
     connecting = asyncio.create_task(client.connect(server.url, transports=["polling"]))
     (await server.next()).respond(open_packet(sid))
     await connecting
@@ -305,7 +298,7 @@ async def test_client_disconnect_sends_close_and_drops_the_held_poll():
 async def test_dead_polling_server_is_noticed_after_interval_plus_timeout():
     async with ScriptedServer() as server:
         client = Client(rng=random.Random(1))
-        events = recorder(client)
+        events = eio_recorder(client)
         connecting = asyncio.create_task(client.connect(server.url, transports=["polling"]))
         (await server.next()).respond(open_packet(interval=100, timeout=100))
         await connecting
@@ -319,7 +312,7 @@ async def test_dead_polling_server_is_noticed_after_interval_plus_timeout():
 async def test_pings_keep_a_polling_session_alive():
     async with ScriptedServer() as server:
         client = Client(rng=random.Random(1))
-        events = recorder(client)
+        events = eio_recorder(client)
         connecting = asyncio.create_task(client.connect(server.url, transports=["polling"]))
         (await server.next()).respond(open_packet(interval=100, timeout=100))
         await connecting
@@ -354,7 +347,7 @@ async def test_a_failed_poll_is_a_transport_error(answer):
 async def test_refused_and_malformed_handshakes_raise():
     async with ScriptedServer() as server:
         client = Client(rng=random.Random(1))
-        events = recorder(client)
+        events = eio_recorder(client)
         connecting = asyncio.create_task(client.connect(server.url + "/?x", transports=["polling"]))
         (await server.next()).respond('{"code":5,"message":"Unsupported protocol version"}', status=400)
         with pytest.raises(EngineIOError) as refused:
@@ -415,7 +408,7 @@ async def test_disconnect_from_a_handler_does_not_deadlock():
 async def test_upgrade_waits_for_the_pending_poll_before_sending_5():
     async with ScriptedServer() as server:
         client = Client(rng=random.Random(1))
-        events = recorder(client)
+        events = eio_recorder(client)
         connecting = asyncio.create_task(client.connect(server.url))
         (await server.next()).respond(open_packet("S1"))
         first = await server.next()
@@ -452,7 +445,7 @@ async def test_upgrade_waits_for_the_pending_poll_before_sending_5():
 async def test_a_failed_probe_leaves_the_session_on_polling():
     async with ScriptedServer() as server:
         client = Client(rng=random.Random(1))
-        events = recorder(client)
+        events = eio_recorder(client)
         connecting = asyncio.create_task(client.connect(server.url))
         (await server.next()).respond(open_packet("S1"))
         exchanges = [await server.next(), await server.next()]
@@ -491,7 +484,7 @@ async def test_no_upgrade_when_the_server_offers_none():
 async def test_websocket_only_session():
     async with ScriptedServer() as server:
         client = Client(rng=random.Random(1))
-        events = recorder(client)
+        events = eio_recorder(client)
         connecting = asyncio.create_task(client.connect(server.url, transports=["websocket"]))
         upgrade = await server.next()
         assert upgrade.target == "/engine.io/?EIO=4&transport=websocket"
@@ -515,7 +508,7 @@ async def test_websocket_only_session():
 async def test_dead_websocket_server_is_noticed_after_interval_plus_timeout():
     async with ScriptedServer() as server:
         client = Client(rng=random.Random(1), close_timeout=0.2)
-        events = recorder(client)
+        events = eio_recorder(client)
         connecting = asyncio.create_task(client.connect(server.url, transports=["websocket"]))
         ws = (await server.next()).accept_websocket()
         ws.send(open_packet(upgrades=(), interval=100, timeout=100))
@@ -528,7 +521,7 @@ async def test_dead_websocket_server_is_noticed_after_interval_plus_timeout():
 async def test_websocket_lost_is_a_transport_close():
     async with ScriptedServer() as server:
         client = Client(rng=random.Random(1))
-        events = recorder(client)
+        events = eio_recorder(client)
         connecting = asyncio.create_task(client.connect(server.url, transports=["websocket"]))
         ws = (await server.next()).accept_websocket()
         ws.send(open_packet(upgrades=()))
@@ -565,7 +558,7 @@ async def test_lablib_client_with_lablib_server(mode):
 
     async with serve(server, "127.0.0.1", 0):
         client = Client(rng=random.Random(1))
-        events = recorder(client)
+        events = eio_recorder(client)
         await client.connect(f"http://127.0.0.1:{server.port}", transports=transports)
         assert client.transport == final and client.sid in server.sessions
         await client.send("h\u00e9")
@@ -583,7 +576,7 @@ async def test_lablib_client_with_lablib_server(mode):
         assert log[:3] == ["connect", "h\u00e9", b"\x00\xff"]
         # and a session the server closes
         client = Client(rng=random.Random(3))
-        events = recorder(client)
+        events = eio_recorder(client)
         await client.connect(f"http://127.0.0.1:{server.port}", transports=transports)
         await client.send("ready")                 # its echo: the server has seen the "5" too
         await until(lambda: "ready" in events)

@@ -17,17 +17,16 @@ from __future__ import annotations
 import asyncio
 import builtins
 import inspect
-import json
 import random
 import secrets
 
 import pytest
 
-from lablib.engineio.client import Client
 from lablib.engineio.server_core import generate_sid
 from lablib.socketio.server import ConnectionRefusedError, DisconnectedError, Server, serve
 from lablib.socketio.server_core import ServerCore
 from tests.aio_support import GUARD_TIMEOUT, asyncio_test, until
+from tests.wire import RawSocketIO
 
 SEED = 5
 
@@ -62,41 +61,6 @@ def make_server(**settings) -> tuple[Server, list[tuple]]:
     return sio, events
 
 
-class Raw:
-    """An Engine.IO client whose messages are raw Socket.IO packets."""
-
-    def __init__(self) -> None:
-        self.client = Client(rng=random.Random(1), close_timeout=0.3)
-        self.inbox: asyncio.Queue = asyncio.Queue()
-        self.disconnected = asyncio.Event()
-        self.client.on("message", self.inbox.put_nowait)
-        self.client.on("disconnect", lambda reason: self.disconnected.set())
-
-    async def open(self, port: int, transport: str = "websocket") -> "Raw":
-        transports = ["polling", "websocket"] if transport == "upgrade" else [transport]
-        await self.client.connect(f"http://127.0.0.1:{port}", transports=transports,
-                                  path="/socket.io/")
-        return self
-
-    async def send(self, *messages: str | bytes) -> None:
-        for message in messages:
-            await self.client.send(message)
-
-    async def recv(self) -> str | bytes:
-        return await asyncio.wait_for(self.inbox.get(), GUARD_TIMEOUT)
-
-    async def join(self, namespace: str = "/", auth: dict | None = None) -> str:
-        """CONNECT to ``namespace``; return the sid from the server's CONNECT."""
-        prefix = "0" if namespace == "/" else f"0{namespace},"
-        await self.send(prefix + (json.dumps(auth, separators=(",", ":")) if auth else ""))
-        answer = await self.recv()
-        assert answer.startswith(prefix + "{")
-        return json.loads(answer[len(prefix):])["sid"]
-
-    async def close(self) -> None:
-        await self.client.disconnect()
-
-
 # --- connecting -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("transport", ["polling", "websocket", "upgrade"])
@@ -105,7 +69,7 @@ async def test_connect_main_namespace_gets_the_seeded_sid(transport):
     sio, events = make_server()
     eio_sid, sid = expected_sids(2)
     async with serve(sio) as server:
-        raw = await Raw().open(server.port, transport)
+        raw = await RawSocketIO().open(server.port, transport)
         assert raw.client.sid == eio_sid
         await raw.send("0")
         assert await raw.recv() == '0{"sid":"%s"}' % sid
@@ -121,7 +85,7 @@ async def test_connect_with_auth_to_a_namespace_with_handlers():
     seen = []
     sio.on("connect", lambda sid, request, auth: seen.append((request.path, auth)), namespace="/chat")
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         await raw.send('0/chat,{"token":"x"}')
         answer = await raw.recv()
         assert answer == '0/chat,{"sid":"%s"}' % expected_sids(2)[1]
@@ -133,7 +97,7 @@ async def test_connect_with_auth_to_a_namespace_with_handlers():
 async def test_unknown_namespace_is_refused():
     sio, events = make_server()
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         await raw.send("0/x,")
         assert await raw.recv() == '4/x,{"message":"Invalid namespace"}'
         await raw.send("0")   # the connection is still usable
@@ -145,7 +109,7 @@ async def test_unknown_namespace_is_refused():
 async def test_any_namespace_with_star():
     sio, events = make_server(namespaces="*")
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         sid = await raw.join("/anything")
         await sio.emit("hello", "you", namespace="/anything")
         assert await raw.recv() == '2/anything,["hello","you"]'
@@ -159,7 +123,7 @@ async def test_connect_handler_returning_false_refuses_with_the_default_message(
     sio = Server(rng=random.Random(SEED), close_timeout=0.3)
     sio.on("connect", lambda sid, request, auth: False)
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         await raw.send("0")
         assert await raw.recv() == '4{"message":"Connection rejected by server"}'
         assert sio.core.sids("/") == []
@@ -178,7 +142,7 @@ async def test_connection_refused_error_carries_message_and_data():
 
     sio.on("disconnect", lambda sid, reason: disconnects.append(sid), namespace="/chat")
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         await raw.send('0/chat,{"token":"bad"}')
         assert await raw.recv() == '4/chat,{"message":"bad token","data":{"code":7}}'
         await raw.send('0/chat,{"token":"good"}')
@@ -197,7 +161,7 @@ async def test_builtin_connection_refused_error_is_accepted():
 
     sio.on("connect", connect)
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         await raw.send("0")
         assert await raw.recv() == '4{"message":"go away"}'
         await raw.close()
@@ -210,7 +174,7 @@ async def test_legacy_handler_signatures():
     sio.on("connect", lambda sid, request: calls.append("connect"))
     sio.on("disconnect", lambda sid: calls.append("disconnect"))
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         await raw.join()
         await raw.send("1")
         await until(lambda: len(calls) == 2)
@@ -234,7 +198,7 @@ async def test_rooms_entered_in_the_connect_handler():
         return (await sio.get_session(sid))["user"]
 
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         sid = await raw.join(auth={"user": "ada"})
         assert sio.rooms(sid) == [sid, "lobby", "news"]
         await raw.send('27["whoami"]')
@@ -250,7 +214,7 @@ async def test_rooms_entered_in_the_connect_handler():
 async def test_event_without_and_with_ack():
     sio, events = make_server()
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         sid = await raw.join()
         await raw.send('2["echo","hi"]', '21["echo","hi"]', '22["echo",1,{"a":[true,null]}]')
         assert await raw.recv() == '31["hi"]'      # the first had no id: no ack
@@ -267,7 +231,7 @@ async def test_handler_return_values_become_the_ack():
     sio.on("list", lambda sid: [1, 2])
     sio.on("tuple", lambda sid: (1, "two"))
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         await raw.join()
         await raw.send('21["none"]', '22["one"]', '23["list"]', '24["tuple"]', '25["unhandled"]',
                        '26["one"]')
@@ -280,7 +244,7 @@ async def test_handler_return_values_become_the_ack():
 async def test_binary_event_and_binary_ack():
     sio, events = make_server()
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         sid = await raw.join()
         await raw.send('51-["echo",{"_placeholder":true,"num":0}]', b"\x01\x02")
         await raw.send('52-3["echo",[{"_placeholder":true,"num":0},{"k":{"_placeholder":true,"num":1}}]]',
@@ -303,7 +267,7 @@ async def test_catch_all_handler():
         return event
 
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         await raw.join()
         await raw.send('21["whatever",1,2]')
         assert await raw.recv() == '31["whatever"]'
@@ -323,7 +287,7 @@ async def test_events_of_one_client_are_handled_in_order():
         return n
 
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         await raw.join()
         await raw.send(*[f'2{n}["work",{n}]' for n in range(10)])
         assert [await raw.recv() for _ in range(10)] == [f"3{n}[{n}]" for n in range(10)]
@@ -335,7 +299,7 @@ async def test_events_of_one_client_are_handled_in_order():
 async def test_server_emit_shapes_of_data():
     sio, events = make_server()
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         sid = await raw.join()
         await sio.emit("a", to=sid)
         await sio.emit("b", "text", to=sid)
@@ -353,7 +317,7 @@ async def test_server_emit_shapes_of_data():
 async def test_call_returns_the_ack_and_counts_ids_from_zero():
     sio, events = make_server()
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         sid = await raw.join()
         first = asyncio.ensure_future(sio.call("q", 1, to=sid, timeout=5))
         assert await raw.recv() == '20["q",1]'
@@ -374,7 +338,7 @@ async def test_call_returns_the_ack_and_counts_ids_from_zero():
 async def test_call_times_out_and_a_late_ack_is_ignored():
     sio, events = make_server()
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         sid = await raw.join()
         with pytest.raises(TimeoutError):
             await sio.call("q", to=sid, timeout=0.05)
@@ -388,7 +352,7 @@ async def test_call_times_out_and_a_late_ack_is_ignored():
 async def test_call_to_a_client_that_leaves_raises_disconnected():
     sio, events = make_server()
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         sid = await raw.join()
         pending = asyncio.ensure_future(sio.call("q", to=sid, timeout=30))
         assert await raw.recv() == '20["q"]'
@@ -410,7 +374,7 @@ async def test_a_handler_can_call_its_own_client():
         return f"you said {answer}"
 
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         await raw.join()
         await raw.send('27["ask"]')
         assert await raw.recv() == '20["question"]'
@@ -424,7 +388,7 @@ async def test_emit_with_callback():
     sio, events = make_server()
     acks = []
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         sid = await raw.join()
         await sio.emit("q", "x", to=sid, callback=lambda *args: acks.append(args))
         assert await raw.recv() == '20["q","x"]'
@@ -447,7 +411,7 @@ async def test_a_handler_can_call_its_own_client_while_the_queue_is_full():
 
     sio.on("x", lambda sid: None)
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         await raw.join()
         await raw.send('2["go"]', '2["x"]', '2["x"]', '2["x"]')
         assert await raw.recv() == '20["question"]'
@@ -464,7 +428,7 @@ async def test_two_namespaces_share_one_engineio_connection():
     sio, events = make_server()
     sio.on("echo", lambda sid, x: ("chat", x), namespace="/chat")
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         main_sid = await raw.join()
         chat_sid = await raw.join("/chat")
         assert main_sid != chat_sid
@@ -486,7 +450,7 @@ async def test_a_namespace_at_the_end_of_the_packet():
     sio.on("echo", lambda sid, x: ("admin", x), namespace="/admin")
     eio_sid, main_sid, admin_sid = expected_sids(3)
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         await raw.send("0/nowhere")
         assert await raw.recv() == '4/nowhere,{"message":"Invalid namespace"}'
         assert await raw.join() == main_sid
@@ -501,10 +465,10 @@ async def test_a_namespace_at_the_end_of_the_packet():
         await raw.close()
 
 
-async def open_clients(port: int, count: int) -> tuple[list[Raw], list[str]]:
+async def open_clients(port: int, count: int) -> tuple[list[RawSocketIO], list[str]]:
     clients, sids = [], []
     for _ in range(count):
-        raw = await Raw().open(port)
+        raw = await RawSocketIO().open(port)
         clients.append(raw)
         sids.append(await raw.join())
     return clients, sids
@@ -538,7 +502,7 @@ async def test_room_broadcast_reaches_only_members_and_skips_the_sender():
 async def test_client_namespace_disconnect():
     sio, events = make_server()
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         sid = await raw.join()
         await raw.send("1")
         await until(lambda: len(events) == 2)
@@ -551,7 +515,7 @@ async def test_client_namespace_disconnect():
 async def test_server_disconnect_sends_disconnect_packet():
     sio, events = make_server()
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         sid = await raw.join()
         await sio.disconnect(sid)
         assert await raw.recv() == "1"
@@ -565,7 +529,7 @@ async def test_server_disconnect_sends_disconnect_packet():
 async def test_server_close_disconnects_everyone():
     sio, events = make_server()
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         sid = await raw.join()
     await asyncio.wait_for(raw.disconnected.wait(), GUARD_TIMEOUT)
     assert events[-1] == ("disconnect", sid, "server shutting down")
@@ -579,7 +543,7 @@ async def test_server_close_disconnects_everyone():
 async def test_garbage_closes_the_connection(garbage, reason):
     sio, events = make_server()
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         sid = await raw.join()
         await raw.send(garbage)
         await asyncio.wait_for(raw.disconnected.wait(), GUARD_TIMEOUT)
@@ -591,7 +555,7 @@ async def test_garbage_closes_the_connection(garbage, reason):
 async def test_an_event_before_connect_closes_the_connection():
     sio, events = make_server()
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         await raw.send('2["echo","too early"]')
         await asyncio.wait_for(raw.disconnected.wait(), GUARD_TIMEOUT)
     assert events == []
@@ -601,7 +565,7 @@ async def test_an_event_before_connect_closes_the_connection():
 async def test_connect_timeout_closes_a_silent_connection():
     sio, events = make_server(connect_timeout=50)
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         await asyncio.wait_for(raw.disconnected.wait(), GUARD_TIMEOUT)
         assert sio.eio.sessions == {}
 
@@ -615,7 +579,7 @@ async def test_a_failing_handler_is_logged_and_the_connection_lives_on(caplog):
         raise RuntimeError("bug in the application")
 
     async with serve(sio) as server:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         await raw.join()
         await raw.send('21["boom"]', '22["echo","after"]')
         assert await raw.recv() == '32["after"]'   # no ack for the failed handler
@@ -643,7 +607,7 @@ async def test_serve_a_mapping_of_handlers_awaited():
     server = await serve({"echo": lambda sid, x: x}, "127.0.0.1", 0, rng=random.Random(SEED),
                          close_timeout=0.3)
     try:
-        raw = await Raw().open(server.port)
+        raw = await RawSocketIO().open(server.port)
         await raw.join()
         await raw.send('21["echo","mapped"]')
         assert await raw.recv() == '31["mapped"]'

@@ -19,7 +19,7 @@ from lablib.socketio.dissect import BinaryPacket, SocketIODecoder, is_socketio
 from lablib.socketio.packets import Packet, PacketType, deconstruct, encode
 from lablib.websocket.frames import Opcode, encode_frame
 from lablib.websocket.handshake import accept_key
-from tests.aio_support import asyncio_test
+from tests.aio_support import aiohttp_site, asyncio_test
 
 ROOT = Path(__file__).resolve().parents[2]
 SOCKETIO_ECHO = ROOT / "captures" / "socketio-echo.pcap"
@@ -374,12 +374,8 @@ async def socketio_session(transports: list[str]):
 
     app = web.Application()
     server.attach(app)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        async with Relay("127.0.0.1", runner.addresses[0][1]) as relay:
+    async with aiohttp_site(app) as port:
+        async with Relay("127.0.0.1", port) as relay:
             client = socketio.AsyncClient()
             client.on("download", downloads.put)
             await client.connect(f"http://127.0.0.1:{relay.port}", transports=transports,
@@ -389,8 +385,6 @@ async def socketio_session(transports: list[str]):
             assert await downloads.get() == DOWNLOAD
             await client.disconnect()
             await relay.wait_idle()
-    finally:
-        await runner.cleanup()
     return relay.capture
 
 

@@ -7,7 +7,7 @@ acks ``echo`` events, and lets the test send any packet or close the Engine.IO s
 makes the wire visible: the CONNECT with its auth, the binary attachments, the ack ids, what is
 sent again after a reconnection.
 
-Interop with python-socketio's server is in ``tests/interop/test_sio_interop_client.py``.
+Interop with python-socketio's server is in ``tests/interop/test_socketio_client.py``.
 Timeouts are guards against hangs, never measurements; the backoff is checked on the delays the
 client drew, not on the clock.
 """
@@ -15,7 +15,6 @@ client drew, not on the clock.
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
 
 import pytest
@@ -29,6 +28,7 @@ from lablib.socketio.client import (AsyncClient, ConnectionError, NamespaceRefus
 from lablib.socketio.client_core import EngineState
 from lablib.socketio.packets import Decoder, Packet, PacketType, encode
 from tests.aio_support import asyncio_test, until
+from tests.wire import names, sio_recorder
 
 
 class Peer:
@@ -94,24 +94,6 @@ class running:
         await self._serve.__aexit__(*exc)
 
 
-def recorder(client: AsyncClient, namespace: str = "/", manager: bool = True) -> list:
-    """Record ``namespace``'s events (and, with ``manager``, the connection's) in one list."""
-    events: list = []
-    client.on("connect", lambda: events.append("connect"), namespace=namespace)
-    client.on("disconnect", lambda reason: events.append(("disconnect", reason)), namespace=namespace)
-    client.on("connect_error", lambda data: events.append(("connect_error", data)), namespace=namespace)
-    if not manager:
-        return events
-    for name in ("reconnect_attempt", "reconnect", "reconnect_error"):
-        client.on(name, functools.partial(lambda name, arg: events.append((name, arg)), name))
-    client.on("reconnect_failed", lambda: events.append("reconnect_failed"))
-    return events
-
-
-def names(events: list) -> list[str]:
-    return [e if isinstance(e, str) else e[0] for e in events]
-
-
 # --- options ------------------------------------------------------------------------------------
 
 def test_options_are_python_socketio_seconds_and_the_core_gets_milliseconds():
@@ -161,7 +143,7 @@ async def test_connect_sends_connect_per_namespace_over_one_engineio_session(tra
     peer = Peer()
     async with running(peer) as url:
         client = AsyncClient()
-        main, chat = recorder(client, "/"), recorder(client, "/chat", manager=False)
+        main, chat = sio_recorder(client, "/"), sio_recorder(client, "/chat", manager=False)
         await client.connect(url, transports=transports, namespaces=["/", "/chat"],
                              auth={"token": "é"})
         assert len(peer.sessions) == 1
@@ -198,7 +180,7 @@ async def test_a_refused_namespace_raises_with_the_server_message_and_data():
     peer = Peer(on_connect={"message": "not allowed", "data": {"why": [1, 2]}})
     async with running(peer) as url:
         client = AsyncClient()
-        events = recorder(client)
+        events = sio_recorder(client)
         with pytest.raises(NamespaceRefusedError) as caught:
             await client.connect(url, transports=["websocket"])
         assert str(caught.value) == "not allowed"
@@ -222,7 +204,7 @@ async def test_unreachable_server_raises_without_reconnecting():
     async with running(peer) as url:
         pass   # closed: nothing listens on that port any more
     client = AsyncClient(reconnection_delay=0.01)
-    events = recorder(client)
+    events = sio_recorder(client)
     with pytest.raises(TransportError) as caught:
         await client.connect(url, transports=["polling"])
     assert caught.value.errors.keys() == {"/"}
@@ -393,7 +375,7 @@ async def test_server_disconnect_packet_ends_the_client_without_reconnection():
     peer = Peer()
     async with running(peer) as url:
         client = AsyncClient(reconnection_delay=0.01)
-        events = recorder(client)
+        events = sio_recorder(client)
         await client.connect(url, transports=["websocket"])
         await peer.send(peer.sessions[0], Packet(PacketType.DISCONNECT, "/"))
         await asyncio.wait_for(client.wait(), 5)
@@ -410,8 +392,8 @@ async def test_lost_engineio_session_reconnects_with_buffered_emits(transports):
         seed = 11
         client = AsyncClient(reconnection_delay=0.02, reconnection_delay_max=0.1,
                              rng=random.Random(seed))
-        events = recorder(client)
-        chat = recorder(client, "/chat", manager=False)
+        events = sio_recorder(client)
+        chat = sio_recorder(client, "/chat", manager=False)
         await client.connect(url, transports=transports, namespaces=["/", "/chat"],
                              auth={"user": 1})
         first = peer.sessions[0]
@@ -449,7 +431,7 @@ async def test_garbage_from_the_server_is_a_parse_error_then_a_reconnection():
     peer = Peer()
     async with running(peer) as url:
         client = AsyncClient(reconnection_delay=0.01, rng=random.Random(1))
-        events = recorder(client)
+        events = sio_recorder(client)
         await client.connect(url, transports=["websocket"])
         await peer.server.send(peer.sessions[0], "9 not a packet")
         await until(lambda: len(peer.sessions) == 2 and client.connected)
@@ -464,7 +446,7 @@ async def test_no_reconnection_when_disabled():
     peer = Peer()
     async with running(peer) as url:
         client = AsyncClient(reconnection=False)
-        events = recorder(client)
+        events = sio_recorder(client)
         await client.connect(url, transports=["websocket"])
         await peer.server.disconnect(peer.sessions[0])
         await asyncio.wait_for(client.wait(), 5)
@@ -478,7 +460,7 @@ async def test_failed_attempts_follow_the_backoff_then_give_up():
     async with running(peer) as url:
         client = AsyncClient(reconnection_attempts=3, reconnection_delay=0.01,
                              reconnection_delay_max=0.04, rng=random.Random(3))
-        events = recorder(client)
+        events = sio_recorder(client)
         await client.connect(url, transports=["websocket"])
     # the server closed its sessions and stopped listening: every attempt fails
     await asyncio.wait_for(client.wait(), 5)
@@ -494,7 +476,7 @@ async def test_disconnect_while_waiting_to_reconnect_stops_reconnecting():
     peer = Peer()
     async with running(peer) as url:
         client = AsyncClient(reconnection_delay=5, reconnection_delay_max=5)
-        events = recorder(client)
+        events = sio_recorder(client)
         await client.connect(url, transports=["websocket"])
         await peer.server.disconnect(peer.sessions[0])
         await until(lambda: client.reconnect_delays_ms)

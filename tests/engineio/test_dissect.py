@@ -18,7 +18,7 @@ from lablib.engineio.packets import Packet, PacketType, encode_payload
 from lablib.http import format_request, format_response
 from lablib.websocket.frames import Opcode, encode_frame
 from lablib.websocket.handshake import accept_key
-from tests.aio_support import asyncio_test
+from tests.aio_support import aiohttp_site, asyncio_test
 
 ROOT = Path(__file__).resolve().parents[2]
 SOCKETIO_ECHO = ROOT / "captures" / "socketio-echo.pcap"
@@ -372,12 +372,8 @@ async def test_python_engineio_polling_through_the_relay():
 
     app = web.Application()
     server.attach(app)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        async with Relay("127.0.0.1", runner.addresses[0][1]) as relay:
+    async with aiohttp_site(app) as port:
+        async with Relay("127.0.0.1", port) as relay:
             client = engineio.AsyncClient()
             echoes: asyncio.Queue = asyncio.Queue()
             client.on("message", echoes.put)
@@ -387,8 +383,6 @@ async def test_python_engineio_polling_through_the_relay():
                 assert await echoes.get() == data
             await client.disconnect()
             await relay.wait_idle()
-    finally:
-        await runner.cleanup()
     records = dissect_capture(relay.capture)
     assert errors(records) == []
     [open_] = eio(records, "open")

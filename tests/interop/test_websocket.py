@@ -43,6 +43,7 @@ from lablib.websocket.client import connect as lablib_connect
 from lablib.websocket.connection import State
 from lablib.websocket.server import serve as lablib_serve
 from tests.aio_support import asyncio_test
+from tests.wire import KEY, open_upgraded, upgrade_request
 
 
 # --- servers of both libraries ------------------------------------------------------------------
@@ -399,31 +400,12 @@ async def test_websockets_server_process_request_refuses_lablib_client():
 
 # --- raw sockets: what exactly goes on the wire ----------------------------------------------
 
-RAW_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # the RFC 6455 §1.3 example key
-
-
-def raw_request(port: int, version: str = "13") -> bytes:
-    return (f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {RAW_KEY}\r\n"
-            f"Sec-WebSocket-Version: {version}\r\n\r\n").encode("ascii")
-
-
-async def raw_open(port: int):
-    """A hand-made client: send the upgrade request, read the 101, return the streams."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(raw_request(port))
-    head = await reader.readuntil(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 101 ")
-    assert b"\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in head
-    return reader, writer
-
-
 @pytest.mark.interop
 @asyncio_test
 async def test_version_8_is_answered_426_with_the_supported_version():
     async with lablib_serve(lablib_echo, "127.0.0.1", 0) as server:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(raw_request(server.port, version="8"))
+        writer.write(upgrade_request(host=f"127.0.0.1:{server.port}", version="8"))
         answer = await reader.read()  # the server closes after its answer: read to EOF
         writer.close()
     head, _, body = answer.partition(b"\r\n\r\n")
@@ -443,7 +425,7 @@ async def test_invalid_utf8_gets_a_1007_close_frame_from_both_servers():
     codes = {}
     for name, server in (("lablib", lablib_server), ("websockets", websockets_server)):
         async with server(lablib_echo if name == "lablib" else websockets_echo) as uri:
-            reader, writer = await raw_open(urlsplit(uri).port)
+            reader, writer = await open_upgraded(urlsplit(uri).port)
             writer.write(INVALID_UTF8_FRAME)
             answer = await reader.read()  # a close frame, then the server closes TCP
             writer.close()
@@ -459,7 +441,7 @@ async def test_invalid_utf8_gets_a_1007_close_frame_from_both_servers():
 @asyncio_test
 async def test_lablib_invalid_utf8_close_frame_bytes():
     async with lablib_serve(lablib_echo, "127.0.0.1", 0) as server:
-        reader, writer = await raw_open(server.port)
+        reader, writer = await open_upgraded(server.port)
         writer.write(INVALID_UTF8_FRAME)
         answer = await reader.read()
         writer.close()
@@ -596,13 +578,13 @@ def test_rfc_example_frames_match():
 
 # --- byte-for-byte: the opening handshake (§4) ---------------------------------------------
 
-@pytest.mark.parametrize("key", [RAW_KEY] + [generate_key(random.Random(seed)) for seed in range(5)])
+@pytest.mark.parametrize("key", [KEY] + [generate_key(random.Random(seed)) for seed in range(5)])
 def test_accept_key_equals_websockets(key):
     assert accept_key(key) == ws_accept_key(key)
 
 
 def test_rfc_accept_key():
-    assert accept_key(RAW_KEY) == ws_accept_key(RAW_KEY) == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    assert accept_key(KEY) == ws_accept_key(KEY) == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 
 def test_lablib_client_handshake_with_websockets_sans_io_server():

@@ -29,6 +29,7 @@ from aiohttp import web
 from lablib.engineio.client import Client
 from lablib.engineio.client_session import ClientState
 from tests.aio_support import aiohttp_site, asyncio_test, until
+from tests.wire import eio_recorder
 
 pytestmark = pytest.mark.interop
 
@@ -76,14 +77,6 @@ async def engineio_server(**options):
         yield eio, f"http://127.0.0.1:{port}", log, requests
 
 
-def recorder(client: Client) -> list:
-    events: list = []
-    client.on("connect", lambda: events.append("connect"))
-    client.on("message", lambda data: events.append(data))
-    client.on("disconnect", lambda reason: events.append(("disconnect", reason)))
-    return events
-
-
 async def poll_held(eio, sid: str) -> None:
     """Wait until the client's long-poll GET waits at python-engineio (see the module doc)."""
     await until(lambda: bool(eio.sockets[sid].queue._getters))
@@ -95,7 +88,7 @@ async def test_connect_and_messages_both_ways(mode):
     transports, final = MODES[mode]
     async with engineio_server() as (eio, url, log, requests):
         client = Client(rng=random.Random(1))
-        events = recorder(client)
+        events = eio_recorder(client)
         await client.connect(url, transports=transports)
         assert (client.transport, client.sid) == (final, log[0][1])
         assert client.state is (ClientState.UPGRADED if mode == "upgrade" else ClientState.OPEN)
@@ -119,7 +112,7 @@ async def test_many_messages_sent_quickly_arrive_in_order(mode):
     transports, _ = MODES[mode]
     async with engineio_server() as (eio, url, log, requests):
         client = Client(rng=random.Random(1))
-        events = recorder(client)
+        events = eio_recorder(client)
         await client.connect(url, transports=transports)
         if mode == "polling":
             await poll_held(eio, client.sid)
@@ -139,7 +132,7 @@ async def test_server_initiated_disconnect(mode):
     transports, _ = MODES[mode]
     async with engineio_server() as (eio, url, log, requests):
         client = Client(rng=random.Random(1))
-        events = recorder(client)
+        events = eio_recorder(client)
         await client.connect(url, transports=transports)
         if client.transport == "polling":
             await poll_held(eio, client.sid)
@@ -155,7 +148,7 @@ async def test_client_initiated_disconnect(mode):
     transports, _ = MODES[mode]
     async with engineio_server() as (eio, url, log, requests):
         client = Client(rng=random.Random(1))
-        events = recorder(client)
+        events = eio_recorder(client)
         await client.connect(url, transports=transports)
         await client.disconnect()
         assert events == ["connect", ("disconnect", "forced close")]
@@ -191,7 +184,7 @@ async def test_a_server_that_stops_pinging_is_declared_dead(monkeypatch):
     monkeypatch.setattr(engineio.async_socket.AsyncSocket, "_send_ping", no_ping)
     async with engineio_server(ping_interval=1, ping_timeout=0.5) as (eio, url, log, requests):
         clients = {mode: Client(rng=random.Random(1), close_timeout=0.5) for mode in MODES}
-        events = {mode: recorder(client) for mode, client in clients.items()}
+        events = {mode: eio_recorder(client) for mode, client in clients.items()}
         for mode, client in clients.items():
             await client.connect(url, transports=MODES[mode][0])
         for client in clients.values():

@@ -3,7 +3,7 @@
 The cores speak in Socket.IO packets (Engine.IO adds its "4" on the wire: ``0{"sid"...}`` here
 is ``40{"sid"...}`` in a capture).  The server's rng is seeded, so sids and pids are fixed;
 offsets are the store's counter.  End-to-end runs (lablib both sides, through the relay's cut)
-are at the end; interop with Node is in tests/interop/test_recovery_interop.py.
+are at the end; interop with Node is in tests/interop/test_recovery.py.
 """
 
 from __future__ import annotations

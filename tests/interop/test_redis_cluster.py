@@ -19,10 +19,9 @@ from lablib.services.node import node_script
 from lablib.socketio.redis_adapter import RedisAdapter
 from lablib.socketio.server import Server
 from tests.aio_support import asyncio_test, until
-from tests.interop.test_redis_adapter_interop import NodePeer
-from tests.node_support import node_modules  # noqa: F401 (a fixture)
+from tests.node_support import NodePeer, node_modules  # noqa: F401 (a fixture)
 from tests.redis_support import redis_url  # noqa: F401 (a fixture)
-from tests.socketio.test_redis_adapter import Peer
+from tests.cluster_support import Peer
 
 pytestmark = [pytest.mark.interop, pytest.mark.node]
 

@@ -13,24 +13,15 @@ import pytest
 
 from lablib.mqtt.client import Client
 from lablib.mqtt.errors import ConnectionRefused
-from lablib.services.mqtt import mosquitto_path, start_broker
 from tests.aio_support import asyncio_test
 
 pytestmark = pytest.mark.interop
 asyncio_test = asyncio_test(timeout=30)
 
 
-@pytest.fixture(scope="module", params=["amqtt", "mosquitto"])
-def broker(request):
-    if request.param == "mosquitto" and mosquitto_path() is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto, or set LABLIB_MOSQUITTO)")
-    with start_broker(request.param) as running:
-        yield running
-
-
 #: Whether the broker keeps a QoS 0 message for an absent session ("MAY", §3.1.2.4).  amqtt does,
 #: as a side effect of its other deviation: it delivers at the subscription's QoS, not the minimum
-#: of published and granted (§3.8.4; see test_mqtt_broker), so the QoS 0 message goes to this QoS
+#: of published and granted (§3.8.4; see test_broker), so the QoS 0 message goes to this QoS
 #: 1/2 subscription as QoS 1/2 - and is kept like one.
 KEEPS_QOS0 = {"amqtt": True, "mosquitto": False}
 
