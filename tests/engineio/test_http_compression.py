@@ -191,7 +191,7 @@ async def test_python_engineio_client_gets_compressed_polls_from_lablib_server()
 @asyncio_test(timeout=20)
 async def test_lablib_client_decodes_python_engineio_server_compression():
     """python-engineio compresses polls too (http_compression=True, threshold 1024)."""
-    from tests.interop.test_eio_interop_client import engineio_server
+    from tests.interop.test_engineio_client import engineio_server
 
     async with engineio_server() as (eio, url, log, requests):
         client = Client(random.Random(3), http_compression=True)

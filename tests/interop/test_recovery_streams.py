@@ -28,7 +28,7 @@ from lablib.socketio.client import AsyncClient
 from lablib.socketio.redis_recovery import RedisSessionStore
 from lablib.socketio.server import Server, serve
 from tests.aio_support import asyncio_test, until
-from tests.interop.test_recovery_interop import GUARD, NodePeer
+from tests.interop.test_recovery import GUARD, NodePeer
 from tests.node_support import node_modules  # noqa: F401 (a fixture)
 from tests.redis_support import redis_url  # noqa: F401 (a fixture)
 
