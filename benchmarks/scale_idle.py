@@ -1,0 +1,145 @@
+"""Idle connections at scale: server memory per connection and heartbeat CPU per connection.
+
+For each transport (raw WebSocket; Socket.IO over WebSocket; Socket.IO over HTTP long-polling)
+and each N (1,000 / 5,000 / 10,000; polling up to 5,000: a polling client holds two TCP
+connections, and the descriptor limit is per process), each peer server runs in a fresh process
+with a **1 s heartbeat** (Engine.IO ``pingInterval`` 1000 ms; a WebSocket ping every second for
+the raw servers; Node's ``ws`` has no keepalive of its own, so its peer pings every client from
+a 1 s timer, as the ``ws`` README recommends).  A run:
+
+1. opens and closes 100 warm-up connections, then reads the server's RSS (``/proc/PID/status``);
+2. opens N clients from 2 client processes (:mod:`benchmarks._clients`: raw sockets doing the
+   handshakes and answering every ping), waits 1 s, reads the RSS again:
+   **KiB/conn** = RSS growth / N;
+3. reads the server's CPU time (user + system, every thread: ``/proc/PID/stat``) over an idle
+   window (5 s; 2 s with ``--quick``): **CPU µs/conn/s** = CPU seconds / window / N x 10^6,
+   the cost of keeping one connection alive (its heartbeats) for one second;
+4. checks that every client is still connected and counts the pings the clients answered.
+
+Every process raises its open-file limit (``RLIMIT_NOFILE``) to the hard limit.
+
+    python -m benchmarks.scale_idle [--quick] [--sizes 1000,5000,10000] [--repeats 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from . import format_table
+from ._clients import Workers
+from ._peers import PEERS, label, node_available, raise_open_file_limit, rss_kib, cpu_seconds, save, started
+
+TRANSPORTS = {"raw WebSocket": ("ws", "ws"), "Socket.IO websocket": ("sio", "sio-ws"),
+              "Socket.IO polling": ("sio", "sio-polling")}
+FULL_SIZES = (1000, 5000, 10000)
+QUICK_SIZES = (1000,)
+POLLING_MAX = 5000
+PING_MS = 1000
+WARMUP = 100
+CLIENT_PROCESSES = 2
+
+
+def measure(name: str, kind: str, client: str, n: int, window: float) -> dict:
+    with started(name, kind, PING_MS) as (proc, port), Workers(CLIENT_PROCESSES) as workers:
+        workers.open(client, port, WARMUP)
+        workers.all(cmd="close")
+        time.sleep(0.5)
+        before = rss_kib(proc.pid)
+        start = time.monotonic()
+        opened, failed, why = workers.open(client, port, n)
+        opening = time.monotonic() - start
+        time.sleep(1.0)
+        after = rss_kib(proc.pid)
+        pings0 = sum(s["pings"] for s in workers.all(cmd="stats"))
+        cpu0 = cpu_seconds(proc.pid)
+        time.sleep(window)
+        cpu1 = cpu_seconds(proc.pid)
+        stats = workers.all(cmd="stats")
+        alive = sum(s["alive"] for s in stats)
+        pings = sum(s["pings"] for s in stats) - pings0
+        workers.all(cmd="close")
+    result = {"opened": opened, "failed": failed, "alive": alive, "open_seconds": opening,
+              "kib_per_conn": (after - before) / opened if opened else None,
+              "cpu_us_per_conn_s": (cpu1 - cpu0) / window / opened * 1e6 if opened else None,
+              "pings_per_s": pings / window}
+    if why:
+        result["first_error"] = why
+    return result
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def run(repeats: int = 1, quick: bool = False, sizes: tuple[int, ...] | None = None,
+        save_as: str | None = None, command: str = "") -> str:
+    sizes = sizes or (QUICK_SIZES if quick else FULL_SIZES)
+    window = 2.0 if quick else 5.0
+    raise_open_file_limit(max(sizes) + 1000)
+    node_missing = node_available()
+    data: dict = {}
+    tables = []
+    for transport, (kind, client) in TRANSPORTS.items():
+        peers = [p for p in PEERS[kind] if not (p == "node" and node_missing)]
+        rows = []
+        for n in sizes:
+            if client == "sio-polling" and n > POLLING_MAX:
+                continue
+            results = {p: [] for p in peers}
+            for _ in range(repeats):
+                for peer in peers:   # alternating, as the other benchmarks do
+                    results[peer].append(measure(peer, kind, client, n, window))
+            row = [f"{n:,} idle"]
+            for key, digits in (("kib_per_conn", 1), ("cpu_us_per_conn_s", 2)):
+                for peer in peers:
+                    values = [r[key] for r in results[peer] if r[key] is not None]
+                    row.append(_fmt(statistics.median(values) if values else None, digits))
+            notes = [f"{label(kind, p)}: {r['alive']}/{n} alive, {r['failed']} failed"
+                     for p in peers for r in results[p][-1:] if r["alive"] != n or r["failed"]]
+            rows.append(row + ["; ".join(notes) or "all alive"])
+            data.setdefault(transport, {})[n] = {label(kind, p): results[p] for p in peers}
+        headers = (["scenario"] + [f"{label(kind, p)} KiB/conn" for p in peers]
+                   + [f"{label(kind, p)} CPU µs/conn/s" for p in peers] + ["connections"])
+        title = (f"{transport}: idle connections, {PING_MS} ms heartbeat, server RSS growth / N "
+                 f"and server CPU over a {window:.0f} s idle window / N (median of {repeats})")
+        tables.append(title + "\n\n" + format_table(headers, rows))
+    text = "\n\n".join(tables)
+    lab, ws, psio = (_targets(data, sizes))
+    text += "\n\n" + lab
+    if node_missing:
+        text += f"\n(Node column skipped: {node_missing})"
+    if save_as:
+        save(save_as, command, tables + [lab], data)
+    return text
+
+
+def _targets(data: dict, sizes) -> tuple[str, None, None]:
+    """Target: lablib's KiB per idle connection <= websockets' and <= python-socketio's."""
+    lines = ["Target: lablib KiB/conn <= websockets' (raw WebSocket) and <= python-socketio's"]
+    for transport, ref in (("raw WebSocket", "websockets"), ("Socket.IO websocket", "python-socketio"),
+                           ("Socket.IO polling", "python-socketio")):
+        for n, by_peer in data.get(transport, {}).items():
+            lab = statistics.median(r["kib_per_conn"] for r in by_peer["lablib"])
+            other = statistics.median(r["kib_per_conn"] for r in by_peer[ref])
+            verdict = "met" if lab <= other else "NOT met"
+            lines.append(f"  {transport}, {n:,}: lablib {lab:.1f} vs {ref} {other:.1f} KiB -> {verdict}")
+    return "\n".join(lines), None, None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="1,000 connections only")
+    parser.add_argument("--sizes", help="comma-separated connection counts")
+    parser.add_argument("--save", metavar="NAME", help="write benchmarks/results/NAME.json")
+    args = parser.parse_args(argv)
+    sizes = tuple(int(s) for s in args.sizes.split(",")) if args.sizes else None
+    import sys
+    print(run(args.repeats, args.quick, sizes, args.save,
+              "python -m benchmarks.scale_idle " + " ".join(sys.argv[1:])))
+
+
+if __name__ == "__main__":
+    main()
