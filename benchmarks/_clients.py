@@ -288,9 +288,14 @@ class Worker:
         await asyncio.wait_for(client.ready, OPEN_TIMEOUT)
         return client
 
-    async def cmd_open(self, kind: str, port: int, count: int) -> dict:
+    async def cmd_open(self, kind: str, port: int, count: int, budget: float = 1e9) -> dict:
+        """Open ``count`` clients, BATCH at a time; stop starting batches after ``budget`` s."""
         failed, why = 0, ""
+        deadline = time.monotonic() + budget
         for first in range(0, count, BATCH):
+            if time.monotonic() > deadline:
+                why = why or f"gave up after {budget:g} s"
+                break
             results = await asyncio.gather(
                 *(self.open_one(kind, port) for _ in range(min(BATCH, count - first))),
                 return_exceptions=True)
@@ -406,12 +411,14 @@ class Workers:
             self.tell(i, **command)
         return [self.hear(i) for i in range(len(self.procs))]
 
-    def open(self, kind: str, port: int, count: int) -> tuple[int, int, str]:
-        """Open ``count`` connections, split over the workers: (opened, failed, first error)."""
+    def open(self, kind: str, port: int, count: int, budget: float = 1e9) -> tuple[int, int, str]:
+        """Open ``count`` connections, split over the workers: (opened, failed, first error).
+
+        ``budget``: seconds after which the workers start no more batches."""
         share = [count // len(self.procs) + (i < count % len(self.procs))
                  for i in range(len(self.procs))]
         for i, n in enumerate(share):
-            self.tell(i, cmd="open", kind=kind, port=port, count=n)
+            self.tell(i, cmd="open", kind=kind, port=port, count=n, budget=budget)
         answers = [self.hear(i) for i in range(len(self.procs))]
         return (sum(a["opened"] for a in answers), sum(a["failed"] for a in answers),
                 next((a["why"] for a in answers if a["why"]), ""))

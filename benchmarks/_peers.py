@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 PEERS = {"ws": ("lablib", "websockets", "node"), "sio": ("lablib", "python-socketio", "node")}
 LABELS = {("ws", "node"): "node ws", ("sio", "node"): "node socket.io"}
+LOAD_AT_START = os.getloadavg()   # the benchmark imports this module when it starts
 
 
 def label(kind: str, name: str) -> str:
@@ -217,8 +218,14 @@ def machine() -> dict:
         versions["node ws"] = out.strip()
     except Exception:  # noqa: BLE001  (no Node: its versions are simply absent)
         pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except OSError:
+        commit = ""
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "load_average": os.getloadavg(),
+            "platform": platform.platform(), "lablib_commit": commit,
+            "load_average_at_start": LOAD_AT_START, "load_average_at_end": os.getloadavg(),
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "versions": versions}
 
 
