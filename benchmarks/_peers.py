@@ -229,12 +229,13 @@ def machine() -> dict:
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "versions": versions}
 
 
-def save(name: str, command: str, tables: list[str], data: dict) -> Path:
-    """Write benchmarks/results/NAME.json: the command, the machine, the tables, the numbers."""
+def save(name: str, command: str, tables: list[str], data: dict, **settings) -> Path:
+    """Write benchmarks/results/NAME.json: the command, the machine, the tables, the numbers
+    (and any ``settings`` a benchmark needs to render its tables again)."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"benchmark": name, "command": command, "machine": machine(),
-                                "tables": tables, "data": data}, indent=1) + "\n")
+                                **settings, "tables": tables, "data": data}, indent=1) + "\n")
     return path
 
 

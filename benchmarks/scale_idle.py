@@ -31,7 +31,8 @@ import time
 
 from . import format_table
 from ._clients import Workers
-from ._peers import PEERS, label, node_available, raise_open_file_limit, rss_kib, cpu_seconds, save, started
+from ._peers import (PEERS, cpu_seconds, label, node_available, raise_open_file_limit, rss_kib, save,
+                     started)
 
 TRANSPORTS = {"raw WebSocket": ("ws", "ws"), "Socket.IO websocket": ("sio", "sio-ws"),
               "Socket.IO polling": ("sio", "sio-polling")}
@@ -92,12 +93,10 @@ def run(repeats: int = 1, quick: bool = False, sizes: tuple[int, ...] | None = N
     raise_open_file_limit(max(sizes) + 1000)
     node_missing = node_available()
     data: dict = {}
-    tables = []
     for transport, (kind, client) in TRANSPORTS.items():
         if transports and client not in transports:
             continue
         peers = [p for p in PEERS[kind] if not (p == "node" and node_missing)]
-        rows = []
         for n in sizes:
             if client == "sio-polling" and n > POLLING_MAX:
                 continue
@@ -105,37 +104,54 @@ def run(repeats: int = 1, quick: bool = False, sizes: tuple[int, ...] | None = N
             for _ in range(repeats):
                 for peer in peers:   # alternating, as the other benchmarks do
                     results[peer].append(_measure_or_error(peer, kind, client, n, window))
-            row = [f"{n:,} idle"]
-            opened = min(r["opened"] for p in peers for r in results[p])
-            if opened < n:
-                row = [f"{n:,} idle (opened {opened:,} at worst)"]
-            for key, digits in (("kib_per_conn", 1), ("cpu_us_per_conn_s", 2)):
-                for peer in peers:
-                    values = [r[key] for r in results[peer] if r[key] is not None]
-                    row.append(_fmt(statistics.median(values) if values else None, digits))
-            notes = [f"{label(kind, p)}: {r['alive']:,}/{n:,} alive"
-                     + (f" ({r['first_error']})" if r.get("first_error") else "")
-                     for p in peers for r in results[p][-1:] if r["alive"] != n]
-            notes += [f"{label(kind, p)}: {r['pings_per_s']:,.0f} pings/s answered"
-                      for p in peers for r in results[p][-1:]
-                      if r["alive"] and r["pings_per_s"] < 0.8 * r["alive"] * 1000 / PING_MS]
-            rows.append(row + ["; ".join(notes) or "all alive"])
             data.setdefault(transport, {})[n] = {label(kind, p): results[p] for p in peers}
             if save_as:   # after every size: a run cut short keeps what it measured
-                save(save_as, command, tables, data)
-        headers = (["scenario"] + [f"{label(kind, p)} KiB/conn" for p in peers]
-                   + [f"{label(kind, p)} CPU µs/conn/s" for p in peers] + ["connections"])
-        title = (f"{transport}: idle connections, {PING_MS} ms heartbeat, server RSS growth / N "
-                 f"and server CPU over a {window:.0f} s idle window / N (median of {repeats})")
-        tables.append(title + "\n\n" + format_table(headers, rows))
+                save(save_as, command, render(data, window, repeats), data, window=window)
+    tables = render(data, window, repeats)
     text = "\n\n".join(tables)
-    target = _targets(data)
-    text += "\n\n" + target
     if node_missing:
         text += f"\n(Node column skipped: {node_missing})"
-    if save_as:
-        save(save_as, command, tables + [target], data)
     return text
+
+
+def render(data: dict, window: float, repeats: int) -> list[str]:
+    """The tables (one per transport) and the target's verdicts, from the measured ``data``."""
+    tables = []
+    for transport, by_size in data.items():
+        peers = list(next(iter(by_size.values())))
+        rows = []
+        for n, results in by_size.items():
+            n = int(n)
+            opened = min(r["opened"] for p in peers for r in results[p])
+            row = [f"{n:,} idle" + (f" (opened {opened:,} at worst)" if opened < n else "")]
+            for key, digits in (("kib_per_conn", 1), ("cpu_us_per_conn_s", 1), ("us_per_ping", 1)):
+                for peer in peers:
+                    values = [_value(r, key) for r in results[peer]]
+                    values = [v for v in values if v is not None]
+                    row.append(_fmt(statistics.median(values) if values else None, digits))
+            notes = [f"{p}: {r['alive']:,}/{n:,} alive"
+                     + (f" ({r['first_error']})" if r.get("first_error") else "")
+                     for p in peers for r in results[p][-1:] if r["alive"] != n]
+            notes += [f"{p}: {r['pings_per_s']:,.0f} pings/s"
+                      for p in peers for r in results[p][-1:]
+                      if r["alive"] and r["pings_per_s"] < 0.8 * r["alive"] * 1000 / PING_MS]
+            rows.append(row + ["; ".join(notes) or "all alive, every ping answered"])
+        headers = (["scenario"] + [f"{p} KiB/conn" for p in peers]
+                   + [f"{p} CPU µs/conn/s" for p in peers]
+                   + [f"{p} CPU µs/ping" for p in peers] + ["notes (pings/s: below 80 % of N)"])
+        title = (f"{transport}: idle connections, {PING_MS} ms heartbeat; KiB/conn = server RSS "
+                 f"growth / N; CPU = server CPU over a {window:g} s idle window, per connection "
+                 f"per second and per ping the clients answered (median of {repeats})")
+        tables.append(title + "\n\n" + format_table(headers, rows))
+    return tables + [_targets(data)]
+
+
+def _value(result: dict, key: str) -> float | None:
+    if key == "us_per_ping":   # CPU per heartbeat: servers do not all ping on the dot
+        if not result.get("pings_per_s") or result.get("cpu_us_per_conn_s") is None:
+            return None
+        return result["cpu_us_per_conn_s"] * result["opened"] / result["pings_per_s"]
+    return result.get(key)
 
 
 def _targets(data: dict) -> str:
@@ -147,7 +163,8 @@ def _targets(data: dict) -> str:
             lab, other = (statistics.median([r["kib_per_conn"] or 0 for r in by_peer[p]])
                           for p in ("lablib", ref))
             verdict = "met" if lab <= other else "NOT met"
-            lines.append(f"  {transport}, {n:,}: lablib {lab:.1f} vs {ref} {other:.1f} KiB -> {verdict}")
+            lines.append(f"  {transport}, {int(n):,}: lablib {lab:.1f} vs {ref} {other:.1f} KiB "
+                         f"-> {verdict}")
     return "\n".join(lines)
 
 
@@ -158,7 +175,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", help="comma-separated connection counts")
     parser.add_argument("--save", metavar="NAME", help="write benchmarks/results/NAME.json")
     parser.add_argument("--transports", help="comma-separated subset of ws,sio-ws,sio-polling")
+    parser.add_argument("--show", metavar="NAME",
+                        help="print the tables of benchmarks/results/NAME.json (no measuring)")
     args = parser.parse_args(argv)
+    if args.show:
+        import json
+        from ._peers import RESULTS
+        saved = json.loads((RESULTS / f"{args.show}.json").read_text())
+        print(f"{saved['command']}\n")
+        print("\n\n".join(render(saved["data"], float(saved.get("window", 5)), 1)))
+        return
     sizes = tuple(int(s) for s in args.sizes.split(",")) if args.sizes else None
     import sys
     print(run(args.repeats, args.quick, sizes, args.save,
