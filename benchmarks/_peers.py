@@ -123,10 +123,6 @@ async def _serve(name: str, kind: str, ping_ms: int) -> None:
 
 # --- starting and watching them (in the benchmark) ------------------------------------------------
 
-class NodeMissing(Exception):
-    """Node (or its packages) is not available: the Node column is skipped with this message."""
-
-
 def node_available() -> str | None:
     """None if the Node peer can run, else why not (the packages are installed on first use)."""
     try:
