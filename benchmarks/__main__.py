@@ -6,6 +6,8 @@
     python -m benchmarks sio_echo --calls 2000 --connects 100
     python -m benchmarks ws_memory --connections 3000
     python -m benchmarks sio_redis_fanout --quick      # < 60 s
+    python -m benchmarks scale_idle scale_fanout scale_latency scale_setup --quick
+    python -m benchmarks scale_idle --idle-sizes 1000,5000,10000 --save scale_idle
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import argparse
 import platform
 import sys
 
-from . import sio_echo, sio_redis_fanout, ws_echo, ws_frames, ws_memory
+from . import (scale_fanout, scale_idle, scale_latency, scale_setup, sio_echo, sio_redis_fanout,
+               ws_echo, ws_frames, ws_memory)
 
 BENCHMARKS = {
     "ws_frames": lambda args: ws_frames.run(args.repeats),
@@ -23,7 +26,32 @@ BENCHMARKS = {
     "ws_memory": lambda args: ws_memory.run(args.repeats, args.connections),
     "sio_redis_fanout": lambda args: sio_redis_fanout.run(min(args.repeats, 3), args.broadcasts,
                                                           quick=args.quick),
+    # at scale: lablib, websockets / python-socketio and Node, one run each (see README.md)
+    "scale_idle": lambda args: scale_idle.run(
+        1, args.quick, _sizes(args.idle_sizes), _save(args, "scale_idle"),
+        _command(args, "scale_idle")),
+    "scale_fanout": lambda args: scale_fanout.run(
+        args.quick, _sizes(args.room_sizes), _save(args, "scale_fanout"),
+        _command(args, "scale_fanout")),
+    "scale_latency": lambda args: scale_latency.run(
+        args.quick, args.rate, args.latency_clients, None, _save(args, "scale_latency"),
+        _command(args, "scale_latency")),
+    "scale_setup": lambda args: scale_setup.run(
+        args.quick, None, _save(args, "scale_setup"), _command(args, "scale_setup")),
 }
+
+
+def _sizes(text: str | None) -> tuple[int, ...] | None:
+    return tuple(int(s) for s in text.split(",")) if text else None
+
+
+def _save(args: argparse.Namespace, name: str) -> str | None:
+    return name if args.save else None
+
+
+def _command(args: argparse.Namespace, name: str) -> str:
+    return "python -m benchmarks " + name + " " + " ".join(sys.argv[1:] if args.argv is None
+                                                           else args.argv)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,8 +74,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--broadcasts", type=int, default=50,
                         help="sio_redis_fanout: messages broadcast per run")
     parser.add_argument("--quick", action="store_true",
-                        help="sio_redis_fanout: 1 repeat of 10 messages (< 60 s)")
+                        help="sio_redis_fanout, scale_*: the small sizes (each under about a minute)")
+    parser.add_argument("--idle-sizes", help="scale_idle: connection counts, e.g. 1000,5000,10000")
+    parser.add_argument("--room-sizes", help="scale_fanout: room sizes, e.g. 100,1000,5000")
+    parser.add_argument("--rate", type=float, default=500,
+                        help="scale_latency: offered load, messages/s from all clients")
+    parser.add_argument("--latency-clients", type=int, default=50,
+                        help="scale_latency: clients sharing the offered load")
+    parser.add_argument("--save", action="store_true",
+                        help="scale_*: also write benchmarks/results/<name>.json")
     args = parser.parse_args(argv)
+    args.argv = argv
     unknown = [name for name in args.names if name not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)} (choose from {', '.join(BENCHMARKS)})")
