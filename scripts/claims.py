@@ -65,6 +65,8 @@ CLAIMS = [
     Claim('"rooms and broadcast built in"', ("rooms", "broadcast_envelope"), ("08",)),
     Claim('"not API-compatible with WebSocket"', ("not_api_compatible",), ("05",)),
     Claim('"alternatives" (SSE, MQTT over WebSocket, …)', ("alternatives",), ("12",)),
+    Claim('performance at scale: "WebSocket is lighter", memory, fan-out and setup as the clients grow, '
+          'and what compression saves', ("performance",), ("13",)),
 ]
 
 
