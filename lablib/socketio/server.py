@@ -68,6 +68,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from ..engineio.server import Server as EngineServer
 from ..errors import LablibError, LocalProtocolError
 from ..http import Request
+from .acks import event_data
 from .adapter import Adapter, InMemoryAdapter
 from .local import LocalNamespace
 from .packets import DEFAULT_MAX_ATTACHMENTS, Packet, PacketType
@@ -393,7 +394,7 @@ class Server(ClusterMixin):
         """The driver's store logs the packet (its offset), then the core delivers it with
         that offset - under the namespace's lock, so offsets go out in the order they were
         given and no restore reads the log between the two."""
-        data = ServerCore._event_data(event, args)   # a bad event name fails before logging
+        data = event_data(event, args)   # a bad event name fails before logging
         rooms = None if to is None else [to] if isinstance(to, str) else list(to)
         skip = [skip] if isinstance(skip, str) else list(skip)
         store = self._store(namespace)
