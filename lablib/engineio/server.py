@@ -52,10 +52,10 @@ The flow of one upgrade
    packets as ``SendWebSocket``: the session now lives on the WebSocket, and a GET with its
    sid is refused (400, code 3).
 
-Timers: one task sleeps until ``core.next_deadline()`` and calls ``core.tick(loop.time())``
-(pings, ping timeouts, upgrade and close timeouts).  Only a deadline that moves *earlier* than
-the one it sleeps until wakes it (see :meth:`Server._apply`); one that moves later or goes away
-just makes it tick once for nothing.
+Timers: one task (:class:`lablib._timers.Timers`) sleeps until ``core.next_deadline()`` and
+calls ``core.tick(loop.time())`` (pings, ping timeouts, upgrade and close timeouts).  Only a
+deadline that moves *earlier* than the one it sleeps until wakes it (see :meth:`Server._apply`);
+one that moves later or goes away just makes it tick once for nothing.
 
 Limits: request heads (``max_request_size``), bodies and WebSocket messages (``max_payload``),
 a request must arrive within ``request_timeout`` seconds, packets waiting for a client that
@@ -72,7 +72,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import math
 import mimetypes
 import os
 import pathlib
@@ -81,6 +80,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
+from .._timers import Timers
 from ..errors import ConnectionClosed, EngineIOError, HandshakeError
 from ..http import NEED_DATA, Request, RequestParser, Response, error_response, format_response
 from ..websocket.aio import WebSocket, shared_read_buffer
@@ -329,9 +329,7 @@ class Server:
         self._connections: set[_TCPConnection] = set()
         self._tcp_server: asyncio.Server | None = None
         self._timer_task: asyncio.Task | None = None
-        self._wakeup: asyncio.Event | None = None
-        #: when the timer task wakes up on its own (inf: never; -inf: it is awake, ticking)
-        self._timer_deadline = -math.inf
+        self._timers: Timers | None = None
         self._closing = False
         self._closed: asyncio.Event | None = None
 
@@ -455,9 +453,11 @@ class Server:
         return self
 
     def _start_timers(self) -> None:
-        self._wakeup = asyncio.Event()
+        self._timers = Timers(self.core.next_deadline, self._tick,
+                              asyncio.get_running_loop().time,
+                              logger=logger, failure="heartbeat timers failed")
         self._closed = asyncio.Event()
-        self._timer_task = asyncio.create_task(self._run_timers())
+        self._timer_task = asyncio.create_task(self._timers.run())
 
     async def close(self) -> None:
         """Stop listening, close every session, let the connections finish, then end them.
@@ -529,8 +529,8 @@ class Server:
         # timer ticks for nothing and looks again.  (Waking it on every message cost one more
         # event-loop pass per message.)
         deadline = link.session.next_deadline()
-        if deadline is not None and deadline < self._timer_deadline and self._wakeup is not None:
-            self._wakeup.set()
+        if deadline is not None and self._timers is not None:
+            self._timers.wake(deadline)
 
     def _act(self, link: _Link, action: Action) -> None:
         if isinstance(action, (AnswerPoll, SendWebSocket)):
@@ -606,30 +606,12 @@ class Server:
 
     # --- timers --------------------------------------------------------------------------------
 
-    async def _run_timers(self) -> None:
-        """Sleep until the earliest session deadline (or a wake-up), then tick the core."""
-        assert self._wakeup is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            deadline = self.core.next_deadline()
-            self._wakeup.clear()
-            delay = None if deadline is None else deadline - loop.time()
-            if delay is None or delay > 0:
-                self._timer_deadline = math.inf if deadline is None else deadline
-                try:
-                    async with asyncio.timeout(delay):
-                        await self._wakeup.wait()
-                except TimeoutError:
-                    pass
-            # awake: whatever changes from here on is seen by the next_deadline() above
-            self._timer_deadline = -math.inf
-            try:
-                for sid, outputs in self.core.tick(loop.time()).items():
-                    link = self._links.get(sid)
-                    if link is not None:
-                        await self._apply(link, outputs)
-            except Exception:
-                logger.exception("heartbeat timers failed")
+    async def _tick(self, now: float) -> None:
+        """The timer task's tick (:class:`lablib._timers.Timers`): every session's timers."""
+        for sid, outputs in self.core.tick(now).items():
+            link = self._links.get(sid)
+            if link is not None:
+                await self._apply(link, outputs)
 
     # --- HTTP ------------------------------------------------------------------------------------
 

@@ -65,20 +65,19 @@ server may so process an emit more than once: see :mod:`lablib.socketio.dedupe`.
 from __future__ import annotations
 
 import enum
-import heapq
 import random
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ..errors import LocalProtocolError, PacketError
+from .acks import AckDeadlines, AckIds, Acks, cancel_acks, event_data
 from .backoff import Backoff
 from .dedupe import OffsetDedupe
-from .packets import (DEFAULT_MAX_ATTACHMENTS, MAX_ACK_ID, RESERVED_EVENTS, Decoder, Packet,
-                      PacketType, encode)
-from .protocol import (IO_CLIENT_DISCONNECT, IO_SERVER_DISCONNECT, PARSE_ERROR, AckCancelled,
-                       AckReceived, AckTimedOut, CloseEngine, ConnectError, Connected,
-                       Disconnected, EventReceived, OpenEngine, Output, ReconnectAttempt,
+from .packets import DEFAULT_MAX_ATTACHMENTS, Decoder, Packet, PacketType, encode
+from .protocol import (IO_CLIENT_DISCONNECT, IO_SERVER_DISCONNECT, PARSE_ERROR, AckReceived,
+                       AckTimedOut, CloseEngine, ConnectError, Connected, Disconnected,
+                       EventReceived, OpenEngine, Output, ReconnectAttempt,
                        Reconnected, ReconnectError, ReconnectFailed, ReconnectScheduled, Send)
 
 __all__ = ["ClientCore", "EngineState", "NamespaceState"]
@@ -103,8 +102,8 @@ class _Socket:
     auth: dict | None
     state: NamespaceState = NamespaceState.IDLE
     sid: str | None = None
-    next_ack_id: int = 0
-    acks: dict[int, float | None] = field(default_factory=dict)   # ack id -> deadline
+    ack_ids: AckIds = field(default_factory=AckIds)
+    acks: Acks = field(default_factory=dict)   # ack id -> deadline
     send_buffer: deque[Packet] = field(default_factory=deque)
     # Connection state recovery:
     pid: str | None = None               # the server's private session id
@@ -166,7 +165,8 @@ class ClientCore:
         self._sockets: dict[str, _Socket] = {}
         self._reconnecting = False
         self._reconnect_at: float | None = None
-        self._ack_heap: list[tuple[float, str, int]] = []
+        # Deadlines of pending acks, keyed by namespace (see lablib.socketio.acks)
+        self._ack_deadlines: AckDeadlines[str] = AckDeadlines(self._acks_of)
 
     # --- namespaces ------------------------------------------------------------------------
 
@@ -414,9 +414,7 @@ class ClientCore:
         for ack_id in list(socket.attempts):
             socket.acks.pop(ack_id, None)
             out += self._attempt_failed(socket, ack_id, sid, drain=False)
-        for ack_id in [a for a in socket.acks if a not in buffered]:
-            del socket.acks[ack_id]
-            out.append(AckCancelled(socket.namespace, sid, ack_id, reason))
+        out += cancel_acks(socket.acks, socket.namespace, sid, reason, keep=buffered)
         out.append(Disconnected(socket.namespace, sid, reason))
         return out
 
@@ -427,14 +425,6 @@ class ClientCore:
         if socket is None:
             raise LocalProtocolError(f"namespace {namespace!r} was never connected")
         return socket
-
-    @staticmethod
-    def _event_data(event: str, args: Sequence[Any]) -> list[Any]:
-        if not isinstance(event, str):
-            raise LocalProtocolError(f"an event name is a string, not {type(event).__name__}")
-        if event in RESERVED_EVENTS:
-            raise LocalProtocolError(f"{event!r} is a reserved event name")
-        return [event, *args]
 
     def _can_send(self, socket: _Socket) -> bool:
         return socket.state is NamespaceState.CONNECTED and self.state is EngineState.OPEN
@@ -455,17 +445,11 @@ class ClientCore:
         """Send an event (buffered while ``namespace`` is not connected, unless ``volatile``;
         with ``retries``, queued: see the module docstring)."""
         socket = self._socket(namespace)
-        data = self._event_data(event, args)
+        data = event_data(event, args)
         if self.retries is not None and not volatile:
             return self._enqueue(socket, data, False, now)[1]
         packet = Packet(PacketType.EVENT, namespace, data)
         return self._emit_packet(socket, packet, volatile)
-
-    @staticmethod
-    def _next_ack_id(socket: _Socket) -> int:
-        ack_id = socket.next_ack_id
-        socket.next_ack_id = 0 if ack_id == MAX_ACK_ID else ack_id + 1
-        return ack_id
 
     # --- retries: one emit in flight, acknowledged, re-sent on failure ----------------------
 
@@ -491,12 +475,10 @@ class ClientCore:
             socket.acks.pop(ack_id, None)
         head.pending = True
         head.tries += 1
-        ack_id = self._next_ack_id(socket)
+        ack_id = socket.ack_ids.allocate()
         socket.attempts[ack_id] = head
         deadline = None if self.ack_timeout is None else now + self.ack_timeout / 1000
-        socket.acks[ack_id] = deadline
-        if deadline is not None:
-            heapq.heappush(self._ack_heap, (deadline, socket.namespace, ack_id))
+        self._ack_deadlines.add(socket.acks, socket.namespace, ack_id, deadline)
         return self._send(Packet(PacketType.EVENT, socket.namespace, head.data, ack_id))
 
     def _attempt_acked(self, socket: _Socket, ack_id: int, args: tuple,
@@ -534,16 +516,14 @@ class ClientCore:
         socket = self._socket(namespace)
         if self.retries is not None and not volatile:
             # a queued emit: its handle, and ``ack_timeout`` per attempt instead of ``timeout``
-            return self._enqueue(socket, self._event_data(event, args), True, now)
-        ack_id = self._next_ack_id(socket)
-        packet = Packet(PacketType.EVENT, namespace, self._event_data(event, args), ack_id)
+            return self._enqueue(socket, event_data(event, args), True, now)
+        ack_id = socket.ack_ids.allocate()
+        packet = Packet(PacketType.EVENT, namespace, event_data(event, args), ack_id)
         dropped = volatile and not self._can_send(socket)
         out = self._emit_packet(socket, packet, volatile)
         if not dropped:
             deadline = None if timeout is None else now + timeout
-            socket.acks[ack_id] = deadline
-            if deadline is not None:
-                heapq.heappush(self._ack_heap, (deadline, namespace, ack_id))
+            self._ack_deadlines.add(socket.acks, namespace, ack_id, deadline)
         return ack_id, out
 
     def ack(self, ack_id: int, args: Sequence[Any] = (), *, namespace: str = "/") -> list[Output]:
@@ -568,19 +548,14 @@ class ClientCore:
 
     # --- timers ----------------------------------------------------------------------------
 
-    def _drop_stale_heap_entries(self) -> None:
-        heap = self._ack_heap
-        while heap:
-            deadline, namespace, ack_id = heap[0]
-            socket = self._sockets.get(namespace)
-            if socket is not None and socket.acks.get(ack_id) == deadline:
-                return
-            heapq.heappop(heap)
+    def _acks_of(self, namespace: str) -> Acks | None:
+        socket = self._sockets.get(namespace)
+        return socket.acks if socket is not None else None
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has something to do (None: nothing scheduled)."""
-        self._drop_stale_heap_entries()
-        deadlines = [self._ack_heap[0][0]] if self._ack_heap else []
+        ack_deadline = self._ack_deadlines.next_deadline()
+        deadlines = [ack_deadline] if ack_deadline is not None else []
         if self.state is EngineState.RECONNECT_WAIT and self._reconnect_at is not None:
             deadlines.append(self._reconnect_at)
         return min(deadlines, default=None)
@@ -588,18 +563,14 @@ class ClientCore:
     def tick(self, now: float) -> list[Output]:
         """Fire what is due: ack timeouts, then the reconnection attempt."""
         out: list[Output] = []
-        self._drop_stale_heap_entries()
-        while self._ack_heap and self._ack_heap[0][0] <= now:
-            _, namespace, ack_id = heapq.heappop(self._ack_heap)
+        while (due := self._ack_deadlines.pop_due(now)) is not None:
+            namespace, ack_id = due
             socket = self._sockets[namespace]
-            del socket.acks[ack_id]
             if ack_id in socket.attempts:
                 out += self._attempt_failed(socket, ack_id, socket.sid or "", now)
-                self._drop_stale_heap_entries()
                 continue
             socket.send_buffer = deque(p for p in socket.send_buffer if p.id != ack_id)
             out.append(AckTimedOut(namespace, socket.sid or "", ack_id))
-            self._drop_stale_heap_entries()
         if (self.state is EngineState.RECONNECT_WAIT and self._reconnect_at is not None
                 and self._reconnect_at <= now):
             self.state = EngineState.OPENING

@@ -65,9 +65,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from .._timers import Timers
 from ..engineio.server import Server as EngineServer
 from ..errors import LablibError, LocalProtocolError
 from ..http import Request
+from .acks import event_data
 from .adapter import Adapter, InMemoryAdapter
 from .local import LocalNamespace
 from .packets import DEFAULT_MAX_ATTACHMENTS, Packet, PacketType
@@ -292,7 +294,7 @@ class Server(ClusterMixin):
         self._tasks: set[asyncio.Task] = set()     # workers and async ack callbacks
         self._timer_task: asyncio.Task | None = None
         self._mounted: list[Server] = []   #: other Socket.IO servers served on our port
-        self._wakeup: asyncio.Event | None = None
+        self._timers: Timers | None = None
         self.eio.on("connect", self._on_eio_connect)
         self.eio.on("message", self._on_eio_message)
         self.eio.on("disconnect", self._on_eio_disconnect)
@@ -393,7 +395,7 @@ class Server(ClusterMixin):
         """The driver's store logs the packet (its offset), then the core delivers it with
         that offset - under the namespace's lock, so offsets go out in the order they were
         given and no restore reads the log between the two."""
-        data = ServerCore._event_data(event, args)   # a bad event name fails before logging
+        data = event_data(event, args)   # a bad event name fails before logging
         rooms = None if to is None else [to] if isinstance(to, str) else list(to)
         skip = [skip] if isinstance(skip, str) else list(skip)
         store = self._store(namespace)
@@ -568,14 +570,16 @@ class Server(ClusterMixin):
                 await server._close_adapters()
             raise
         for server in (self, *self._mounted):
-            server._timer_task = asyncio.create_task(server._run_timers())
+            assert server._timers is not None
+            server._timer_task = asyncio.create_task(server._timers.run())
         return self
 
     async def _start_adapters(self) -> None:
         """Bind to the running loop and start every namespace's adapter (a Redis that does not
         answer raises AdapterError, and the adapters started so far are closed again)."""
         self._loop = asyncio.get_running_loop()
-        self._wakeup = asyncio.Event()
+        self._timers = Timers(self.core.next_deadline, self._tick, self._loop.time,
+                              logger=logger, failure="the Socket.IO timers failed")
         started = []
         try:
             for adapter in list(self._adapters):
@@ -810,30 +814,15 @@ class Server(ClusterMixin):
 
     # --- timers ------------------------------------------------------------------------------
 
-    async def _run_timers(self) -> None:
-        """Sleep until the core's next deadline (or a wake-up), then tick it."""
-        assert self._wakeup is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            deadline = self.core.next_deadline()
-            self._wakeup.clear()
-            delay = None if deadline is None else deadline - loop.time()
-            if delay is None or delay > 0:
-                try:
-                    async with asyncio.timeout(delay):
-                        await self._wakeup.wait()
-                except TimeoutError:
-                    pass
-            try:
-                await self._apply(self.core.tick(loop.time()))
-            except Exception:
-                logger.exception("the Socket.IO timers failed")
+    async def _tick(self, now: float) -> None:
+        """The timer task's tick (:class:`lablib._timers.Timers`)."""
+        await self._apply(self.core.tick(now))
 
     def _wake(self) -> None:
         """A new deadline may come before the one the timer sleeps until.  (Deadlines that
         go away need no wake-up: the timer ticks for nothing and looks again.)"""
-        if self._wakeup is not None:
-            self._wakeup.set()
+        if self._timers is not None:
+            self._timers.wake()
 
     # --- adapters ------------------------------------------------------------------------------
 

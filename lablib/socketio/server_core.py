@@ -77,7 +77,6 @@ milliseconds, like the reference option.
 
 from __future__ import annotations
 
-import heapq
 import random
 import secrets
 from dataclasses import dataclass, field
@@ -85,12 +84,12 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .._util import generate_sid
 from ..errors import LocalProtocolError, PacketError
+from .acks import AckDeadlines, AckIds, Acks, cancel_acks, event_data
 from .adapter import Adapter, InMemoryAdapter
 from .recovery import (RECOVERABLE_DISCONNECT_REASONS, InMemorySessionStore, RecoveryOptions,
                        Session, SessionStore)
-from .packets import (DEFAULT_MAX_ATTACHMENTS, MAX_ACK_ID, RESERVED_EVENTS, Decoder, Packet,
-                      PacketType, encode)
-from .protocol import (AckCancelled, AckReceived, AckTimedOut, CloseConnection, ConnectRequested,
+from .packets import DEFAULT_MAX_ATTACHMENTS, Decoder, Packet, PacketType, encode
+from .protocol import (AckReceived, AckTimedOut, CloseConnection, ConnectRequested,
                        Disconnected, EventReceived, Output, PersistSession, RestoreSession,
                        SendTo, Undelivered)
 from .recovery import Restored
@@ -110,7 +109,7 @@ class _Socket:
     namespace: str
     eio_sid: str
     auth: dict | None
-    acks: dict[int, float | None] = field(default_factory=dict)  # ack id -> deadline (or None)
+    acks: Acks = field(default_factory=dict)  # ack id -> deadline (or None)
     # While its CONNECT is pending (see the module docstring):
     pending: bool = False
     rooms: list[str] = field(default_factory=list)      # rooms entered meanwhile
@@ -129,7 +128,7 @@ class _Namespace:
     adapter: Adapter
     sockets: dict[str, _Socket] = field(default_factory=dict)   # sid -> socket
     connecting: dict[str, _Socket] = field(default_factory=dict)   # sid -> pending socket
-    next_ack_id: int = 0
+    ack_ids: AckIds = field(default_factory=AckIds)
     store: SessionStore | None = None   # connection state recovery (None: off)
 
 
@@ -188,9 +187,8 @@ class ServerCore:
         self._any_namespace = namespaces == "*"
         self._namespaces: dict[str, _Namespace] = {}
         self._connections: dict[str, _Connection] = {}
-        # Deadlines of pending acks (each socket keeps its own: ack id -> deadline); entries of
-        # acks answered or cancelled meanwhile are skipped when they surface.
-        self._ack_heap: list[tuple[float, str, str, int]] = []
+        # Deadlines of pending acks, keyed by (namespace, sid) (see lablib.socketio.acks)
+        self._ack_deadlines: AckDeadlines[tuple[str, str]] = AckDeadlines(self._acks_of)
         if not self._any_namespace:
             for name in namespaces:
                 self.add_namespace(name)
@@ -494,9 +492,7 @@ class ServerCore:
         self._namespaces[socket.namespace].connecting.pop(socket.sid, None)
         out: list[Output] = [Undelivered(socket.namespace, socket.sid, reason)
                              for _ in socket.outbox]   # one per packet kept for it
-        out += [AckCancelled(socket.namespace, socket.sid, ack_id, reason)
-                for ack_id in socket.acks]
-        socket.acks.clear()
+        out += cancel_acks(socket.acks, socket.namespace, socket.sid, reason)
         socket.outbox, socket.inbox, socket.rooms = [], [], []
         return out
 
@@ -504,14 +500,6 @@ class ServerCore:
 
     def _send(self, eio_sid: str, packet: Packet) -> list[Output]:
         return [SendTo(eio_sid, tuple(encode(packet)))]
-
-    @staticmethod
-    def _event_data(event: str, args: Sequence[Any]) -> list[Any]:
-        if not isinstance(event, str):
-            raise LocalProtocolError(f"an event name is a string, not {type(event).__name__}")
-        if event in RESERVED_EVENTS:
-            raise LocalProtocolError(f"{event!r} is a reserved event name")
-        return [event, *args]
 
     def emit(self, event: str, args: Sequence[Any] = (), *, namespace: str = "/",
              to: str | Iterable[str] | None = None,
@@ -529,7 +517,7 @@ class ServerCore:
         dropped client in ``to`` may come back for it.  With the driver's store, the driver
         logged it and passes the ``offset`` it got (None: the packet goes without one).
         """
-        data = self._event_data(event, args)
+        data = event_data(event, args)
         store = self._namespace(namespace).store
         if offset is not None:
             if store is not None:
@@ -583,9 +571,7 @@ class ServerCore:
         reached = [socket.sid for socket in (*connected, *pending)]
         if packet.id is not None:
             for socket in (*connected, *pending):
-                socket.acks[packet.id] = deadline
-                if deadline is not None:
-                    heapq.heappush(self._ack_heap, (deadline, namespace, socket.sid, packet.id))
+                self._ack_deadlines.add(socket.acks, (namespace, socket.sid), packet.id, deadline)
         return reached, out
 
     def emit_with_acks(self, event: str, args: Sequence[Any] = (), *, namespace: str = "/",
@@ -599,16 +585,13 @@ class ServerCore:
         comes back as its own AckReceived.  Returns (the ack id, the sids reached, outputs).
         """
         ack_id = self._next_ack_id(namespace)
-        packet = Packet(PacketType.EVENT, namespace, self._event_data(event, args), ack_id)
+        packet = Packet(PacketType.EVENT, namespace, event_data(event, args), ack_id)
         deadline = None if timeout is None else now + timeout
         reached, out = self._deliver(packet, namespace, to, skip_sids, deadline)
         return ack_id, reached, out
 
     def _next_ack_id(self, namespace: str) -> int:
-        ns = self._namespace(namespace)
-        ack_id = ns.next_ack_id
-        ns.next_ack_id = 0 if ack_id == MAX_ACK_ID else ack_id + 1
-        return ack_id
+        return self._namespace(namespace).ack_ids.allocate()
 
     def emit_with_ack(self, sid: str, event: str, args: Sequence[Any] = (), *,
                       namespace: str = "/", timeout: float | None = None,
@@ -620,11 +603,9 @@ class ServerCore:
         """
         socket = self._socket(sid, namespace)
         ack_id = self._next_ack_id(namespace)
-        packet = Packet(PacketType.EVENT, namespace, self._event_data(event, args), ack_id)
+        packet = Packet(PacketType.EVENT, namespace, event_data(event, args), ack_id)
         deadline = None if timeout is None else now + timeout
-        socket.acks[ack_id] = deadline
-        if deadline is not None:
-            heapq.heappush(self._ack_heap, (deadline, namespace, sid, ack_id))
+        self._ack_deadlines.add(socket.acks, (namespace, sid), ack_id, deadline)
         return ack_id, self._send(socket.eio_sid, packet)
 
     def ack(self, sid: str, ack_id: int, args: Sequence[Any] = (), *,
@@ -661,9 +642,7 @@ class ServerCore:
         conn = self._connections.get(socket.eio_sid)
         if conn is not None:
             conn.sockets.pop(socket.namespace, None)
-        out: list[Output] = [AckCancelled(socket.namespace, socket.sid, ack_id, reason)
-                             for ack_id in socket.acks]
-        socket.acks.clear()
+        out: list[Output] = list(cancel_acks(socket.acks, socket.namespace, socket.sid, reason))
         out.append(Disconnected(socket.namespace, socket.sid, reason))
         return out
 
@@ -682,36 +661,25 @@ class ServerCore:
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has something to do (None: nothing scheduled)."""
-        self._drop_stale_heap_entries()
         deadlines = [c.connect_deadline for c in self._connections.values()
                      if c.connect_deadline is not None]
-        if self._ack_heap:
-            deadlines.append(self._ack_heap[0][0])
+        ack_deadline = self._ack_deadlines.next_deadline()
+        if ack_deadline is not None:
+            deadlines.append(ack_deadline)
         return min(deadlines, default=None)
 
-    def _acks_of(self, namespace: str, sid: str) -> dict[int, float | None] | None:
+    def _acks_of(self, key: tuple[str, str]) -> Acks | None:
+        namespace, sid = key
         ns = self._namespaces.get(namespace)
         socket = (ns.sockets.get(sid) or ns.connecting.get(sid)) if ns else None
         return socket.acks if socket else None
 
-    def _pending_ack(self, namespace: str, sid: str, ack_id: int) -> float | None:
-        acks = self._acks_of(namespace, sid)
-        return acks.get(ack_id) if acks is not None else None
-
-    def _drop_stale_heap_entries(self) -> None:
-        heap = self._ack_heap
-        while heap and self._pending_ack(*heap[0][1:]) != heap[0][0]:
-            heapq.heappop(heap)
-
     def tick(self, now: float) -> list[Output]:
         """Fire what is due: ack timeouts, then connections that joined no namespace in time."""
         out: list[Output] = []
-        self._drop_stale_heap_entries()
-        while self._ack_heap and self._ack_heap[0][0] <= now:
-            _, namespace, sid, ack_id = heapq.heappop(self._ack_heap)
-            del self._acks_of(namespace, sid)[ack_id]
+        while (due := self._ack_deadlines.pop_due(now)) is not None:
+            (namespace, sid), ack_id = due
             out.append(AckTimedOut(namespace, sid, ack_id))
-            self._drop_stale_heap_entries()
         for conn in list(self._connections.values()):
             if conn.connect_deadline is not None and conn.connect_deadline <= now and not conn.sockets:
                 out += self._close(conn, "connect timeout")

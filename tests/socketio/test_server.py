@@ -673,6 +673,7 @@ async def test_transport_and_handshake_request_of_each_socket():
 async def test_a_socketio_and_an_engineio_endpoint_share_one_port():
     """One port: Socket.IO on /socket.io/, a second Socket.IO server on /admin.io/ with its own
     handlers and timers (an ack timeout there still fires), and plain Engine.IO on /engine.io/."""
+    from lablib.engineio.client import Client
     from lablib.engineio.server import Server as EngineServer
     from lablib.socketio.client import AsyncClient
     main, _ = make_server()
