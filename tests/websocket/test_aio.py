@@ -901,7 +901,7 @@ async def test_send_nowait_writes_at_once_and_close_nowait_starts_the_closing_ha
         done.set_result(ws.close_code)
 
     async with serve(handler, "127.0.0.1", 0) as server:
-        reader, writer = await raw_client(server.port)
+        reader, writer = await open_upgraded(server.port)
         assert await reader.readexactly(10) == b"\x81\x02hi" b"\x82\x02\x01\x02" b"\x88\x00"
         writer.write(masked(Opcode.CLOSE, b""))
         assert await reader.read() == b""   # then the server closes TCP
