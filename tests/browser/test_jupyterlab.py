@@ -217,7 +217,13 @@ def _save(page, saved: pathlib.Path) -> dict:
     deadline = time.monotonic() + UI_TIMEOUT
     while saved.stat().st_mtime_ns == before and time.monotonic() < deadline:
         page.wait_for_timeout(200)
-    return json.loads(saved.read_text())
+    while True:  # the server may still be writing the file: read until it parses
+        try:
+            return json.loads(saved.read_text())
+        except json.JSONDecodeError:
+            if time.monotonic() > deadline:
+                raise
+            page.wait_for_timeout(200)
 
 
 def _screenshot(page, chapter: pathlib.Path) -> pathlib.Path:
