@@ -181,7 +181,19 @@ async def test_a_server_that_stops_pinging_is_declared_dead(monkeypatch):
     async def no_ping(self):
         return None
 
+    class LaterReads:
+        """python-engineio also drops a WebSocket that sends nothing for pingInterval +
+        pingTimeout, which races the client's own verdict: push that read deadline 5 s out
+        (in its socket module only), so the test sees the client decide."""
+        def __getattr__(self, name):
+            return getattr(asyncio, name)
+
+        @staticmethod
+        async def wait_for(awaitable, timeout):
+            return await asyncio.wait_for(awaitable, None if timeout is None else timeout + 5)
+
     monkeypatch.setattr(engineio.async_socket.AsyncSocket, "_send_ping", no_ping)
+    monkeypatch.setattr(engineio.async_socket, "asyncio", LaterReads())
     async with engineio_server(ping_interval=1, ping_timeout=0.5) as (eio, url, log, requests):
         clients = {mode: Client(rng=random.Random(1), close_timeout=0.5) for mode in MODES}
         events = {mode: eio_recorder(client) for mode, client in clients.items()}
