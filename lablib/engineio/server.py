@@ -966,7 +966,26 @@ def _with_close(reply: HTTPReply) -> bytes:
     return format_response(reply.status, headers, reply.body)
 
 
-class serve:
+class Serving:
+    """What a ``serve(...)`` object does with its ``server``, ``host`` and ``port``:
+    ``await serve(...)`` starts the server; ``async with serve(...) as server`` starts it and
+    closes it on the way out.  Shared by the Engine.IO and Socket.IO ``serve``."""
+
+    server: Any
+    host: str
+    port: int
+
+    def __await__(self):
+        return self.server.start(self.host, self.port).__await__()
+
+    async def __aenter__(self):
+        return await self.server.start(self.host, self.port)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.server.close()
+
+
+class serve(Serving):
     """``async with serve(server_or_handlers, host, port) as srv`` (or ``srv = await serve(...)``).
 
     ``server_or_handlers`` is a :class:`Server` (then no setting may be given: they are the
@@ -1014,12 +1033,3 @@ class serve:
             for event, handler in server_or_handlers.items():
                 self.server.on(event, handler)
         self.host, self.port = host, port
-
-    def __await__(self):
-        return self.server.start(self.host, self.port).__await__()
-
-    async def __aenter__(self) -> Server:
-        return await self.server.start(self.host, self.port)
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.server.close()

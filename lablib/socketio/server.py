@@ -67,6 +67,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .._timers import Timers
 from ..engineio.server import Server as EngineServer
+from ..engineio.server import Serving
 from ..errors import LablibError, LocalProtocolError
 from ..http import Request
 from .acks import event_data
@@ -892,7 +893,7 @@ async def _close_adapter(adapter: Any) -> None:
             logger.exception("closing the adapter %r failed", adapter)
 
 
-class serve:
+class serve(Serving):
     """``async with serve(sio, host, port) as server`` (or ``server = await serve(...)``).
 
     ``sio`` is a :class:`Server`, or a mapping ``{"event": handler, ...}`` (namespace "/")
@@ -945,12 +946,3 @@ class serve:
             for event, handler in sio.items():
                 self.server.on(event, handler)
         self.host, self.port = host, port
-
-    def __await__(self):
-        return self.server.start(self.host, self.port).__await__()
-
-    async def __aenter__(self) -> Server:
-        return await self.server.start(self.host, self.port)
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.server.close()
