@@ -14,7 +14,7 @@ heartbeat drops it.
 
     python -m benchmarks.sio_slow_reader [--impl lablib|python-socketio] [--count 50]
                                          [--size 1000000]
-    PYTHONPATH=/tmp/old python -m benchmarks.sio_slow_reader   # lablib as of another commit
+    PYTHONPATH=../lablib-old python -m benchmarks.sio_slow_reader   # lablib as of another commit (a git worktree)
 
 The clients are raw sockets speaking Engine.IO/Socket.IO by hand (unmasked server frames are
 parsed with ``struct``), so the measurement is the server's.

@@ -92,8 +92,8 @@ def test_render_config_repeats_backend_lines_and_drops_sticky_ones():
                 "ip_hash;   # sticky\n"
                 "server {{NAME}} {{ADDRESS}};   # for each backend\n")
     backends = [("127.0.0.1", 1001), ("127.0.0.1", 1002)]
-    assert render_config(template, backends, 8080, prefix="/tmp/p") == (
-        "listen 8080;\npid /tmp/p/x.pid;\nip_hash;   # sticky\n"
+    assert render_config(template, backends, 8080, prefix="/srv/p") == (
+        "listen 8080;\npid /srv/p/x.pid;\nip_hash;   # sticky\n"
         "server s0 127.0.0.1:1001;\nserver s1 127.0.0.1:1002;\n")
     assert "ip_hash" not in render_config(template, backends, 8080, sticky=False)
 
