@@ -2,11 +2,16 @@
 
 The hierarchy follows one rule: an error knows what the peer should be told.
 
-* A WebSocket :class:`ProtocolError` carries the close code (RFC 6455 §7.4.1) that the
-  connection is failed with.
-* A :class:`HandshakeError` carries the HTTP status (and extra headers) of the answer.
 * :class:`RemoteProtocolError` blames the peer; :class:`LocalProtocolError` blames the caller
   (an API misuse on our side), like wsproto and h11 do.
+* A :class:`WebSocketProtocolError` carries the close code (RFC 6455 §7.4.1) that the
+  connection is failed with; Engine.IO and Socket.IO have no close codes, so their
+  :class:`PacketError` carries none.
+* :class:`PayloadTooBig` carries both answers: close 1009 on a WebSocket, 413 on HTTP.
+* A :class:`HandshakeError` carries the HTTP status (and extra headers) of the answer, an
+  :class:`EngineIOError` the Engine.IO error JSON.
+* :class:`ConnectionClosed` is raised by the asyncio API when a connection is used after it
+  closed (the WebSocket *event* that reports a close is :class:`lablib.websocket.events.Closed`).
 """
 
 from __future__ import annotations
@@ -16,19 +21,55 @@ class LablibError(Exception):
     """Base class of every error lablib raises on purpose."""
 
 
-# --- WebSocket (RFC 6455) -------------------------------------------------------------------
+# --- protocol violations, every layer ------------------------------------------------------
 
 class ProtocolError(LablibError):
-    """A protocol violation; ``close_code`` is what the connection is closed with.
+    """A protocol violation; ``reason`` says which rule was broken."""
 
-    1002 (protocol error) by default; subclasses pick 1007, 1009, ...
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.reason!r})"
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer broke the protocol: a bad frame, a packet that does not decode, ..."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We were asked to do something the protocol forbids (e.g. send after closing)."""
+
+
+class PayloadTooBig(RemoteProtocolError):
+    """A message or a body exceeds the configured limit.
+
+    Each carrier tells the peer its own way: a WebSocket closes with 1009 (``close_code``,
+    RFC 6455 §7.4.1), an HTTP request body gets 413 (``http_status``).
+    """
+
+    close_code = 1009
+    http_status = 413
+
+
+class PacketError(RemoteProtocolError):
+    """An Engine.IO or Socket.IO packet from the peer that cannot be decoded: empty, an unknown
+    type, bad data.  These layers have no close codes: the connection is just closed."""
+
+
+# --- WebSocket (RFC 6455) -------------------------------------------------------------------
+
+class WebSocketProtocolError(RemoteProtocolError):
+    """The peer broke RFC 6455; ``close_code`` is what the connection is failed with (§7.4.1).
+
+    1002 (protocol error) by default; :class:`InvalidUTF8` is 1007.
     """
 
     close_code: int = 1002
 
     def __init__(self, reason: str, close_code: int | None = None) -> None:
         super().__init__(reason)
-        self.reason = reason
         if close_code is not None:
             self.close_code = close_code
 
@@ -36,25 +77,10 @@ class ProtocolError(LablibError):
         return f"{type(self).__name__}({self.reason!r}, close_code={self.close_code})"
 
 
-class RemoteProtocolError(ProtocolError):
-    """The peer broke the protocol (a bad frame, a bad close code, ...)."""
-
-
-class LocalProtocolError(ProtocolError):
-    """We were asked to do something the protocol forbids (e.g. send after closing)."""
-
-
-class InvalidUTF8(RemoteProtocolError):
+class InvalidUTF8(WebSocketProtocolError):
     """A text message or close reason is not valid UTF-8 (RFC 6455 §8.1) -> close 1007."""
 
     close_code = 1007
-
-
-class PayloadTooBig(RemoteProtocolError):
-    """A message exceeds the configured limit -> close 1009, or HTTP 413 for a body."""
-
-    close_code = 1009
-    http_status = 413
 
 
 class HandshakeError(LablibError):
@@ -123,10 +149,6 @@ class EngineIOError(LablibError):
 
     def to_json(self) -> dict[str, object]:
         return {"code": self.code, "message": self.message}
-
-
-class PacketError(LablibError):
-    """A packet (Engine.IO or Socket.IO) that cannot be decoded: empty, unknown type, bad data."""
 
 
 # --- Socket.IO adapters (several servers, one cluster) ---------------------------------------

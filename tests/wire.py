@@ -24,8 +24,8 @@ import socket
 import struct
 
 from lablib.engineio.client import Client
-from lablib.websocket.connection import (Accepted, BinaryMessage, Connection, ConnectionClosed,
-                                         Role, TextMessage)
+from lablib.websocket import (Accepted, BinaryReceived, Connection, WebSocketClosed,
+                                         Role, TextReceived)
 from lablib.websocket.handshake import ClientHandshake
 from tests.aio_support import GUARD_TIMEOUT
 
@@ -242,15 +242,15 @@ class RawWebSocket:
         self.conn.receive_data(data)
         return data
 
-    async def message(self) -> str | bytes | ConnectionClosed:
-        """The next text or binary message, or the ConnectionClosed event (then TCP is over).
+    async def message(self) -> str | bytes | WebSocketClosed:
+        """The next text or binary message, or the WebSocketClosed event (then TCP is over).
         What the connection owes the server (a pong, the close echo) is written on the way."""
         while True:
             while self.pending:
                 event = self.pending.pop(0)
-                if isinstance(event, (TextMessage, BinaryMessage)):
+                if isinstance(event, (TextReceived, BinaryReceived)):
                     return event.data
-                if isinstance(event, ConnectionClosed):
+                if isinstance(event, WebSocketClosed):
                     self.peer.send(self.conn.data_to_send())
                     return event
             data = await self.peer.read(65536)
@@ -258,9 +258,9 @@ class RawWebSocket:
             if not self.peer.writer.is_closing():
                 self.peer.send(self.conn.data_to_send())
 
-    async def closed(self) -> ConnectionClosed:
-        """Skip messages until the connection closes; return the ConnectionClosed event."""
-        while not isinstance(event := await self.message(), ConnectionClosed):
+    async def closed(self) -> WebSocketClosed:
+        """Skip messages until the connection closes; return the WebSocketClosed event."""
+        while not isinstance(event := await self.message(), WebSocketClosed):
             pass
         assert await self.peer.read_all() == b""   # and the server closed TCP
         return event

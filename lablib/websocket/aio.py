@@ -59,9 +59,9 @@ from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable
 
 from ..errors import ConnectionClosed as ConnectionClosedError
 from ..errors import LocalProtocolError
-from .connection import (SYSTEM_RANDOM, Accepted, BinaryMessage, CloseReceived, Connection,
-                         ConnectionClosed, Event, Pong, Rejected, RequestReceived, Role, State,
-                         TextMessage)
+from .connection import SYSTEM_RANDOM, Connection, Role, WebSocketState
+from .events import (Accepted, BinaryReceived, CloseReceived, Event, PongReceived, Rejected,
+                     RequestReceived, TextReceived, WebSocketClosed)
 from .frames import CloseCode
 
 logger = logging.getLogger("lablib.websocket")
@@ -142,7 +142,7 @@ class WebSocket(asyncio.BufferedProtocol):
     # ---- public API --------------------------------------------------------------------------
 
     @property
-    def state(self) -> State:
+    def state(self) -> WebSocketState:
         return self.connection.state
 
     @property
@@ -280,7 +280,7 @@ class WebSocket(asyncio.BufferedProtocol):
         self._close_requested = True
         if self._closed.done():
             return
-        if self.connection.state is State.OPEN:
+        if self.connection.state is WebSocketState.OPEN:
             try:
                 # Written at once: no waiting for a fragmented send() to finish (a control frame
                 # may go between fragments, §5.4) nor for a peer that does not read to make
@@ -291,7 +291,7 @@ class WebSocket(asyncio.BufferedProtocol):
             # Reading may be paused on a full queue: read on, to see the peer's close frame.
             # (Messages that arrive from now on and do not fit are dropped: we asked to close.)
             self._resume_reading()
-        elif self.connection.state is State.CONNECTING:
+        elif self.connection.state is WebSocketState.CONNECTING:
             self._abort()
         self._timers.append(self._loop.call_later(self.close_timeout, self._abort))
 
@@ -382,13 +382,13 @@ class WebSocket(asyncio.BufferedProtocol):
                 # read no more from it until it has read what we owe it (resume_writing).
                 self._pause_reading()
         for event in events:
-            if isinstance(event, (TextMessage, BinaryMessage)):
+            if isinstance(event, (TextReceived, BinaryReceived)):
                 self._deliver(event.data)
-            elif isinstance(event, Pong):
+            elif isinstance(event, PongReceived):
                 self._pong_received(event.payload)
             elif isinstance(event, CloseReceived):
                 self.close_code, self.close_reason = event.code, event.reason
-            elif isinstance(event, ConnectionClosed):
+            elif isinstance(event, WebSocketClosed):
                 if self.close_code is None or event.error is not None:
                     self.close_code, self.close_reason = event.code, event.reason
                 if event.error is not None:
@@ -407,13 +407,13 @@ class WebSocket(asyncio.BufferedProtocol):
             messages.append(message)
             if self._recv_waiters:
                 self._wake(self._recv_waiters)
-            if len(messages) >= self.max_queue and self.connection.state is State.OPEN:
+            if len(messages) >= self.max_queue and self.connection.state is WebSocketState.OPEN:
                 self._pause_reading()  # (closing, we read on to the close frame: see close())
         elif not self._close_requested:
             # Read before we paused, or in the same read as the peer's close frame (nothing
             # comes after that one, so this stays bounded): kept, in order, for recv().
             self._backlog.append(message)
-            if self.connection.state is State.OPEN:
+            if self.connection.state is WebSocketState.OPEN:
                 self._pause_reading()
         # else: we asked to close and nobody reads: the application said it wants nothing more.
 
@@ -481,12 +481,12 @@ class WebSocket(asyncio.BufferedProtocol):
 
     def _write(self, make_frame: Callable[..., bytes], *args: Any) -> None:
         """Encode a frame with ``make_frame(*args)`` and hand it to the transport."""
-        if self.connection.state is not State.OPEN and self._closed.done():
+        if self.connection.state is not WebSocketState.OPEN and self._closed.done():
             raise self._closed_error()
         try:
             data = make_frame(*args)
         except LocalProtocolError:
-            if self.connection.state is not State.OPEN:
+            if self.connection.state is not WebSocketState.OPEN:
                 raise self._closed_error() from None
             raise
         self.transport.write(data)
@@ -571,7 +571,7 @@ class WebSocket(asyncio.BufferedProtocol):
         try:
             while True:
                 await asyncio.sleep(self.ping_interval)
-                if self.connection.state is not State.OPEN:
+                if self.connection.state is not WebSocketState.OPEN:
                     return
                 try:
                     # The timeout runs from the moment we try to ping: a peer that reads
@@ -591,7 +591,7 @@ class WebSocket(asyncio.BufferedProtocol):
 
     def _fail_locally(self, code: int, reason: str) -> None:
         """Our side gives up (e.g. no pong): send a close frame if we still can, close TCP."""
-        if self.connection.state is State.OPEN:
+        if self.connection.state is WebSocketState.OPEN:
             self.transport.write(self.connection.send_close(code, reason))
         self.close_code, self.close_reason = code, reason
         self._close_transport()  # flushes the close frame first

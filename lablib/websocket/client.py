@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 
 from ..http import Response
 from .aio import WebSocket
-from .connection import Accepted, Connection, Rejected, Role
+from .connection import Connection, Role
+from .events import Accepted, Rejected
 from .deflate import DeflateOptions, compression_options
 from .handshake import ClientHandshake
 

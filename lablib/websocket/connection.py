@@ -3,7 +3,7 @@
 ::
 
     conn = Connection(Role.SERVER)           # after the opening handshake
-    events = conn.receive_data(data)         # TextMessage, BinaryMessage, Ping, Pong, ...
+    events = conn.receive_data(data)         # TextReceived, PingReceived, ... (:mod:`.events`)
     sock.send(conn.data_to_send())           # automatic answers: pongs, the close echo, ...
     sock.send(conn.send_text("hello"))       # what *we* decide to send
 
@@ -20,7 +20,7 @@ message we send is compressed (RSV1 on its first frame) and compressed messages 
 inflated before they become events; control frames are never compressed.
 
 A peer's mistakes never raise out of :meth:`Connection.receive_data`: they become a
-:class:`ConnectionClosed` event carrying the error, and the close frame with the right code
+:class:`WebSocketClosed` event carrying the error, and the close frame with the right code
 (1002, 1007, 1009) is queued in :meth:`Connection.data_to_send`.  Our own mistakes (sending after
 closing, a 200-byte ping) raise :class:`~lablib.errors.LocalProtocolError` at once.
 """
@@ -29,22 +29,19 @@ from __future__ import annotations
 
 import enum
 import random
-from dataclasses import dataclass, field
 from typing import Iterable
 
-from ..errors import HandshakeError, LocalProtocolError, RemoteProtocolError
-from ..http import Request, Response
+from ..errors import HandshakeError, LocalProtocolError, PayloadTooBig, WebSocketProtocolError
+from ..http import Request
 from .frames import (NEED_DATA, CloseCode, Frame, FrameParser, Opcode, encode_close_payload,
                      encode_frame, is_valid_close_code, parse_close_payload)
 from .deflate import Deflater, DeflateParameters
 from .handshake import ClientHandshake, ServerHandshake
 from .messages import MessageAssembler
+from .events import (Accepted, BinaryReceived, CloseReceived, Event, FrameReceived, PingReceived,
+                     PongReceived, Rejected, RequestReceived, TextReceived, WebSocketClosed)
 
-__all__ = [
-    "Role", "State", "Connection", "Event", "RequestReceived", "Accepted", "Rejected",
-    "FrameReceived", "TextMessage", "BinaryMessage", "Ping", "Pong", "CloseReceived",
-    "ConnectionClosed",
-]
+__all__ = ["Role", "WebSocketState", "Connection", "SYSTEM_RANDOM"]
 
 
 class Role(enum.Enum):
@@ -52,7 +49,7 @@ class Role(enum.Enum):
     SERVER = "server"  #: never masks; closes the TCP connection first (§7.1.1)
 
 
-class State(enum.Enum):
+class WebSocketState(enum.Enum):
     CONNECTING = "CONNECTING"  #: opening handshake in progress (§4)
     OPEN = "OPEN"              #: messages flow both ways
     CLOSING = "CLOSING"        #: we sent a close frame and wait for the peer's (§7.1.2)
@@ -63,100 +60,6 @@ class State(enum.Enum):
 #: connection: it holds no state of its own (each call reads os.urandom), whereas each
 #: ``random.SystemRandom()`` would carry 2.5 KiB of unused Mersenne Twister state.
 SYSTEM_RANDOM = random.SystemRandom()
-
-
-# --- events -------------------------------------------------------------------------------------
-
-class Event:
-    """Base class of everything :meth:`Connection.receive_data` returns."""
-
-
-@dataclass(frozen=True, slots=True)
-class RequestReceived(Event):
-    """Server: a valid handshake request arrived; answer with accept() or reject()."""
-
-    request: Request  #: method, target, headers of the client's GET
-    subprotocol: str | None  #: the subprotocol the server would select (None: none)
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted(Event):
-    """Client: the server answered 101 and everything checked out; the connection is OPEN."""
-
-    response: Response
-    subprotocol: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected(Event):
-    """The opening handshake failed; the connection is CLOSED.
-
-    On a server, the HTTP error answer is queued in data_to_send(); on a client, ``error.status``
-    is the status the server answered (0 if its answer was not a valid HTTP response).
-    """
-
-    error: HandshakeError
-
-
-@dataclass(frozen=True, slots=True)
-class FrameReceived(Event):
-    """One raw frame, emitted before its meaning when ``trace_frames=True`` (for teaching)."""
-
-    frame: Frame
-
-
-@dataclass(frozen=True, slots=True)
-class TextMessage(Event):
-    """A complete text message (all its fragments joined, UTF-8 checked)."""
-
-    data: str
-
-
-@dataclass(frozen=True, slots=True)
-class BinaryMessage(Event):
-    """A complete binary message (all its fragments joined)."""
-
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Ping(Event):
-    """A ping arrived; the matching pong is already queued in data_to_send() (§5.5.2)."""
-
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Pong(Event):
-    """A pong arrived (an answer to our ping, or an unsolicited heartbeat, §5.5.3)."""
-
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class CloseReceived(Event):
-    """The peer's close frame: ``code`` is 1005 when the frame carried none (§7.1.5)."""
-
-    code: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionClosed(Event):
-    """The connection is over: the closing handshake completed, or it failed.
-
-    ``code``/``reason`` are the peer's close frame for a clean close; for a failure they are
-    what *we* sent (e.g. 1002) and ``error`` says why; 1006 means the TCP connection ended
-    without any close frame.
-    """
-
-    code: int
-    reason: str = ""
-    error: Exception | None = field(default=None, compare=False)
-
-    @property
-    def clean(self) -> bool:
-        return self.error is None and self.code != CloseCode.ABNORMAL_CLOSURE
 
 
 # --- the connection -----------------------------------------------------------------------------
@@ -178,7 +81,7 @@ class Connection:
                  trace_frames: bool = False, deflate: DeflateParameters | None = None) -> None:
         self.role = role
         self.handshake = handshake
-        self.state = State.CONNECTING if handshake is not None else State.OPEN
+        self.state = WebSocketState.CONNECTING if handshake is not None else WebSocketState.OPEN
         self.max_message_size = max_message_size
         self.trace_frames = trace_frames
         self._rng = rng if rng is not None else SYSTEM_RANDOM
@@ -221,24 +124,24 @@ class Connection:
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed bytes from the network; return the events they complete."""
-        if self.state is State.CLOSED:
+        if self.state is WebSocketState.CLOSED:
             return []  # §7.1.1: after the closing handshake, the rest of the stream is ignored
-        if self.state is State.CONNECTING:
+        if self.state is WebSocketState.CONNECTING:
             # b"" brings nothing new (EOF is receive_eof()); the HTTP parsers would read it as EOF.
             return self._receive_handshake(data) if data else []
         events: list[Event] = []
         try:
             self._parser.feed(data)
             self._receive_frames(events)
-        except RemoteProtocolError as exc:
+        except (WebSocketProtocolError, PayloadTooBig) as exc:
             events.append(self._fail(exc))
         return events
 
     def receive_eof(self) -> list[Event]:
         """The peer closed its side of TCP.  Without a closing handshake that is code 1006."""
-        if self.state is State.CLOSED:
+        if self.state is WebSocketState.CLOSED:
             return []
-        self.state = State.CLOSED
+        self.state = WebSocketState.CLOSED
         if not self._handshake_done:
             error = HandshakeError(0, "connection closed during the opening handshake")
             if isinstance(self.handshake, ClientHandshake):
@@ -247,7 +150,7 @@ class Connection:
                 except HandshakeError as exc:
                     error = exc
             return [Rejected(error)]
-        return [ConnectionClosed(CloseCode.ABNORMAL_CLOSURE, "", None)]
+        return [WebSocketClosed(CloseCode.ABNORMAL_CLOSURE, "", None)]
 
     def data_to_send(self) -> bytes:
         """Bytes the connection decided to send on its own (pongs, close echo, error answers)."""
@@ -259,7 +162,7 @@ class Connection:
 
     def _receive_frames(self, events: list[Event]) -> None:
         parser = self._parser
-        while parser.buffered and self.state is not State.CLOSED:
+        while parser.buffered and self.state is not WebSocketState.CLOSED:
             # The parser checks each frame's header against the limit, fragments included,
             # so an oversized message fails (1009) before its payload arrives.
             parser.max_size = self.max_message_size
@@ -272,7 +175,7 @@ class Connection:
                 return
             self._partial_checked = 0  # the frame that was arriving (if any) is complete
             for frame in frames:
-                if self.state is State.CLOSED:
+                if self.state is WebSocketState.CLOSED:
                     return  # §7.1.1: what follows a close frame is ignored
                 if self.trace_frames:
                     events.append(FrameReceived(frame))
@@ -286,8 +189,8 @@ class Connection:
         the MessageAssembler joins them and checks text (§8.1), raising on a violation."""
         message = self._messages.receive(frame)
         if message is not None:
-            events.append(TextMessage(message.text) if message.opcode is Opcode.TEXT
-                          else BinaryMessage(message.data))
+            events.append(TextReceived(message.text) if message.opcode is Opcode.TEXT
+                          else BinaryReceived(message.data))
 
     def _check_partial_text(self) -> None:
         """§8.1: fail as soon as the bytes that make a text message invalid UTF-8 arrive,
@@ -302,34 +205,34 @@ class Connection:
 
     def _receive_control(self, frame: Frame, events: list[Event]) -> None:
         if frame.rsv1:  # (allowed by the parser only when permessage-deflate is agreed)
-            raise RemoteProtocolError("RSV1 set on a control frame: control frames are never "
+            raise WebSocketProtocolError("RSV1 set on a control frame: control frames are never "
                                       "compressed (RFC 7692 §6.1)")
         if frame.opcode is Opcode.PING:
-            events.append(Ping(frame.payload))
-            if self.state is State.OPEN:  # §5.5.2: answer as soon as practical
+            events.append(PingReceived(frame.payload))
+            if self.state is WebSocketState.OPEN:  # §5.5.2: answer as soon as practical
                 self._outgoing += self._frame(Opcode.PONG, frame.payload)
         elif frame.opcode is Opcode.PONG:
-            events.append(Pong(frame.payload))
+            events.append(PongReceived(frame.payload))
         else:
             code, reason = parse_close_payload(frame.payload)
             self.close_received = (code, reason)
             events.append(CloseReceived(code, reason))
-            if self.state is State.OPEN:
+            if self.state is WebSocketState.OPEN:
                 # §5.5.1: echo the status code we received (none if there was none).
                 echo = None if code == CloseCode.NO_STATUS_RCVD else code
                 self._outgoing += self._frame(Opcode.CLOSE, encode_close_payload(echo))
                 self.close_sent = (code, "")
-            self.state = State.CLOSED
-            events.append(ConnectionClosed(code, reason))
+            self.state = WebSocketState.CLOSED
+            events.append(WebSocketClosed(code, reason))
 
-    def _fail(self, exc: RemoteProtocolError) -> ConnectionClosed:
+    def _fail(self, exc: WebSocketProtocolError | PayloadTooBig) -> WebSocketClosed:
         """§7.1.7 "Fail the WebSocket Connection": send a close frame with the code, stop."""
         reason = exc.reason.encode("utf-8")[:123].decode("utf-8", "ignore")
-        if self.state is State.OPEN:
+        if self.state is WebSocketState.OPEN:
             self._outgoing += self._frame(Opcode.CLOSE, encode_close_payload(exc.close_code, reason))
             self.close_sent = (exc.close_code, reason)
-        self.state = State.CLOSED
-        return ConnectionClosed(exc.close_code, reason, exc)
+        self.state = WebSocketState.CLOSED
+        return WebSocketClosed(exc.close_code, reason, exc)
 
     # ---- the opening handshake -------------------------------------------------------------
 
@@ -337,7 +240,7 @@ class Connection:
         """Server: the handshake request, parsed elsewhere (by a server that also answers plain
         HTTP on the same port); returns what :meth:`receive_data` would for its bytes."""
         handshake = self.handshake
-        if self.state is not State.CONNECTING or not isinstance(handshake, ServerHandshake) \
+        if self.state is not WebSocketState.CONNECTING or not isinstance(handshake, ServerHandshake) \
                 or handshake.request is not None:
             raise LocalProtocolError("receive_request needs a server connection waiting for its request")
         try:
@@ -362,7 +265,7 @@ class Connection:
         self._handshake_done = True
         self.subprotocol = handshake.subprotocol
         self._use_deflate(handshake.deflate)
-        self.state = State.OPEN
+        self.state = WebSocketState.OPEN
         # Frames the server sent right behind its 101 wait in the parser: the next
         # receive_data() call (b"" will do) returns them.
         self._parser.feed(handshake.trailing_data)
@@ -370,7 +273,7 @@ class Connection:
 
     def _handshake_failed(self, exc: HandshakeError) -> Rejected:
         """The connection is CLOSED; a server queues the HTTP error answer."""
-        self.state = State.CLOSED
+        self.state = WebSocketState.CLOSED
         if isinstance(self.handshake, ServerHandshake):
             self._outgoing += ServerHandshake.reject(exc)
         return Rejected(exc)
@@ -392,7 +295,7 @@ class Connection:
         self.subprotocol = handshake.subprotocol
         self._use_deflate(handshake.deflate)
         self._handshake_done = True
-        self.state = State.OPEN
+        self.state = WebSocketState.OPEN
         self._parser.feed(handshake.trailing_data + bytes(self._early_frames))
         self._early_frames.clear()
         return handshake.accept(extra_headers)
@@ -400,11 +303,11 @@ class Connection:
     def reject(self, status: int, reason: str, headers: list[tuple[str, str]] | None = None) -> bytes:
         """Server: refuse the handshake with an HTTP error answer; the connection is CLOSED."""
         self._server_handshake()
-        self.state = State.CLOSED
+        self.state = WebSocketState.CLOSED
         return ServerHandshake.reject(HandshakeError(status, reason, headers))
 
     def _server_handshake(self) -> ServerHandshake:
-        if self.state is not State.CONNECTING or not isinstance(self.handshake, ServerHandshake) \
+        if self.state is not WebSocketState.CONNECTING or not isinstance(self.handshake, ServerHandshake) \
                 or self.handshake.request is None:
             raise LocalProtocolError("accept/reject need a server connection with a request received")
         return self.handshake
@@ -433,7 +336,7 @@ class Connection:
 
     def send_close(self, code: int | None = CloseCode.NORMAL_CLOSURE, reason: str = "") -> bytes:
         """Start the closing handshake (§7.1.2); ``code=None`` sends a close frame without code."""
-        if self.state is not State.OPEN:
+        if self.state is not WebSocketState.OPEN:
             raise LocalProtocolError(f"cannot start closing in state {self.state.name}")
         if code is not None and not is_valid_close_code(code):
             raise LocalProtocolError(f"close code {code} may not be sent (§7.4)")
@@ -441,12 +344,12 @@ class Connection:
             payload = encode_close_payload(code, reason)
         except ValueError as exc:
             raise LocalProtocolError(str(exc)) from None
-        self.state = State.CLOSING
+        self.state = WebSocketState.CLOSING
         self.close_sent = (code if code is not None else CloseCode.NO_STATUS_RCVD, reason)
         return self._frame(Opcode.CLOSE, payload)
 
     def _send_data(self, opcode: Opcode, payload: bytes, fin: bool) -> bytes:
-        if self.state is not State.OPEN:
+        if self.state is not WebSocketState.OPEN:
             raise LocalProtocolError(f"cannot send data in state {self.state.name}")
         if opcode is Opcode.CONT:
             if self._sending is None:
@@ -465,7 +368,7 @@ class Connection:
                            rsv1=opcode is not Opcode.CONT)
 
     def _send_control(self, opcode: Opcode, payload: bytes) -> bytes:
-        if self.state is not State.OPEN:
+        if self.state is not WebSocketState.OPEN:
             raise LocalProtocolError(f"cannot send {opcode.name} in state {self.state.name}")
         if len(payload) > 125:
             raise LocalProtocolError("control frame payloads are at most 125 bytes (§5.5)")

@@ -48,7 +48,7 @@ import zlib
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
-from ..errors import HandshakeError, PayloadTooBig, RemoteProtocolError
+from ..errors import HandshakeError, PayloadTooBig, WebSocketProtocolError
 
 __all__ = [
     "TAIL", "EXTENSION", "DeflateOptions", "DeflateParameters", "Deflater", "Inflater",
@@ -446,7 +446,7 @@ class Inflater:
     left (plus one byte, to tell "too big" from "exactly full"), so a few kilobytes that
     would inflate to gigabytes cost at most ``max_size`` bytes of memory before they fail.
     Errors raise :class:`~lablib.errors.PayloadTooBig` (close code 1009) or
-    :class:`~lablib.errors.RemoteProtocolError` with code 1007 when the data is not DEFLATE:
+    :class:`~lablib.errors.WebSocketProtocolError` with code 1007 when the data is not DEFLATE:
     RFC 7692 names no code for it; RFC 6455 §7.4.1 gives 1007 to "data within a message
     that was not consistent with the type of the message", and RSV1 typed this message as
     DEFLATE data (Node's ``ws`` and ``wsproto`` send 1007 too; ``websockets`` sends 1002).
@@ -485,7 +485,7 @@ class Inflater:
                                         f"{self.max_size} bytes")
         except zlib.error as exc:
             self._end_message()
-            raise RemoteProtocolError(f"permessage-deflate: cannot inflate ({exc})",
+            raise WebSocketProtocolError(f"permessage-deflate: cannot inflate ({exc})",
                                       INVALID_DATA) from None
         except PayloadTooBig:
             self._end_message()

@@ -36,7 +36,7 @@ import struct
 from typing import NamedTuple
 
 from . import _fast
-from ..errors import PayloadTooBig, RemoteProtocolError
+from ..errors import PayloadTooBig, RemoteProtocolError, WebSocketProtocolError
 # "The parser needs more bytes" (h11's sentinel idea).  One object for the frame parser and the
 # HTTP parsers, so ``result is NEED_DATA`` holds whichever module it was imported from.
 from .._util import NEED_DATA, NeedData as _NeedData
@@ -216,7 +216,7 @@ class FrameParser:
     the frames of a fragmented message (§5.4).  The check happens when a frame's header
     arrives, before its payload is buffered.
 
-    Errors raise :class:`~lablib.errors.RemoteProtocolError` (close code 1002) or
+    Errors raise :class:`~lablib.errors.WebSocketProtocolError` (close code 1002) or
     :class:`~lablib.errors.PayloadTooBig` (1009); after an error the parser stays failed.
     """
 
@@ -359,18 +359,18 @@ class FrameParser:
         masked = b1 >= 0x80
         payload_len = b1 & 0x7F
         if opcode not in _KNOWN_OPCODES:
-            raise RemoteProtocolError(f"reserved opcode {opcode:#x}")
+            raise WebSocketProtocolError(f"reserved opcode {opcode:#x}")
         if b0 & 0x70 & ~self.allowed_rsv:
-            raise RemoteProtocolError(
+            raise WebSocketProtocolError(
                 f"RSV bits {(b0 & 0x70) >> 4:03b} set without a negotiated extension")
         if self.mask_required is not None and masked != self.mask_required:
-            raise RemoteProtocolError("client frames must be masked" if self.mask_required
+            raise WebSocketProtocolError("client frames must be masked" if self.mask_required
                                       else "server frames must not be masked")
         if opcode >= 0x8:
             if b0 < 0x80:
-                raise RemoteProtocolError("fragmented control frame")
+                raise WebSocketProtocolError("fragmented control frame")
             if payload_len > 125:
-                raise RemoteProtocolError("control frame payload longer than 125 bytes")
+                raise WebSocketProtocolError("control frame payload longer than 125 bytes")
         start = pos + 2
         if payload_len == 126:
             if available < 4:
@@ -378,16 +378,16 @@ class FrameParser:
             payload_len = (buf[pos + 2] << 8) | buf[pos + 3]
             start = pos + 4
             if payload_len <= 125:
-                raise RemoteProtocolError("length not minimally encoded (16-bit form for ≤125)")
+                raise WebSocketProtocolError("length not minimally encoded (16-bit form for ≤125)")
         elif payload_len == 127:
             if available < 10:
                 return NEED_DATA
             (payload_len,) = struct.unpack_from("!Q", buf, pos + 2)
             start = pos + 10
             if payload_len >> 63:
-                raise RemoteProtocolError("64-bit length with the most significant bit set")
+                raise WebSocketProtocolError("64-bit length with the most significant bit set")
             if payload_len <= 0xFFFF:
-                raise RemoteProtocolError("length not minimally encoded (64-bit form for ≤65535)")
+                raise WebSocketProtocolError("length not minimally encoded (64-bit form for ≤65535)")
         # Control frames are already capped at 125 bytes; the limit bounds data frames.
         if limit is not None and opcode < 0x8:
             if opcode == Opcode.CONT and self._fragmented + payload_len > limit:
@@ -436,10 +436,10 @@ def parse_close_payload(payload: bytes) -> tuple[int, str]:
     if not payload:
         return CloseCode.NO_STATUS_RCVD, ""
     if len(payload) == 1:
-        raise RemoteProtocolError("close payload of 1 byte (a code takes 2)")
+        raise WebSocketProtocolError("close payload of 1 byte (a code takes 2)")
     (code,) = struct.unpack_from("!H", payload)
     if not is_valid_close_code(code):
-        raise RemoteProtocolError(f"invalid close code {code}")
+        raise WebSocketProtocolError(f"invalid close code {code}")
     try:
         reason = payload[2:].decode("utf-8")
     except UnicodeDecodeError:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import codecs
 from typing import NamedTuple
 
-from ..errors import InvalidUTF8, RemoteProtocolError
+from ..errors import InvalidUTF8, RemoteProtocolError, WebSocketProtocolError
 from .deflate import Inflater
 from .frames import Frame, Opcode
 
@@ -41,7 +41,7 @@ class MessageAssembler:
 
     Feed it every data frame with :meth:`receive` (control frames are not its business); it
     returns the message a frame completes, or ``None``.  Strict (the default): a violation
-    raises :class:`~lablib.errors.RemoteProtocolError` or :class:`~lablib.errors.InvalidUTF8`.
+    raises :class:`~lablib.errors.WebSocketProtocolError` or :class:`~lablib.errors.InvalidUTF8`.
     ``tolerant=True``: nothing raises; the first violation is reported in the message's
     ``violation`` (a continuation frame with no message to continue is reported alone, as a
     ``Reassembled`` with opcode CONT and no data).  ``inflater`` inflates compressed messages
@@ -74,20 +74,20 @@ class MessageAssembler:
         if frame.opcode is Opcode.CONT:
             if self._opcode is None:
                 violation = self._fail(
-                    RemoteProtocolError("continuation frame without a message to continue"),
+                    WebSocketProtocolError("continuation frame without a message to continue"),
                     "continuation frame without a message to continue (§5.4)")
                 return Reassembled(Opcode.CONT, None, None, 1, False, len(frame.payload),
                                    violation)
             if frame.rsv1:
                 violation = self._fail(
-                    RemoteProtocolError("RSV1 set on a continuation frame (RFC 7692 §6.1)"),
+                    WebSocketProtocolError("RSV1 set on a continuation frame (RFC 7692 §6.1)"),
                     "RSV1 set on a continuation frame: only the first frame of a compressed "
                     "message carries it (RFC 7692 §6.1)")
                 self._violation = self._violation or violation
         else:
             if self._opcode is not None:
                 violation = self._fail(
-                    RemoteProtocolError("new data frame before the fragmented message ended"),
+                    WebSocketProtocolError("new data frame before the fragmented message ended"),
                     f"new {frame.opcode.name} frame before the previous message ended (§5.4)")
                 violation = self._violation or violation
                 self._reset()  # tolerant: the unfinished message is dropped; this one begins
@@ -166,7 +166,7 @@ class MessageAssembler:
         self._text_valid = True
         self._utf8.reset()
 
-    def _fail(self, error: RemoteProtocolError, description: str) -> str:
+    def _fail(self, error: WebSocketProtocolError, description: str) -> str:
         """Strict: raise ``error``.  Tolerant: return ``description``, to report it."""
         if not self.tolerant:
             raise error

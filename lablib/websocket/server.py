@@ -18,7 +18,8 @@ from typing import Awaitable, Callable, Sequence
 from ..errors import ConnectionClosed
 from ..http import Request
 from .aio import WebSocket
-from .connection import Connection, Rejected, RequestReceived, Role, State
+from .connection import Connection, Role, WebSocketState
+from .events import Rejected, RequestReceived
 from .frames import CloseCode
 from .deflate import DeflateOptions, compression_options
 from .handshake import ServerHandshake
@@ -144,7 +145,7 @@ class Server:
             logger.info("handshake refused: %s", outcome.error)
             ws.close_lingering()  # the peer may still be sending: let the answer arrive
             return
-        if conn.state is not State.CONNECTING:  # TCP ended right behind the request
+        if conn.state is not WebSocketState.CONNECTING:  # TCP ended right behind the request
             return
         if self._closing:  # the server was shut down while this handshake was in flight
             ws.transport.write(conn.reject(503, "server shutting down"))
@@ -158,7 +159,7 @@ class Server:
         try:
             await self.handler(ws)
         except ConnectionClosed as exc:
-            if ws.state is State.OPEN:  # not this connection's close (another one's): a bug
+            if ws.state is WebSocketState.OPEN:  # not this connection's close (another one's): a bug
                 logger.error("connection handler failed", exc_info=exc)
                 await ws.close(CloseCode.INTERNAL_ERROR, "internal error")
             else:  # the peer went away while the handler was talking to it: not an error

@@ -23,8 +23,8 @@ from lablib.engineio.packets import OpenInfo
 from lablib.errors import EngineIOError, HandshakeError
 from lablib.http import NEED_DATA, HTTPConnection, Request, RequestParser, format_response
 from lablib.websocket import accept_key
-from lablib.websocket.connection import (BinaryMessage, Connection, ConnectionClosed, Role,
-                                         TextMessage)
+from lablib.websocket import (BinaryReceived, Connection, WebSocketClosed, Role,
+                                         TextReceived)
 from tests.aio_support import asyncio_test, until
 from tests.wire import eio_recorder
 
@@ -84,9 +84,9 @@ class ScriptedWebSocket:
             while self.pending:
                 event = self.pending.pop(0)
                 self.writer.write(self.connection.data_to_send())  # close echo, pongs
-                if isinstance(event, (TextMessage, BinaryMessage)):
+                if isinstance(event, (TextReceived, BinaryReceived)):
                     return event.data
-                if isinstance(event, ConnectionClosed):
+                if isinstance(event, WebSocketClosed):
                     self.closed = True
                     self.writer.close()
                     return None

@@ -18,9 +18,9 @@ import pytest
 
 from lablib.engineio.server import Server, serve
 from lablib.engineio.server_core import generate_sid
-from lablib.engineio.session import State, Transport
+from lablib.engineio.session import EngineState, Transport
 from lablib.errors import LocalProtocolError
-from lablib.websocket.connection import ConnectionClosed
+from lablib.websocket import WebSocketClosed
 from lablib.websocket.handshake import ClientHandshake
 from tests.aio_support import asyncio_test, until
 from tests.wire import Peer, RawWebSocket, eio_target, polling_handshake, status
@@ -64,7 +64,7 @@ async def test_handshake_answers_the_open_packet():
                         b"Content-Length: 118\r\n\r\n")
         assert body == open_json(SID)
         assert rec.events == [("connect", SID, "/engine.io/")]
-        assert srv.sessions[SID].state is State.OPEN
+        assert srv.sessions[SID].state is EngineState.OPEN
         http.close()
 
 
@@ -142,7 +142,7 @@ async def test_post_over_max_payload_is_413_and_the_session_lives_on():
         head, body = await http.request("POST", q(sid), b"4" + b"x" * 200)
         assert head == b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         assert body == b"" and await http.closed_by_server()
-        assert srv.sessions[sid].state is State.OPEN
+        assert srv.sessions[sid].state is EngineState.OPEN
         other = await Peer.open(srv.port)
         head, body = await other.request("POST", q(sid), b"4" + b"x" * 99)  # exactly maxPayload
         assert body == b"ok" and rec.events[-1] == ("message", sid, "x" * 99)
@@ -303,7 +303,7 @@ async def test_server_disconnect_over_polling():
         sid = await polling_handshake(http)
         await srv.send(sid, "bye")
         await srv.disconnect(sid)  # no GET held: the close packet waits for one
-        assert srv.sessions[sid].state is State.CLOSING
+        assert srv.sessions[sid].state is EngineState.CLOSING
         _, body = await http.request("GET", q(sid))
         assert body == b"4bye\x1e1"
         assert rec.events[-1] == ("disconnect", sid, "forced close")
@@ -373,11 +373,11 @@ async def test_upgrade_by_hand():
         await until(lambda: srv.sessions[sid].poll_held)
 
         ws = await RawWebSocket.open(srv.port, q(sid, "websocket"))
-        assert srv.sessions[sid].state is State.PROBING
+        assert srv.sessions[sid].state is EngineState.PROBING
         ws.send_text("2probe")
         assert await ws.raw(8) == b"\x81\x063probe"
         assert (await poll.answer())[1] == b"6"  # the held GET is released with a noop
-        assert srv.sessions[sid].state is State.UPGRADING
+        assert srv.sessions[sid].state is EngineState.UPGRADING
         await srv.send(sid, "buffered")  # during the upgrade: kept for the WebSocket
         _, body = await poll.request("GET", q(sid))
         assert body == b"6"  # polling is paused: a GET gets a noop at once
@@ -401,7 +401,7 @@ async def test_upgrade_by_hand():
 
         ws.peer.send(ws.conn.send_close(1000))
         closed = await ws.message()
-        assert isinstance(closed, ConnectionClosed) and closed.code == 1000
+        assert isinstance(closed, WebSocketClosed) and closed.code == 1000
         await until(lambda: rec.events[-1][0] == "disconnect")
         assert rec.events[-1] == ("disconnect", sid, "transport close")
         poll.close()
@@ -416,8 +416,8 @@ async def test_a_failed_probe_leaves_the_session_on_polling():
         ws = await RawWebSocket.open(srv.port, q(sid, "websocket"))
         ws.send_text("5")  # no probe first
         closed = await ws.message()
-        assert isinstance(closed, ConnectionClosed) and closed.code == 1000
-        assert srv.sessions[sid].state is State.OPEN
+        assert isinstance(closed, WebSocketClosed) and closed.code == 1000
+        assert srv.sessions[sid].state is EngineState.OPEN
         await srv.send(sid, "still polling")
         assert (await poll.request("GET", q(sid)))[1] == b"4still polling"
         poll.close()
@@ -445,7 +445,7 @@ async def test_direct_websocket_session():
         assert (await http.request("GET", q(SID)))[1] == b'{"code":3,"message":"Bad request"}'
         await srv.disconnect(SID)  # no close packet over a WebSocket (reference), close 1000
         closed = await ws.message()
-        assert isinstance(closed, ConnectionClosed) and closed.code == 1000
+        assert isinstance(closed, WebSocketClosed) and closed.code == 1000
         assert rec.events[-1] == ("disconnect", SID, "forced close")
         http.close()
 
@@ -471,7 +471,7 @@ async def test_oversized_websocket_message_closes_with_1009():
         await ws.message()  # open packet
         ws.send_text("4" + "x" * 200)
         closed = await ws.message()
-        assert isinstance(closed, ConnectionClosed) and closed.code == 1009
+        assert isinstance(closed, WebSocketClosed) and closed.code == 1009
         await until(lambda: rec.events[-1][0] == "disconnect")
         assert rec.events[-1] == ("disconnect", SID, "transport close")
 
@@ -517,7 +517,7 @@ async def test_a_websocket_client_that_never_pongs_is_dropped():
         await ws.message()
         assert await ws.message() == "2"
         closed = await ws.message()
-        assert isinstance(closed, ConnectionClosed) and closed.code == 1000
+        assert isinstance(closed, WebSocketClosed) and closed.code == 1000
         assert rec.events[-1] == ("disconnect", SID, "ping timeout")
 
 
@@ -539,7 +539,7 @@ async def test_shutdown_answers_held_polls_and_closes_websockets_with_1001():
     closing = asyncio.create_task(srv.close())
     assert (await poll.answer())[1] == b"1"
     closed = await ws.message()
-    assert isinstance(closed, ConnectionClosed) and closed.code == 1001
+    assert isinstance(closed, WebSocketClosed) and closed.code == 1001
     await closing
     assert await idle.closed_by_server() and await poll.closed_by_server()
     assert sorted(e[1:] for e in rec.events if e[0] == "disconnect") == sorted(
@@ -573,12 +573,12 @@ async def test_a_second_websocket_for_an_upgraded_session_is_accepted_then_close
         first.send_text("2probe")
         assert await first.raw(8) == b"\x81\x063probe"
         first.send_text("5")
-        await until(lambda: srv.sessions[sid].state is State.UPGRADED)
+        await until(lambda: srv.sessions[sid].state is EngineState.UPGRADED)
 
         await _second_websocket_is_accepted_then_closed(srv, sid)
 
         # the session and its first WebSocket carry on untouched
-        assert srv.sessions[sid].state is State.UPGRADED
+        assert srv.sessions[sid].state is EngineState.UPGRADED
         await srv.send(sid, "still here")
         assert await first.raw(13) == b"\x81\x0b4still here"
         first.send_text("4and me")
@@ -594,15 +594,15 @@ async def test_a_second_websocket_while_probing_is_accepted_then_closed():
         poll = await Peer.open(srv.port)
         sid = await polling_handshake(poll)
         first = await RawWebSocket.open(srv.port, q(sid, "websocket"))
-        assert srv.sessions[sid].state is State.PROBING
+        assert srv.sessions[sid].state is EngineState.PROBING
 
         await _second_websocket_is_accepted_then_closed(srv, sid)
 
-        assert srv.sessions[sid].state is State.PROBING  # the first probe goes on
+        assert srv.sessions[sid].state is EngineState.PROBING  # the first probe goes on
         first.send_text("2probe")
         assert await first.raw(8) == b"\x81\x063probe"
         first.send_text("5")
-        await until(lambda: srv.sessions[sid].state is State.UPGRADED)
+        await until(lambda: srv.sessions[sid].state is EngineState.UPGRADED)
         await srv.send(sid, "upgraded")
         assert await first.raw(11) == b"\x81\x094upgraded"
         poll.close()

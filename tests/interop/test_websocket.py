@@ -40,7 +40,7 @@ from lablib.http import Request, Response
 from lablib.websocket import (ClientHandshake, FrameParser, Opcode, ServerHandshake, accept_key,
                               encode_frame, generate_key)
 from lablib.websocket.client import connect as lablib_connect
-from lablib.websocket.connection import State
+from lablib.websocket import WebSocketState
 from lablib.websocket.server import serve as lablib_serve
 from tests.aio_support import asyncio_test
 from tests.wire import KEY, open_upgraded, upgrade_request
@@ -249,7 +249,7 @@ async def test_lablib_client_closes_websockets_server_observes(code, reason):
         assert await observed == (code, reason)
         # websockets echoes code and reason; TCP is closed once close() returns.
         assert (ws.close_code, ws.close_reason) == (code, reason)
-        assert ws.state is State.CLOSED
+        assert ws.state is WebSocketState.CLOSED
 
 
 @pytest.mark.interop

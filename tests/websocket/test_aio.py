@@ -23,7 +23,7 @@ import pytest
 from lablib.errors import ConnectionClosed, HandshakeError, LocalProtocolError
 from lablib.websocket import FrameParser, Opcode
 from lablib.websocket.client import connect
-from lablib.websocket.connection import State
+from lablib.websocket import WebSocketState
 from lablib.websocket.server import serve
 from tests.aio_support import asyncio_test, until
 from tests.wire import KEY, close_frame, masked, open_upgraded
@@ -72,7 +72,7 @@ async def test_keepalive_with_an_answering_peer_sets_latency_and_stays_open():
             peer = await server_side
             # Both sides ping every 20 ms; wait for a round trip in each direction.
             await until(lambda: peer.latency > 0 and ws.latency > 0)
-            assert ws.state is State.OPEN and peer.state is State.OPEN
+            assert ws.state is WebSocketState.OPEN and peer.state is WebSocketState.OPEN
             await ws.send("still here")
             assert await ws.recv() == "still here"
         assert ws.close_code == 1000
@@ -161,7 +161,7 @@ async def test_lablib_client_waits_for_the_server_to_close_tcp():
     async with tcp_server:
         ws = await connect(f"ws://127.0.0.1:{port}/", rng=random.Random(1))
         closing = asyncio.create_task(ws.close(1000, "bye"))
-        await until(lambda: ws.state is State.CLOSED)  # the echo arrived
+        await until(lambda: ws.state is WebSocketState.CLOSED)  # the echo arrived
         assert not closing.done()  # ... but close() still waits for the server's FIN
         release.set_result(None)
         await closing
@@ -391,7 +391,7 @@ async def test_messages_in_the_same_read_as_the_peers_close_are_all_delivered():
     done = asyncio.get_running_loop().create_future()
 
     async def handler(ws):
-        await until(lambda: ws.connection.state is State.CLOSED)  # the whole burst is parsed
+        await until(lambda: ws.connection.state is WebSocketState.CLOSED)  # the whole burst is parsed
         received = []
         with pytest.raises(ConnectionClosed) as info:
             while True:
@@ -439,7 +439,7 @@ async def test_close_is_bounded_by_close_timeout_when_the_peer_does_not_read(fra
         ws = await started
         await until(lambda: ws._writing_paused and ws._send_lock.locked() == fragmented)
         await asyncio.wait_for(ws.close(), 5)  # a guard: close_timeout (0.2 s) ends it
-        assert ws.connection.state is State.CLOSED or ws.transport.is_closing()
+        assert ws.connection.state is WebSocketState.CLOSED or ws.transport.is_closing()
         sock.close()
 
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lablib.errors import HandshakeError, InvalidUTF8, PayloadTooBig, RemoteProtocolError
-from lablib.websocket.connection import (Accepted, BinaryMessage, ConnectionClosed, Ping,
-                                         RequestReceived, Role, State, TextMessage, Connection)
+from lablib.errors import HandshakeError, InvalidUTF8, PayloadTooBig, WebSocketProtocolError
+from lablib.websocket import (Accepted, BinaryReceived, WebSocketClosed, PingReceived,
+                                         RequestReceived, Role, WebSocketState, TextReceived, Connection)
 from lablib.websocket.deflate import (DeflateOptions, DeflateParameters, Deflater, Inflater,
                                       compression_options, parse_extensions)
 from lablib.websocket.frames import FrameParser, Opcode, encode_frame
@@ -252,7 +252,7 @@ def test_inflating_stops_at_max_size_exactly():
 
 
 def test_data_that_is_not_deflate_is_1007():
-    with pytest.raises(RemoteProtocolError) as info:
+    with pytest.raises(WebSocketProtocolError) as info:
         Inflater().inflate(b"\xff\xff\xff", fin=True)
     assert info.value.close_code == 1007
 
@@ -293,7 +293,7 @@ def test_client_frames_are_compressed_then_masked():
     wire = c.send_binary(b"Hello")
     [frame] = FrameParser(mask_required=True, allowed_rsv=0x40).receive_data(wire)
     assert frame.rsv1 and frame.opcode is Opcode.BINARY and frame.payload == bytes.fromhex("f248cdc9c90700")
-    assert s.receive_data(wire) == [BinaryMessage(b"Hello")]
+    assert s.receive_data(wire) == [BinaryReceived(b"Hello")]
 
 
 def test_fragmented_message_has_rsv1_on_its_first_frame_only():
@@ -303,7 +303,7 @@ def test_fragmented_message_has_rsv1_on_its_first_frame_only():
     assert [(f.opcode, f.rsv1, f.fin) for f in frames] == [(Opcode.TEXT, True, False),
                                                              (Opcode.CONT, False, True)]
     assert s.receive_data(wire[0]) == []
-    assert s.receive_data(wire[1]) == [TextMessage("Hello")]
+    assert s.receive_data(wire[1]) == [TextReceived("Hello")]
 
 
 def test_control_frames_are_never_compressed():
@@ -311,19 +311,19 @@ def test_control_frames_are_never_compressed():
     assert s.send_ping(b"hi") == b"\x89\x02hi"
     assert s.send_close(1000) == b"\x88\x02\x03\xe8"
     events = c.receive_data(b"\x89\x02hi")
-    assert events == [Ping(b"hi")] and c.data_to_send()[0] == 0x8A  # the pong: no RSV1
+    assert events == [PingReceived(b"hi")] and c.data_to_send()[0] == 0x8A  # the pong: no RSV1
 
 
 def test_an_uncompressed_message_is_accepted():
     """RSV1=0: this message was not compressed (the sender may choose per message, §6)."""
     c, _ = pair()
-    assert c.receive_data(encode_frame(Opcode.TEXT, b"plain")) == [TextMessage("plain")]
+    assert c.receive_data(encode_frame(Opcode.TEXT, b"plain")) == [TextReceived("plain")]
 
 
 def assert_failed(conn: Connection, events, code: int) -> None:
     closed = events[-1]
-    assert isinstance(closed, ConnectionClosed) and closed.code == code
-    assert conn.state is State.CLOSED
+    assert isinstance(closed, WebSocketClosed) and closed.code == code
+    assert conn.state is WebSocketState.CLOSED
     [close] = FrameParser().receive_data(conn.data_to_send())
     assert close.opcode is Opcode.CLOSE and not close.rsv1 and close.payload[:2] == code.to_bytes(2, "big")
 
@@ -378,7 +378,7 @@ def test_compressed_text_is_not_checked_as_utf8_before_it_is_inflated():
     with pytest.raises(UnicodeDecodeError):
         payload.decode("utf-8")
     events = [e for i in range(len(wire)) for e in s.receive_data(wire[i:i + 1])]
-    assert events == [TextMessage(text)]
+    assert events == [TextReceived(text)]
 
 
 def test_inflated_size_limit_follows_max_message_size():
@@ -408,9 +408,9 @@ def test_handshake_agrees_websockets_defaults_and_both_sides_compress():
     assert c.deflate == s.deflate == P(server_max_window_bits=12, client_max_window_bits=12)
     for text in ["Hello", "Hello again", "Hello"]:
         wire = c.send_text(text)
-        assert wire[0] == 0xC1 and s.receive_data(wire) == [TextMessage(text)]
+        assert wire[0] == 0xC1 and s.receive_data(wire) == [TextReceived(text)]
         wire = s.send_text(text)
-        assert wire[0] == 0xC1 and c.receive_data(wire) == [TextMessage(text)]
+        assert wire[0] == 0xC1 and c.receive_data(wire) == [TextReceived(text)]
 
 
 def test_a_server_without_compression_ignores_the_offer():

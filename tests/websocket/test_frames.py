@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lablib.errors import InvalidUTF8, LablibError, PayloadTooBig, RemoteProtocolError
+from lablib.errors import InvalidUTF8, LablibError, PayloadTooBig, WebSocketProtocolError
 from lablib.websocket.frames import (NEED_DATA, CloseCode, Frame, FrameParser, Opcode, apply_mask,
                                      encode_close_payload, encode_frame, is_valid_close_code,
                                      parse_close_payload)
@@ -30,8 +30,8 @@ def parse_all(data: bytes, **kwargs) -> list[Frame]:
     return frames
 
 
-def parse_error(data: bytes, **kwargs) -> RemoteProtocolError:
-    with pytest.raises(RemoteProtocolError) as info:
+def parse_error(data: bytes, **kwargs) -> WebSocketProtocolError:
+    with pytest.raises(WebSocketProtocolError) as info:
         FrameParser(**kwargs).receive_data(data)
     return info.value
 
@@ -168,7 +168,7 @@ def test_non_minimal_length_rejected(wire):
 def test_non_minimal_length_rejected_before_the_payload():
     parser = FrameParser()
     parser.feed(b"\x82\x7e\x00\x05")  # no payload yet
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(WebSocketProtocolError):
         parser.next_frame()
 
 
@@ -189,7 +189,7 @@ def test_minimal_forms_accepted_at_their_lower_bound():
 @pytest.mark.parametrize("opcode", [0x3, 0x4, 0x5, 0x6, 0x7, 0xB, 0xC, 0xD, 0xE, 0xF])
 def test_reserved_opcodes_rejected(opcode):
     error = parse_error(bytes([0x80 | opcode, 0x00]))
-    assert type(error) is RemoteProtocolError
+    assert type(error) is WebSocketProtocolError
     assert error.close_code == 1002
     assert "reserved opcode" in error.reason
 
@@ -204,10 +204,10 @@ def test_rsv_bits_without_extension_rejected(rsv_bits):
 def test_allowed_rsv_lets_rsv1_through_only():
     parser = FrameParser(allowed_rsv=0x40)
     assert parser.receive_data(b"\xc1\x02hi") == [Frame(Opcode.TEXT, b"hi", rsv1=True)]
-    with pytest.raises(RemoteProtocolError) as info:
+    with pytest.raises(WebSocketProtocolError) as info:
         FrameParser(allowed_rsv=0x40).receive_data(b"\xe1\x00")  # RSV1 + RSV2
     assert info.value.close_code == 1002
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(WebSocketProtocolError):
         FrameParser(allowed_rsv=0x40).receive_data(b"\xa1\x00")  # RSV2 alone
 
 
@@ -228,7 +228,7 @@ def test_fragmented_control_frame_rejected(opcode):
 def test_control_frame_errors_detected_from_two_bytes():
     parser = FrameParser()
     parser.feed(b"\x89\x7e")  # the extended length has not arrived: still an error
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(WebSocketProtocolError):
         parser.next_frame()
 
 
@@ -255,9 +255,9 @@ def test_mask_required_none_accepts_both():
 
 def test_parser_stays_failed_after_an_error():
     parser = FrameParser()
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(WebSocketProtocolError):
         parser.receive_data(b"\x83\x00")
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(WebSocketProtocolError):
         parser.receive_data(b"\x81\x00")
 
 
@@ -323,9 +323,9 @@ def test_frames_before_an_invalid_one_are_returned_then_the_error():
     good = encode_frame(Opcode.TEXT, b"ok") + encode_frame(Opcode.BINARY, b"\x00")
     assert parser.receive_data(good + b"\x83\x00") == [Frame(Opcode.TEXT, b"ok"),
                                                         Frame(Opcode.BINARY, b"\x00")]
-    with pytest.raises(RemoteProtocolError, match="reserved opcode 0x3"):
+    with pytest.raises(WebSocketProtocolError, match="reserved opcode 0x3"):
         parser.receive_frames()
-    with pytest.raises(RemoteProtocolError):  # and it stays failed
+    with pytest.raises(WebSocketProtocolError):  # and it stays failed
         parser.receive_data(b"\x81\x00")
 
 
@@ -418,10 +418,10 @@ def test_close_payload_encode_limits():
 
 
 def test_close_payload_errors():
-    with pytest.raises(RemoteProtocolError) as info:
+    with pytest.raises(WebSocketProtocolError) as info:
         parse_close_payload(b"\x03")
     assert info.value.close_code == 1002
-    with pytest.raises(RemoteProtocolError) as info:
+    with pytest.raises(WebSocketProtocolError) as info:
         parse_close_payload(b"\x03\xed")  # 1005
     assert info.value.close_code == 1002
     with pytest.raises(InvalidUTF8) as info:
@@ -482,7 +482,7 @@ def feed_chunks(chunks: list[bytes], **kwargs) -> tuple[list[Frame], tuple | Non
             while (frame := parser.next_frame()) is not NEED_DATA:
                 result.append(frame)
         except LablibError as exc:  # anything else fails the test
-            assert isinstance(exc, RemoteProtocolError)
+            assert isinstance(exc, (WebSocketProtocolError, PayloadTooBig))
             return result, (type(exc), exc.close_code, exc.reason)
     return result, None
 
@@ -532,7 +532,7 @@ def feed_chunks_in_batches(chunks: list[bytes], **kwargs) -> tuple[list[Frame], 
             while batch := parser.receive_frames():  # after an invalid frame: raises
                 result += batch
     except LablibError as exc:
-        assert isinstance(exc, RemoteProtocolError)
+        assert isinstance(exc, (WebSocketProtocolError, PayloadTooBig))
         return result, (type(exc), exc.close_code, exc.reason)
     return result, None
 
@@ -568,7 +568,7 @@ def test_parse_close_payload_raises_only_lablib_errors(payload):
     try:
         code, reason = parse_close_payload(payload)
     except LablibError as exc:
-        assert isinstance(exc, RemoteProtocolError)
+        assert isinstance(exc, WebSocketProtocolError)
         assert exc.close_code in (1002, 1007)
     else:
         assert code == 1005 and payload == b"" or is_valid_close_code(code)

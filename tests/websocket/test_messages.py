@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lablib.errors import InvalidUTF8, PayloadTooBig, RemoteProtocolError
+from lablib.errors import InvalidUTF8, PayloadTooBig, WebSocketProtocolError
 from lablib.websocket.deflate import DeflateParameters, Inflater
 from lablib.websocket.frames import Frame, Opcode
 from lablib.websocket.messages import MessageAssembler, Reassembled
@@ -35,8 +35,8 @@ def test_whole_and_fragmented_messages():
 
 
 @pytest.mark.parametrize("frames, error, reason", [
-    ([Frame(CONT, b"x")], RemoteProtocolError, "continuation frame without a message to continue"),
-    ([Frame(TEXT, b"a", fin=False), Frame(BINARY, b"b")], RemoteProtocolError,
+    ([Frame(CONT, b"x")], WebSocketProtocolError, "continuation frame without a message to continue"),
+    ([Frame(TEXT, b"a", fin=False), Frame(BINARY, b"b")], WebSocketProtocolError,
      "new data frame before the fragmented message ended"),
     ([Frame(TEXT, b"\xff")], InvalidUTF8, "text message is not valid UTF-8"),
     ([Frame(TEXT, b"ok", fin=False), Frame(CONT, b"\xc3(", fin=False)], InvalidUTF8,
@@ -120,7 +120,7 @@ def test_data_that_is_not_deflate_is_reported_and_the_message_lost():
     a = MessageAssembler(tolerant=True, inflater=Inflater())
     [lost] = feed(a, Frame(TEXT, b"\xff\xff\xff", rsv1=True))
     assert lost.data is None and lost.violation.startswith("permessage-deflate: cannot inflate")
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(WebSocketProtocolError):
         MessageAssembler(inflater=Inflater()).receive(Frame(TEXT, b"\xff\xff\xff", rsv1=True))
 
 
