@@ -23,7 +23,7 @@ import random
 import socket
 import struct
 
-from lablib.engineio.client import Client
+from lablib.engineio import AsyncClient
 from lablib.websocket import (Accepted, BinaryReceived, Connection, WebSocketClosed,
                                          Role, TextReceived)
 from lablib.websocket.handshake import ClientHandshake
@@ -279,7 +279,7 @@ class RawSocketIO:
     the test writes and reads the Socket.IO layer exactly, the Engine.IO layer is lablib's."""
 
     def __init__(self) -> None:
-        self.client = Client(rng=random.Random(1), close_timeout=0.3)
+        self.client = AsyncClient(rng=random.Random(1), close_timeout=0.3)
         self.inbox: asyncio.Queue = asyncio.Queue()
         self.disconnected = asyncio.Event()
         self.client.on("message", self.inbox.put_nowait)

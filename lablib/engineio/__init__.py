@@ -1,26 +1,33 @@
-"""Engine.IO v4: packets and payloads, the server session state machine, the request router.
+"""Engine.IO v4: packets and payloads, the two sessions, the request router, asyncio drivers.
 
-Everything here is sans-I/O (no sockets, no clock of its own); the asyncio server and client
-drive it.  See :mod:`lablib.engineio.packets` for the wire grammar,
-:mod:`lablib.engineio.session` for the session's states and transitions,
-:mod:`lablib.engineio.server_core` for how each HTTP request is answered, and
-:mod:`lablib.engineio.client_session` for the client's side.
+The sans-I/O parts own no socket and no clock: :mod:`.packets` is the wire grammar,
+:mod:`.server_session` and :mod:`.client_session` are the two ends' state machines (their
+outputs are in :mod:`.events`), :mod:`.transport` names the transports, and
+:mod:`.server_core` decides how each HTTP request is answered.  The asyncio drivers are
+:class:`Server` / :class:`serve` and :class:`AsyncClient`::
+
+    from lablib.engineio import Server, serve, AsyncClient
 """
 
 from .packets import (BINARY_PREFIX, RECORD_SEPARATOR, OpenInfo, Packet, PacketType, decode_packet,
                       decode_payload, encode_packet, encode_payload)
-from .session import (Action, AnswerPoll, CloseWebSocket, Event, HoldPoll, MessageReceived, Output,
-                      PongReceived, RefuseRequest, SendWebSocket, ServerSession, SessionClosed, State,
-                      Transport, Upgraded, UpgradeAborted)
+from .events import (Action, AnswerPoll, CloseWebSocket, Event, HoldPoll, MessageReceived, Opened,
+                     Output, PausePolling, PongReceived, RefuseRequest, SendPolling, SendWebSocket,
+                     SessionClosed, Upgraded, UpgradeAborted)
+from .transport import Transport
+from .server_session import EngineState, ServerSession
+from .client_session import ClientSession, EngineClientState
 from .server_core import AcceptWebSocket, EngineServerCore, HTTPReply, RequestResult, generate_sid
-from .client_session import ClientSession, ClientState, Opened, PausePolling, SendPolling
+from .server import Server, serve
+from .client import AsyncClient
 
 __all__ = [
     "BINARY_PREFIX", "RECORD_SEPARATOR", "OpenInfo", "Packet", "PacketType", "decode_packet",
     "decode_payload", "encode_packet", "encode_payload",
-    "Action", "AnswerPoll", "CloseWebSocket", "Event", "HoldPoll", "MessageReceived", "Output",
-    "PongReceived", "RefuseRequest", "SendWebSocket", "ServerSession", "SessionClosed", "State",
-    "Transport", "Upgraded", "UpgradeAborted",
+    "Action", "AnswerPoll", "CloseWebSocket", "Event", "HoldPoll", "MessageReceived", "Opened",
+    "Output", "PausePolling", "PongReceived", "RefuseRequest", "SendPolling", "SendWebSocket",
+    "SessionClosed", "Upgraded", "UpgradeAborted",
+    "Transport", "EngineState", "ServerSession", "ClientSession", "EngineClientState",
     "AcceptWebSocket", "EngineServerCore", "HTTPReply", "RequestResult", "generate_sid",
-    "ClientSession", "ClientState", "Opened", "PausePolling", "SendPolling",
+    "Server", "serve", "AsyncClient",
 ]

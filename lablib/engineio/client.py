@@ -1,4 +1,4 @@
-"""asyncio Engine.IO v4 client: ``client = Client(); await client.connect("http://127.0.0.1:8000")``.
+"""asyncio Engine.IO v4 client: ``client = AsyncClient(); await client.connect("http://127.0.0.1:8000")``.
 
 A thin driver around the sans-I/O :class:`~lablib.engineio.client_session.ClientSession`: the
 session decides *what* must happen (answer a ping, pause polling, declare the server dead); this
@@ -7,7 +7,7 @@ module only moves bytes and runs one timer.
 One connection from the handshake through long-polling, the heartbeat and the upgrade to the
 close is told step by step in ``docs/architecture.md``.
 
-Bounded everywhere: :meth:`Client.send` waits while ``max_queue`` packets are waiting to go out,
+Bounded everywhere: :meth:`AsyncClient.send` waits while ``max_queue`` packets are waiting to go out,
 and the readers stop reading while ``max_queue`` received messages wait for their handler.
 Handlers run one at a time, in order (``connect``, the messages, ``disconnect``), in a task of
 their own, so a slow handler slows the reading down instead of growing a queue.
@@ -28,12 +28,13 @@ from .. import websocket
 from ..errors import ConnectionClosed, EngineIOError, HandshakeError, LablibError, LocalProtocolError
 from ..http import HTTPConnection
 from . import http_compression
-from .client_session import ClientSession, ClientState, Opened, PausePolling, SendPolling
+from .client_session import ClientSession, EngineClientState
 from .packets import RECORD_SEPARATOR, Packet, encode_packet, encode_payload
-from .session import (CloseWebSocket, MessageReceived, SendWebSocket, SessionClosed, Transport,
-                      Upgraded, UpgradeAborted)
+from .events import (CloseWebSocket, MessageReceived, Opened, PausePolling, SendPolling,
+                     SendWebSocket, SessionClosed, Upgraded, UpgradeAborted)
+from .transport import Transport
 
-__all__ = ["Client"]
+__all__ = ["AsyncClient"]
 
 logger = logging.getLogger("lablib.engineio.client")
 
@@ -45,7 +46,7 @@ _STOP = object()   #: in the event queue: the dispatcher ends here
 
 # --- the client ----------------------------------------------------------------------------------
 
-class Client:
+class AsyncClient:
     """An Engine.IO v4 client.
 
     ``rng`` (e.g. ``random.Random(1)``) makes every random choice reproducible: the ``t=``
@@ -124,7 +125,7 @@ class Client:
         return self.session.transport.value if self.session else None
 
     @property
-    def state(self) -> ClientState | None:
+    def state(self) -> EngineClientState | None:
         """The session's state (HANDSHAKE, OPEN, PROBING, UPGRADING, UPGRADED, CLOSED);
         ``None`` before :meth:`connect`."""
         return self.session.state if self.session else None
@@ -139,7 +140,7 @@ class Client:
         handshake raises :class:`~lablib.errors.EngineIOError` (the server's error JSON) or
         :class:`~lablib.errors.HandshakeError`.
         """
-        if self.session is not None and self.session.state is not ClientState.CLOSED:
+        if self.session is not None and self.session.state is not EngineClientState.CLOSED:
             raise LocalProtocolError("this client is already connected")
         transports = list(transports or ["polling", "websocket"])
         if not transports or any(t not in ("polling", "websocket") for t in transports):
@@ -173,9 +174,9 @@ class Client:
         """The upgrade failed, or succeeded and the "5" has been written to the WebSocket."""
         if not self._tasks["upgrade"].done():
             return False
-        if self.state is ClientState.UPGRADED:
+        if self.state is EngineClientState.UPGRADED:
             return not self._ws_box and not self._ws_sending
-        return self.state not in (ClientState.PROBING, ClientState.UPGRADING)
+        return self.state not in (EngineClientState.PROBING, EngineClientState.UPGRADING)
 
     async def send(self, data: str | bytes) -> None:
         """Send a text (``str``) or binary (bytes-like) message.
@@ -234,7 +235,7 @@ class Client:
             elif isinstance(output, UpgradeAborted):
                 logger.info("upgrade aborted (%s); staying on polling", output.reason)
                 self._polling_paused = False
-                if self._task_done("poll") and self.session.state is not ClientState.CLOSED:
+                if self._task_done("poll") and self.session.state is not EngineClientState.CLOSED:
                     self._start("poll", self._poll_loop())
             elif isinstance(output, SessionClosed):
                 self.disconnect_reason = output.reason
@@ -270,7 +271,7 @@ class Client:
         return asyncio.get_running_loop().time()
 
     def _session_closed(self) -> bool:
-        return self.session is None or self.session.state is ClientState.CLOSED
+        return self.session is None or self.session.state is EngineClientState.CLOSED
 
     def _fail(self, reason: str) -> None:
         assert self.session is not None
@@ -302,7 +303,7 @@ class Client:
         response = await self._get.request("GET", self._polling_target(), self._request_headers())
         _raise_for_status(response)
         self._receive_poll(response)
-        if self.session.state is not ClientState.OPEN:
+        if self.session.state is not EngineClientState.OPEN:
             raise HandshakeError(0, f"no Engine.IO open packet ({self.session.close_reason})")
         self._start("poll", self._poll_loop())
         self._start("post", self._post_loop())
@@ -322,7 +323,7 @@ class Client:
     async def _poll_loop(self) -> None:
         """The long-poll GET loop: one GET at a time, until closed or paused for the upgrade."""
         assert self.session is not None and self._get is not None
-        while self.session.state is not ClientState.CLOSED and not self._polling_paused:
+        while self.session.state is not EngineClientState.CLOSED and not self._polling_paused:
             self._get_in_flight = True
             try:
                 response = await self._get.request("GET", self._polling_target(), self._request_headers())
@@ -384,9 +385,9 @@ class Client:
     async def _pause_polling(self) -> None:
         """Upgrade step: wait until no GET and no POST is in flight, then tell the session."""
         assert self.session is not None
-        await self._until(lambda: self.session.state is not ClientState.UPGRADING or (
+        await self._until(lambda: self.session.state is not EngineClientState.UPGRADING or (
             not self._get_in_flight and not self._post_in_flight and not self._post_box))
-        if self.session.state is ClientState.UPGRADING:
+        if self.session.state is EngineClientState.UPGRADING:
             self._apply(self.session.polling_paused(self._now()))
 
     def _finish_polling(self) -> None:
@@ -416,8 +417,8 @@ class Client:
         ws = await self._connect_websocket()
         self._start("ws-read", self._ws_read_loop(ws))
         self._start("ws-write", self._ws_write_loop(ws))
-        await self._until(lambda: self.session.state is not ClientState.HANDSHAKE)
-        if self.session.state is not ClientState.OPEN:
+        await self._until(lambda: self.session.state is not EngineClientState.HANDSHAKE)
+        if self.session.state is not EngineClientState.OPEN:
             raise HandshakeError(0, f"no Engine.IO open packet ({self.session.close_reason})")
 
     async def _upgrade(self) -> None:
@@ -429,7 +430,7 @@ class Client:
             except (OSError, LablibError, asyncio.TimeoutError) as exc:
                 logger.info("upgrade failed: cannot open the WebSocket: %r", exc)
                 return
-            if self.session.state is not ClientState.OPEN:
+            if self.session.state is not EngineClientState.OPEN:
                 await ws.close()
                 return
             self._start("ws-read", self._ws_read_loop(ws))

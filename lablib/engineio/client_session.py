@@ -28,25 +28,29 @@ Transitions::
     *          tick: no ping for interval+timeout   (CloseWebSocket)                     CLOSED "ping timeout"
     *          close()                              SendPolling(1) or SendWebSocket(1)+Close CLOSED "forced close"
 
-Outputs reuse the server's events (:class:`~lablib.engineio.session.MessageReceived`, ...) and
-WebSocket actions, plus :class:`SendPolling` (POST these packets) and :class:`PausePolling`.
+Outputs are those of :mod:`lablib.engineio.events`: the events both ends share, the WebSocket
+actions, and the client's polling actions :class:`SendPolling` (POST these packets) and
+:class:`PausePolling`.
 """
 
 from __future__ import annotations
 
 import enum
 from collections import deque
-from dataclasses import dataclass
 
 from ..errors import PacketError
 from .packets import OpenInfo, Packet, PacketType, decode_packet
-from .session import (Action, CloseWebSocket, Event, MessageReceived, Output, PollingReceiver,
-                      SendWebSocket, SessionClosed, Transport, Upgraded, UpgradeAborted)
+from ..events import Output
+from .events import (CloseWebSocket, MessageReceived, Opened, PausePolling, SendPolling,
+                     SendWebSocket, SessionClosed, Upgraded, UpgradeAborted)
+from .transport import PollingReceiver, Transport
 
-__all__ = ["ClientState", "ClientSession", "Opened", "SendPolling", "PausePolling"]
+__all__ = ["EngineClientState", "ClientSession"]
 
 
-class ClientState(enum.Enum):
+class EngineClientState(enum.Enum):
+    """The states of a client session (see the table above)."""
+
     HANDSHAKE = "HANDSHAKE"  #: waiting for the open packet
     OPEN = "OPEN"
     PROBING = "PROBING"      #: "2probe" sent over the new WebSocket
@@ -55,22 +59,7 @@ class ClientState(enum.Enum):
     CLOSED = "CLOSED"
 
 
-@dataclass(frozen=True, slots=True)
-class Opened(Event):
-    info: OpenInfo  #: the server's handshake: sid, upgrades, pingInterval, pingTimeout, maxPayload
-
-
-@dataclass(frozen=True, slots=True)
-class SendPolling(Action):
-    packets: tuple[Packet, ...]  #: POST ``encode_payload(packets)`` (text/plain; charset=UTF-8)
-
-
-@dataclass(frozen=True, slots=True)
-class PausePolling(Action):
-    """Send no new GET/POST; call :meth:`ClientSession.polling_paused` once none is in flight."""
-
-
-_ALIVE = (ClientState.OPEN, ClientState.PROBING, ClientState.UPGRADING, ClientState.UPGRADED)
+_ALIVE = (EngineClientState.OPEN, EngineClientState.PROBING, EngineClientState.UPGRADING, EngineClientState.UPGRADED)
 
 
 class ClientSession(PollingReceiver):
@@ -78,7 +67,7 @@ class ClientSession(PollingReceiver):
 
     def __init__(self, now: float, *, transport: Transport | str = Transport.POLLING) -> None:
         self.transport = Transport(transport)
-        self.state = ClientState.HANDSHAKE
+        self.state = EngineClientState.HANDSHAKE
         self.info: OpenInfo | None = None
         self.close_reason: str | None = None
         self.websocket_open = self.transport is Transport.WEBSOCKET
@@ -95,12 +84,12 @@ class ClientSession(PollingReceiver):
         try:
             packet = decode_packet(data)
         except PacketError:
-            if self.state is ClientState.PROBING:
+            if self.state is EngineClientState.PROBING:
                 return self._abort_upgrade("parse error")
             return self.fail("parse error")
-        if self.state is ClientState.PROBING:
+        if self.state is EngineClientState.PROBING:
             if packet.type is PacketType.PONG and packet.data == "probe":
-                self.state = ClientState.UPGRADING
+                self.state = EngineClientState.UPGRADING
                 return [PausePolling()]
             return self._abort_upgrade("expected 3probe")
         return self.receive_packets([packet], now)
@@ -108,7 +97,7 @@ class ClientSession(PollingReceiver):
     def receive_packets(self, packets, now: float) -> list[Output]:
         outputs: list[Output] = []
         for packet in packets:
-            if self.state is ClientState.HANDSHAKE:
+            if self.state is EngineClientState.HANDSHAKE:
                 outputs += self._receive_open(packet, now)
             elif self.state in _ALIVE:
                 outputs += self._receive_packet(packet, now)
@@ -121,7 +110,7 @@ class ClientSession(PollingReceiver):
             self.info = OpenInfo.from_json(packet.data)
         except PacketError:
             return self.fail("parse error")
-        self.state = ClientState.OPEN
+        self.state = EngineClientState.OPEN
         self._reset_heartbeat(now)
         return [Opened(self.info)]
 
@@ -145,7 +134,7 @@ class ClientSession(PollingReceiver):
         return self._send(Packet(PacketType.MESSAGE, data))
 
     def _send(self, packet: Packet) -> list[Output]:
-        if self.state is ClientState.UPGRADING:
+        if self.state is EngineClientState.UPGRADING:
             self._buffer.append(packet)  # goes out over the WebSocket after the "5"
             return []
         if self.transport is Transport.WEBSOCKET:
@@ -155,7 +144,7 @@ class ClientSession(PollingReceiver):
     def close(self, now: float) -> list[Output]:
         """Close the session ("forced close"): a close packet, then the WebSocket if any."""
         if self.state not in _ALIVE:
-            return self._closed("forced close") if self.state is ClientState.HANDSHAKE else []
+            return self._closed("forced close") if self.state is EngineClientState.HANDSHAKE else []
         # Messages sent while UPGRADING wait for the "5"; closing now, they go first, over the
         # transport the close packet takes (engine.io-client too sends what it buffered
         # before its close packet).
@@ -171,18 +160,18 @@ class ClientSession(PollingReceiver):
 
     def start_upgrade(self, now: float) -> list[Output]:
         """A WebSocket with our sid is open: probe it."""
-        if (self.state is not ClientState.OPEN or self.transport is not Transport.POLLING
+        if (self.state is not EngineClientState.OPEN or self.transport is not Transport.POLLING
                 or self.info is None or "websocket" not in self.info.upgrades):
             return [CloseWebSocket()]
-        self.state = ClientState.PROBING
+        self.state = EngineClientState.PROBING
         self.websocket_open = True
         return [SendWebSocket((Packet(PacketType.PING, "probe"),))]
 
     def polling_paused(self, now: float) -> list[Output]:
         """No GET or POST is in flight any more: complete the upgrade with "5"."""
-        if self.state is not ClientState.UPGRADING:
+        if self.state is not EngineClientState.UPGRADING:
             return []
-        self.state = ClientState.UPGRADED
+        self.state = EngineClientState.UPGRADED
         self.transport = Transport.WEBSOCKET
         packets = (Packet(PacketType.UPGRADE),) + tuple(self._buffer)
         self._buffer.clear()
@@ -192,15 +181,15 @@ class ClientSession(PollingReceiver):
         if not self.websocket_open:
             return []
         self.websocket_open = False
-        if self.state in (ClientState.PROBING, ClientState.UPGRADING):
+        if self.state in (EngineClientState.PROBING, EngineClientState.UPGRADING):
             return self._abort_upgrade("transport closed")
-        if self.state in _ALIVE or self.state is ClientState.HANDSHAKE:
+        if self.state in _ALIVE or self.state is EngineClientState.HANDSHAKE:
             return self._closed("transport close")
         return []
 
     def _abort_upgrade(self, reason: str) -> list[Output]:
         outputs = self._close_websocket()
-        self.state = ClientState.OPEN
+        self.state = EngineClientState.OPEN
         buffered = tuple(self._buffer)
         self._buffer.clear()
         outputs.append(UpgradeAborted(reason))
@@ -226,7 +215,7 @@ class ClientSession(PollingReceiver):
     # --- internals ---------------------------------------------------------------------------
 
     def fail(self, reason: str) -> list[Output]:
-        if self.state is ClientState.CLOSED:
+        if self.state is EngineClientState.CLOSED:
             return []
         return self._close_websocket() + self._closed(reason)
 
@@ -237,7 +226,7 @@ class ClientSession(PollingReceiver):
         return [CloseWebSocket()]
 
     def _closed(self, reason: str) -> list[Output]:
-        self.state = ClientState.CLOSED
+        self.state = EngineClientState.CLOSED
         self.close_reason = reason
         self._dead_at = None
         self._buffer.clear()

@@ -1,7 +1,7 @@
 """The asyncio Engine.IO v4 server: sockets and timers around the sans-I/O core.
 
 Every protocol decision is taken by :class:`~lablib.engineio.server_core.EngineServerCore` (which
-request gets which answer) and :class:`~lablib.engineio.session.ServerSession` (what a session
+request gets which answer) and :class:`~lablib.engineio.server_session.ServerSession` (what a session
 does next).  This driver only moves bytes and time: it parses HTTP requests with h11
 (:class:`lablib.http.RequestParser`), hands each request to the core, writes what the core
 answers, runs the sessions' timers, hands a connection whose request asks for a WebSocket
@@ -84,13 +84,15 @@ from .._timers import Timers
 from ..errors import ConnectionClosed, EngineIOError, HandshakeError
 from ..http import NEED_DATA, Request, RequestParser, Response, error_response, format_response
 from ..websocket.aio import WebSocket, shared_read_buffer
-from ..websocket.connection import Connection, Rejected, Role
+from ..websocket.connection import Connection, Role
+from ..websocket.events import Rejected
 from ..websocket.frames import CloseCode
 from ..websocket.handshake import ServerHandshake
 from .packets import Packet, encode_packet
 from .server_core import AcceptWebSocket, EngineServerCore, HTTPReply, RequestResult
-from .session import (Action, AnswerPoll, CloseWebSocket, HoldPoll, MessageReceived, Output,
-                      SendWebSocket, ServerSession, SessionClosed)
+from ..events import Action, Output
+from .events import AnswerPoll, CloseWebSocket, HoldPoll, MessageReceived, SendWebSocket, SessionClosed
+from .server_session import ServerSession
 
 __all__ = ["Server", "serve"]
 

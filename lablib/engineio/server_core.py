@@ -1,6 +1,6 @@
 """The Engine.IO server's request router, sans-I/O: one parsed HTTP request in, one decision out.
 
-:class:`EngineServerCore` owns the sessions (sid -> :class:`~lablib.engineio.session.ServerSession`)
+:class:`EngineServerCore` owns the sessions (sid -> :class:`~lablib.engineio.server_session.ServerSession`)
 and answers each request the way the spec and the reference server do.  It never touches a socket:
 the asyncio driver parses the request (:class:`lablib.http.Request`), calls
 :meth:`EngineServerCore.handle_request`, and acts on the :class:`RequestResult`::
@@ -51,8 +51,10 @@ from ..errors import EngineIOError
 from ..http import Request, format_response, same_origin
 from . import http_compression as http_compression_
 from .packets import Packet, encode_payload
-from .session import (AnswerPoll, HoldPoll, Output, RefuseRequest, ServerSession, State,
-                      Transport)
+from ..events import Output
+from .events import AnswerPoll, HoldPoll, RefuseRequest
+from .server_session import EngineState, ServerSession
+from .transport import Transport
 
 __all__ = ["EngineServerCore", "HTTPReply", "AcceptWebSocket", "RequestResult", "generate_sid"]
 
@@ -214,7 +216,7 @@ class EngineServerCore:
         # the session's overdue timers run first: a request that comes after the pong
         # deadline finds the session gone, however late the driver's timer task is
         overdue = tuple(session.tick(now)) if session is not None else ()
-        if session is None or session.state is State.CLOSED:
+        if session is None or session.state is EngineState.CLOSED:
             self.sessions.pop(sid, None)
             return RequestResult(refuse(EngineIOError(1), cors), session, overdue)
         result = self._route_to_session(request, session, transport, is_upgrade, cors, now)
@@ -226,7 +228,7 @@ class EngineServerCore:
                           is_upgrade: bool, cors: list[tuple[str, str]], now: float) -> RequestResult:
         refuse = self.upgrade_error_reply if is_upgrade else self.error_reply
         if transport == "websocket" and is_upgrade and request.method == "GET":
-            if session.transport is not Transport.POLLING or session.state is not State.OPEN:
+            if session.transport is not Transport.POLLING or session.state is not EngineState.OPEN:
                 # already upgraded (or a WebSocket session), or an upgrade in progress: accept
                 # this WebSocket and close it at once, as the reference does
                 return RequestResult(AcceptWebSocket(close_at_once=True), session)
@@ -297,7 +299,7 @@ class EngineServerCore:
         return results
 
     def _forget_if_closed(self, session: ServerSession) -> None:
-        if session.state is State.CLOSED:
+        if session.state is EngineState.CLOSED:
             self.sessions.pop(session.sid, None)
 
     # --- replies ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from .backoff import Backoff, backoff_delay
 from .recovery import InMemorySessionStore, RecoveryOptions, SessionStore
 from .dedupe import Dedupe, OffsetDedupe
 from .server_core import ServerCore
-from .client_core import ClientCore, EngineState, NamespaceState
+from .client_core import ClientCore, ManagerState, NamespaceState
 from .protocol import (IO_CLIENT_DISCONNECT, IO_SERVER_DISCONNECT, PING_TIMEOUT, TRANSPORT_CLOSE,
                        TRANSPORT_ERROR)
 
@@ -26,7 +26,7 @@ __all__ = [
     "decode", "deconstruct", "encode", "has_binary", "reconstruct",
     "Adapter", "InMemoryAdapter", "Backoff", "backoff_delay",
     "RecoveryOptions", "SessionStore", "InMemorySessionStore", "Dedupe", "OffsetDedupe",
-    "ServerCore", "ClientCore", "EngineState", "NamespaceState",
+    "ServerCore", "ClientCore", "ManagerState", "NamespaceState",
     "IO_SERVER_DISCONNECT", "IO_CLIENT_DISCONNECT", "PING_TIMEOUT", "TRANSPORT_CLOSE",
     "TRANSPORT_ERROR",
 ]

@@ -1,7 +1,7 @@
 """asyncio Socket.IO v5 client: ``sio = AsyncClient(); await sio.connect("http://127.0.0.1:5000")``.
 
 A thin driver of the sans-I/O :class:`~lablib.socketio.client_core.ClientCore` on top of
-lablib's Engine.IO client (:class:`lablib.engineio.client.Client`, path ``/socket.io/``).  The
+lablib's Engine.IO client (:class:`lablib.engineio.client.AsyncClient`, path ``/socket.io/``).  The
 core decides everything Socket.IO (which packets to send, which namespace is connected, when to
 reconnect and after how long); this module only carries its outputs out::
 
@@ -72,10 +72,10 @@ import random
 from collections import deque
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from ..engineio.client import Client as EngineIOClient
-from ..engineio.client_session import ClientState
+from ..engineio.client import AsyncClient as EngineIOClient
+from ..engineio.client_session import EngineClientState
 from ..errors import EngineIOError, HandshakeError, LablibError, LocalProtocolError
-from .client_core import ClientCore, EngineState, NamespaceState
+from .client_core import ClientCore, ManagerState, NamespaceState
 from .protocol import (IO_CLIENT_DISCONNECT, IO_SERVER_DISCONNECT, PING_TIMEOUT, TRANSPORT_CLOSE,
                        TRANSPORT_ERROR, AckCancelled, AckReceived, AckTimedOut, CloseEngine, ConnectError,
                        Connected, Disconnected, EventReceived, OpenEngine, Output,
@@ -170,7 +170,7 @@ class AsyncClient:
     from its state (their ``t=`` values and WebSocket keys), or ``engineio_rng``.
     ``max_queue`` bounds the messages waiting to be sent and the events waiting for their
     handler; ``max_send_buffer`` the emits kept per namespace while disconnected;
-    ``engineio_options`` go to each :class:`lablib.engineio.client.Client` (``open_timeout``,
+    ``engineio_options`` go to each :class:`lablib.engineio.client.AsyncClient` (``open_timeout``,
     ``close_timeout``, ...).
 
     ``retries`` and ``ack_timeout`` (seconds) are socket.io-client's options for at-least-once
@@ -343,9 +343,9 @@ class AsyncClient:
         self.core.reconnection = False
         for name in names:
             self._apply(self.core.connect(name, auth))
-        await self._until(lambda: self.core.state is not EngineState.OPENING)
+        await self._until(lambda: self.core.state is not ManagerState.OPENING)
         self.core.reconnection = self.reconnection
-        if self.core.state is not EngineState.OPEN:
+        if self.core.state is not ManagerState.OPEN:
             errors = {name: error.message for name, error in self._failures.items()}
             message = next(iter(errors.values()), "connection failed")
             cause, self._transport_failure = self._transport_failure, None
@@ -525,7 +525,7 @@ class AsyncClient:
             elif isinstance(output, ReconnectFailed):
                 self._queue(self._trigger, "reconnect_failed", None, ())
         if (self._running and self._finishing is None
-                and self.core.state is EngineState.CLOSED):
+                and self.core.state is ManagerState.CLOSED):
             self._finishing = asyncio.get_running_loop().create_task(self._finish())
         self._rearm()   # a deadline may have moved
         self._pulse()
@@ -582,7 +582,7 @@ class AsyncClient:
         if link.retired:   # the core gave up on it meanwhile
             await link.eio.disconnect()
             return
-        if link.lost_reason is not None or link.eio.state is ClientState.CLOSED:
+        if link.lost_reason is not None or link.eio.state is EngineClientState.CLOSED:
             self._link = None
             link.retired = True
             reason = link.lost_reason or link.eio.disconnect_reason or TRANSPORT_CLOSE

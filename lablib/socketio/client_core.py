@@ -80,10 +80,12 @@ from .protocol import (IO_CLIENT_DISCONNECT, IO_SERVER_DISCONNECT, PARSE_ERROR, 
                        EventReceived, OpenEngine, Output, ReconnectAttempt,
                        Reconnected, ReconnectError, ReconnectFailed, ReconnectScheduled, Send)
 
-__all__ = ["ClientCore", "EngineState", "NamespaceState"]
+__all__ = ["ClientCore", "ManagerState", "NamespaceState"]
 
 
-class EngineState(enum.Enum):
+class ManagerState(enum.Enum):
+    """The client's one Engine.IO connection, as socket.io-client's ``Manager`` sees it."""
+
     CLOSED = "CLOSED"
     OPENING = "OPENING"
     OPEN = "OPEN"
@@ -160,7 +162,7 @@ class ClientCore:
                                jitter=randomization_factor, rng=rng)
         self.max_send_buffer = max_send_buffer
         self.max_attachments = max_attachments
-        self.state = EngineState.CLOSED
+        self.state = ManagerState.CLOSED
         self._decoder = Decoder(max_attachments=max_attachments)
         self._sockets: dict[str, _Socket] = {}
         self._reconnecting = False
@@ -213,10 +215,10 @@ class ClientCore:
         if socket.state is NamespaceState.IDLE:
             socket.auth = auth
             socket.state = NamespaceState.CONNECTING
-            if self.state is EngineState.OPEN:
+            if self.state is ManagerState.OPEN:
                 return self._send_connect(socket)
-        if self.state is EngineState.CLOSED:   # first time, or after giving up reconnecting
-            self.state = EngineState.OPENING
+        if self.state is ManagerState.CLOSED:   # first time, or after giving up reconnecting
+            self.state = ManagerState.OPENING
             self._reconnect_at = None
             return [OpenEngine()]
         return []   # OPENING or RECONNECT_WAIT: the CONNECT goes out when the engine opens
@@ -242,11 +244,11 @@ class ClientCore:
         """The Engine.IO connection is open: send CONNECT for every namespace that wants one.
 
         (If every namespace was left while it was opening, the answer is CloseEngine.)"""
-        if self.state is EngineState.CLOSED:
+        if self.state is ManagerState.CLOSED:
             return [CloseEngine(IO_CLIENT_DISCONNECT)]
-        if self.state is not EngineState.OPENING:
+        if self.state is not ManagerState.OPENING:
             raise LocalProtocolError(f"engine_opened in state {self.state.name}")
-        self.state = EngineState.OPEN
+        self.state = ManagerState.OPEN
         self._decoder.reset()
         out: list[Output] = []
         if self._reconnecting:
@@ -260,9 +262,9 @@ class ClientCore:
 
     def engine_failed(self, error: str, now: float) -> list[Output]:
         """Opening the Engine.IO connection failed (``error`` describes why)."""
-        if self.state is not EngineState.OPENING:
+        if self.state is not ManagerState.OPENING:
             return []   # we gave up on it meanwhile
-        self.state = EngineState.CLOSED
+        self.state = ManagerState.CLOSED
         out: list[Output] = [ConnectError(s.namespace, error) for s in self._sockets.values()
                              if s.state is NamespaceState.CONNECTING]
         if self._reconnecting:
@@ -272,12 +274,12 @@ class ClientCore:
 
     def engine_closed(self, reason: str, now: float) -> list[Output]:
         """The Engine.IO connection closed (``reason`` from Engine.IO)."""
-        if self.state is not EngineState.OPEN:
+        if self.state is not ManagerState.OPEN:
             return []   # we closed it ourselves (CloseEngine), or it was never open
         return self._connection_lost(reason, now)
 
     def _connection_lost(self, reason: str, now: float) -> list[Output]:
-        self.state = EngineState.CLOSED
+        self.state = ManagerState.CLOSED
         self._decoder.reset()
         out: list[Output] = []
         for socket in self._sockets.values():
@@ -294,7 +296,7 @@ class ClientCore:
             self.backoff.reset()
             return [ReconnectFailed()]
         delay = self.backoff.duration()
-        self.state = EngineState.RECONNECT_WAIT
+        self.state = ManagerState.RECONNECT_WAIT
         self._reconnect_at = now + delay / 1000
         return [ReconnectScheduled(self.backoff.attempts, delay)]
 
@@ -303,10 +305,10 @@ class ClientCore:
 
     def _close_if_unwanted(self, reason: str) -> list[Output]:
         """The last namespace left: close the connection and stop reconnecting."""
-        if self._wanted() or self.state is EngineState.CLOSED:
+        if self._wanted() or self.state is ManagerState.CLOSED:
             return []
-        was_open = self.state in (EngineState.OPEN, EngineState.OPENING)
-        self.state = EngineState.CLOSED
+        was_open = self.state in (ManagerState.OPEN, ManagerState.OPENING)
+        self.state = ManagerState.CLOSED
         self._reconnect_at = None
         self._reconnecting = False
         self.backoff.reset()
@@ -316,7 +318,7 @@ class ClientCore:
 
     def receive(self, message: str | bytes, now: float) -> list[Output]:
         """One Engine.IO message from the server."""
-        if self.state is not EngineState.OPEN:
+        if self.state is not ManagerState.OPEN:
             return []
         try:
             packet = self._decoder.receive(message)
@@ -427,7 +429,7 @@ class ClientCore:
         return socket
 
     def _can_send(self, socket: _Socket) -> bool:
-        return socket.state is NamespaceState.CONNECTED and self.state is EngineState.OPEN
+        return socket.state is NamespaceState.CONNECTED and self.state is ManagerState.OPEN
 
     def _emit_packet(self, socket: _Socket, packet: Packet, volatile: bool) -> list[Output]:
         if self._can_send(socket):
@@ -556,7 +558,7 @@ class ClientCore:
         """When :meth:`tick` next has something to do (None: nothing scheduled)."""
         ack_deadline = self._ack_deadlines.next_deadline()
         deadlines = [ack_deadline] if ack_deadline is not None else []
-        if self.state is EngineState.RECONNECT_WAIT and self._reconnect_at is not None:
+        if self.state is ManagerState.RECONNECT_WAIT and self._reconnect_at is not None:
             deadlines.append(self._reconnect_at)
         return min(deadlines, default=None)
 
@@ -571,9 +573,9 @@ class ClientCore:
                 continue
             socket.send_buffer = deque(p for p in socket.send_buffer if p.id != ack_id)
             out.append(AckTimedOut(namespace, socket.sid or "", ack_id))
-        if (self.state is EngineState.RECONNECT_WAIT and self._reconnect_at is not None
+        if (self.state is ManagerState.RECONNECT_WAIT and self._reconnect_at is not None
                 and self._reconnect_at <= now):
-            self.state = EngineState.OPENING
+            self.state = ManagerState.OPENING
             self._reconnect_at = None
             self._reconnecting = True
             out += [ReconnectAttempt(self.backoff.attempts), OpenEngine()]

@@ -17,8 +17,8 @@ import random
 
 import pytest
 
-from lablib.engineio.client import Client
-from lablib.engineio.client_session import ClientState
+from lablib.engineio import AsyncClient
+from lablib.engineio import EngineClientState
 from lablib.engineio.packets import OpenInfo
 from lablib.errors import EngineIOError, HandshakeError
 from lablib.http import NEED_DATA, HTTPConnection, Request, RequestParser, format_response
@@ -175,7 +175,7 @@ def open_packet(sid: str = "S1", upgrades=("websocket",), interval: int = 60000,
 
 async def polling_client(server: ScriptedServer, sid: str = "S1", **options):
     """A polling-only client, connected; returns (client, events, the first held GET)."""
-    client = Client(rng=random.Random(1), **options)
+    client = AsyncClient(rng=random.Random(1), **options)
     events = eio_recorder(client)
     connecting = asyncio.create_task(client.connect(server.url, transports=["polling"]))
     (await server.next()).respond(open_packet(sid))
@@ -184,7 +184,7 @@ async def polling_client(server: ScriptedServer, sid: str = "S1", **options):
     return client, events, get
 
 
-async def disconnect_polling(client: Client, server: ScriptedServer) -> None:
+async def disconnect_polling(client: AsyncClient, server: ScriptedServer) -> None:
     """``client.disconnect()`` over polling, with the server answering the "1" POST."""
     disconnecting = asyncio.create_task(client.disconnect())
     close = await server.next("POST")
@@ -220,14 +220,14 @@ async def test_keep_alive_reuses_one_connection_and_retries_a_stale_one():
 @asyncio_test
 async def test_polling_request_bytes_and_deterministic_t():
     async with ScriptedServer() as server:
-        client = Client(rng=random.Random(1))
+        client = AsyncClient(rng=random.Random(1))
         connecting = asyncio.create_task(client.connect(server.url, transports=["polling"]))
         handshake = await server.next()
         assert handshake.raw == (b"GET /engine.io/?EIO=4&transport=polling&t=84g7v.0 HTTP/1.1\r\n"
                                  b"Host: 127.0.0.1:%d\r\nAccept: */*\r\n\r\n" % server.port)
         handshake.respond(open_packet("S1"))
         await connecting
-        assert (client.sid, client.transport, client.state) == ("S1", "polling", ClientState.OPEN)
+        assert (client.sid, client.transport, client.state) == ("S1", "polling", EngineClientState.OPEN)
         get = await server.next()
         assert get.target == "/engine.io/?EIO=4&transport=polling&sid=S1&t=84g7v.1"
         assert get.conn_id == handshake.conn_id  # the GET loop keeps its keep-alive connection
@@ -241,7 +241,7 @@ async def test_polling_request_bytes_and_deterministic_t():
         post.respond()
         await disconnect_polling(client, server)
     # the same seed gives the same t= values: notebooks re-run byte-identical
-    assert Client(rng=random.Random(1))._polling_target().endswith("&t=84g7v.0")
+    assert AsyncClient(rng=random.Random(1))._polling_target().endswith("&t=84g7v.0")
 
 
 @asyncio_test
@@ -262,7 +262,7 @@ async def test_polling_messages_ping_and_server_close():
         get.respond("4bye\x1e1")                   # the server closes
         await client.wait()
         assert events[-2:] == ["bye", ("disconnect", "transport close")]
-        assert client.state is ClientState.CLOSED and client.disconnect_reason == "transport close"
+        assert client.state is EngineClientState.CLOSED and client.disconnect_reason == "transport close"
 
 
 @asyncio_test
@@ -297,7 +297,7 @@ async def test_client_disconnect_sends_close_and_drops_the_held_poll():
 @asyncio_test
 async def test_dead_polling_server_is_noticed_after_interval_plus_timeout():
     async with ScriptedServer() as server:
-        client = Client(rng=random.Random(1))
+        client = AsyncClient(rng=random.Random(1))
         events = eio_recorder(client)
         connecting = asyncio.create_task(client.connect(server.url, transports=["polling"]))
         (await server.next()).respond(open_packet(interval=100, timeout=100))
@@ -311,7 +311,7 @@ async def test_dead_polling_server_is_noticed_after_interval_plus_timeout():
 @asyncio_test
 async def test_pings_keep_a_polling_session_alive():
     async with ScriptedServer() as server:
-        client = Client(rng=random.Random(1))
+        client = AsyncClient(rng=random.Random(1))
         events = eio_recorder(client)
         connecting = asyncio.create_task(client.connect(server.url, transports=["polling"]))
         (await server.next()).respond(open_packet(interval=100, timeout=100))
@@ -325,7 +325,7 @@ async def test_pings_keep_a_polling_session_alive():
             pong = await server.next("POST")
             assert pong.request.body == b"3"
             pong.respond()
-        assert client.state is ClientState.OPEN
+        assert client.state is EngineClientState.OPEN
         await disconnect_polling(client, server)
 
 
@@ -346,7 +346,7 @@ async def test_a_failed_poll_is_a_transport_error(answer):
 @asyncio_test
 async def test_refused_and_malformed_handshakes_raise():
     async with ScriptedServer() as server:
-        client = Client(rng=random.Random(1))
+        client = AsyncClient(rng=random.Random(1))
         events = eio_recorder(client)
         connecting = asyncio.create_task(client.connect(server.url + "/?x", transports=["polling"]))
         (await server.next()).respond('{"code":5,"message":"Unsupported protocol version"}', status=400)
@@ -365,7 +365,7 @@ async def test_handlers_run_in_order_and_a_busy_handler_stops_the_polling():
     async with ScriptedServer() as server:
         release = asyncio.Event()
         received: list = []
-        client = Client(rng=random.Random(1), max_queue=4)
+        client = AsyncClient(rng=random.Random(1), max_queue=4)
 
         @client.on("message")
         async def message(data):
@@ -407,7 +407,7 @@ async def test_disconnect_from_a_handler_does_not_deadlock():
 @asyncio_test
 async def test_upgrade_waits_for_the_pending_poll_before_sending_5():
     async with ScriptedServer() as server:
-        client = Client(rng=random.Random(1))
+        client = AsyncClient(rng=random.Random(1))
         events = eio_recorder(client)
         connecting = asyncio.create_task(client.connect(server.url))
         (await server.next()).respond(open_packet("S1"))
@@ -419,7 +419,7 @@ async def test_upgrade_waits_for_the_pending_poll_before_sending_5():
         ws = upgrade.accept_websocket()
         assert await ws.recv() == "2probe"
         ws.send("3probe")
-        await until(lambda: client.state is ClientState.UPGRADING)
+        await until(lambda: client.state is EngineClientState.UPGRADING)
         await client.send("early")                 # buffered until the WebSocket takes over
         with pytest.raises(asyncio.TimeoutError):  # no "5" while our GET is pending
             await asyncio.wait_for(ws.recv(), 0.2)
@@ -427,7 +427,7 @@ async def test_upgrade_waits_for_the_pending_poll_before_sending_5():
         assert await ws.recv() == "5"
         assert await ws.recv() == "4early"
         await connecting
-        assert (client.transport, client.state) == ("websocket", ClientState.UPGRADED)
+        assert (client.transport, client.state) == ("websocket", EngineClientState.UPGRADED)
         await until(lambda: server.closed_connections == 1)  # polling's connection is closed
         ws.send("2")
         assert await ws.recv() == "3"
@@ -444,7 +444,7 @@ async def test_upgrade_waits_for_the_pending_poll_before_sending_5():
 @asyncio_test
 async def test_a_failed_probe_leaves_the_session_on_polling():
     async with ScriptedServer() as server:
-        client = Client(rng=random.Random(1))
+        client = AsyncClient(rng=random.Random(1))
         events = eio_recorder(client)
         connecting = asyncio.create_task(client.connect(server.url))
         (await server.next()).respond(open_packet("S1"))
@@ -456,7 +456,7 @@ async def test_a_failed_probe_leaves_the_session_on_polling():
         ws.send("4not a probe answer")
         assert await ws.recv() is None             # the client closed the WebSocket
         await connecting
-        assert (client.transport, client.state) == ("polling", ClientState.OPEN)
+        assert (client.transport, client.state) == ("polling", EngineClientState.OPEN)
         await client.send("still polling")
         post = await server.next("POST")
         assert post.request.body == b"4still polling"
@@ -469,7 +469,7 @@ async def test_a_failed_probe_leaves_the_session_on_polling():
 @asyncio_test
 async def test_no_upgrade_when_the_server_offers_none():
     async with ScriptedServer() as server:
-        client = Client(rng=random.Random(1))
+        client = AsyncClient(rng=random.Random(1))
         connecting = asyncio.create_task(client.connect(server.url))
         (await server.next()).respond(open_packet(upgrades=()))
         await connecting
@@ -483,7 +483,7 @@ async def test_no_upgrade_when_the_server_offers_none():
 @asyncio_test
 async def test_websocket_only_session():
     async with ScriptedServer() as server:
-        client = Client(rng=random.Random(1))
+        client = AsyncClient(rng=random.Random(1))
         events = eio_recorder(client)
         connecting = asyncio.create_task(client.connect(server.url, transports=["websocket"]))
         upgrade = await server.next()
@@ -491,7 +491,7 @@ async def test_websocket_only_session():
         ws = upgrade.accept_websocket()
         ws.send(open_packet("W1", upgrades=()))
         await connecting
-        assert (client.sid, client.transport, client.state) == ("W1", "websocket", ClientState.OPEN)
+        assert (client.sid, client.transport, client.state) == ("W1", "websocket", EngineClientState.OPEN)
         ws.send("2")
         assert await ws.recv() == "3"
         await client.send("text")
@@ -507,7 +507,7 @@ async def test_websocket_only_session():
 @asyncio_test
 async def test_dead_websocket_server_is_noticed_after_interval_plus_timeout():
     async with ScriptedServer() as server:
-        client = Client(rng=random.Random(1), close_timeout=0.2)
+        client = AsyncClient(rng=random.Random(1), close_timeout=0.2)
         events = eio_recorder(client)
         connecting = asyncio.create_task(client.connect(server.url, transports=["websocket"]))
         ws = (await server.next()).accept_websocket()
@@ -520,7 +520,7 @@ async def test_dead_websocket_server_is_noticed_after_interval_plus_timeout():
 @asyncio_test
 async def test_websocket_lost_is_a_transport_close():
     async with ScriptedServer() as server:
-        client = Client(rng=random.Random(1))
+        client = AsyncClient(rng=random.Random(1))
         events = eio_recorder(client)
         connecting = asyncio.create_task(client.connect(server.url, transports=["websocket"]))
         ws = (await server.next()).accept_websocket()
@@ -557,7 +557,7 @@ async def test_lablib_client_with_lablib_server(mode):
         await server.send(sid, data)
 
     async with serve(server, "127.0.0.1", 0):
-        client = Client(rng=random.Random(1))
+        client = AsyncClient(rng=random.Random(1))
         events = eio_recorder(client)
         await client.connect(f"http://127.0.0.1:{server.port}", transports=transports)
         assert client.transport == final and client.sid in server.sessions
@@ -568,14 +568,14 @@ async def test_lablib_client_with_lablib_server(mode):
             await server.send(client.sid, f"m{i}")
         await until(lambda: len(events) == 23)
         await asyncio.sleep(0.5)                   # several pingIntervals: pings answered
-        assert client.state in (ClientState.OPEN, ClientState.UPGRADED)
+        assert client.state in (EngineClientState.OPEN, EngineClientState.UPGRADED)
         await client.disconnect()
         await until(lambda: log[-1] == ("disconnect", "transport close"))
         assert events == ["connect", "h\u00e9", b"\x00\xff"] + [f"m{i}" for i in range(20)] + [
             ("disconnect", "forced close")]
         assert log[:3] == ["connect", "h\u00e9", b"\x00\xff"]
         # and a session the server closes
-        client = Client(rng=random.Random(3))
+        client = AsyncClient(rng=random.Random(3))
         events = eio_recorder(client)
         await client.connect(f"http://127.0.0.1:{server.port}", transports=transports)
         await client.send("ready")                 # its echo: the server has seen the "5" too

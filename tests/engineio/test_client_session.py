@@ -7,11 +7,11 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lablib.engineio.client_session import (ClientSession, ClientState, Opened, PausePolling,
+from lablib.engineio import (ClientSession, EngineClientState, Opened, PausePolling,
                                             SendPolling)
 from lablib.engineio.packets import OpenInfo, Packet, PacketType, encode_packet, encode_payload
 from lablib.engineio.server_core import AcceptWebSocket, EngineServerCore, HTTPReply
-from lablib.engineio.session import (AnswerPoll, CloseWebSocket, HoldPoll, MessageReceived,
+from lablib.engineio import (AnswerPoll, CloseWebSocket, HoldPoll, MessageReceived,
                                      SendWebSocket, SessionClosed, Upgraded, UpgradeAborted)
 from lablib.http import Headers, Request
 
@@ -23,7 +23,7 @@ INFO = OpenInfo("abc", ("websocket",), 300, 200, 1000)
 def opened(now: float = 0.0) -> ClientSession:
     client = ClientSession(now)
     assert client.receive_payload("0" + INFO.to_json(), now) == [Opened(INFO)]
-    assert client.state is ClientState.OPEN and client.sid == "abc"
+    assert client.state is EngineClientState.OPEN and client.sid == "abc"
     return client
 
 
@@ -45,7 +45,7 @@ def test_dead_server_after_interval_plus_timeout():
     client.receive_payload("2", 0.3)            # a ping pushes the deadline
     assert client.tick(0.79) == []
     assert client.tick(0.8) == [SessionClosed("ping timeout")]
-    assert client.state is ClientState.CLOSED
+    assert client.state is EngineClientState.CLOSED
 
 
 def test_upgrade_steps():
@@ -74,7 +74,7 @@ def test_failed_probe_goes_back_to_polling():
     client = opened()
     client.start_upgrade(0.1)
     assert client.receive_websocket_message("4nope", 0.2) == [CloseWebSocket(), UpgradeAborted("expected 3probe")]
-    assert client.state is ClientState.OPEN
+    assert client.state is EngineClientState.OPEN
     assert client.send("x") == [SendPolling((Packet(M, "x"),))]
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from lablib.capture.dissect import dissect
 from lablib.capture.relay import Relay
-from lablib.engineio.client import Client
+from lablib.engineio import AsyncClient
 from lablib.engineio.http_compression import choose_encoding, decode, encode
 from lablib.engineio.packets import Packet, PacketType
 from lablib.engineio.server import Server
@@ -116,7 +116,7 @@ BIG = "chat message, " * 300  # 4200 characters
 
 
 async def lablib_client_round_trip(port: int, **client_options) -> list[str]:
-    client = Client(random.Random(3), **client_options)
+    client = AsyncClient(random.Random(3), **client_options)
     got: list[str] = []
     client.on("message", got.append)
     await client.connect(f"http://127.0.0.1:{port}", transports=["polling"])
@@ -194,7 +194,7 @@ async def test_lablib_client_decodes_python_engineio_server_compression():
     from tests.interop.test_engineio_client import engineio_server
 
     async with engineio_server() as (eio, url, log, requests):
-        client = Client(random.Random(3), http_compression=True)
+        client = AsyncClient(random.Random(3), http_compression=True)
         got: list[str] = []
         client.on("message", got.append)
         await client.connect(url, transports=["polling"])

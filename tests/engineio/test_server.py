@@ -18,7 +18,7 @@ import pytest
 
 from lablib.engineio.server import Server, serve
 from lablib.engineio.server_core import generate_sid
-from lablib.engineio.session import EngineState, Transport
+from lablib.engineio import EngineState, Transport
 from lablib.errors import LocalProtocolError
 from lablib.websocket import WebSocketClosed
 from lablib.websocket.handshake import ClientHandshake

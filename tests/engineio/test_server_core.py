@@ -8,8 +8,8 @@ import pytest
 
 from lablib.engineio.packets import Packet, PacketType
 from lablib.engineio.server_core import AcceptWebSocket, EngineServerCore, HTTPReply, generate_sid
-from lablib.engineio.session import (AnswerPoll, HoldPoll, MessageReceived, SendWebSocket,
-                                     SessionClosed, State, Upgraded)
+from lablib.engineio import (AnswerPoll, HoldPoll, MessageReceived, SendWebSocket,
+                                     SessionClosed, EngineState, Upgraded)
 from lablib.http import Headers, Request
 
 WS_HEADERS = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13"),
@@ -135,7 +135,7 @@ def test_upgrade_through_the_router():
     sid = handshake(server)
     assert server.handle_request(get(q(sid)), 1.0).reply == HoldPoll()
     upgrade = server.handle_request(get(q(sid, "websocket"), WS_HEADERS), 1.1)
-    assert upgrade.reply == AcceptWebSocket() and upgrade.session.state is State.PROBING
+    assert upgrade.reply == AcceptWebSocket() and upgrade.session.state is EngineState.PROBING
     session = upgrade.session
     assert session.receive_websocket_message("2probe", 1.2) == [
         SendWebSocket((Packet(PacketType.PONG, "probe"),)), AnswerPoll((Packet(PacketType.NOOP),))]
@@ -146,12 +146,12 @@ def test_upgrade_through_the_router():
     assert second.reply == AcceptWebSocket(close_at_once=True) and second.outputs == ()
     assert session.receive_websocket_message("5", 1.4) == [Upgraded()]
     again = server.handle_request(get(q(sid, "websocket"), WS_HEADERS), 1.45)
-    assert again.reply == AcceptWebSocket(close_at_once=True) and session.state is State.UPGRADED
+    assert again.reply == AcceptWebSocket(close_at_once=True) and session.state is EngineState.UPGRADED
     # polling refused after the upgrade: 400 "Bad request" (reference: TRANSPORT_MISMATCH)
     for method in ("GET", "POST"):
         refused = server.handle_request(get(q(sid), method=method, body=b"4x"), 1.5)
         assert (refused.reply.status, refused.reply.json()) == (400, {"code": 3, "message": "Bad request"})
-    assert session.state is State.UPGRADED
+    assert session.state is EngineState.UPGRADED
 
 
 def test_websocket_only_session():
@@ -240,7 +240,7 @@ def test_other_methods_on_a_session_get_405(method, eio):
     body = b'{"code":3,"message":"Method Not Allowed"}'
     assert reply == HTTPReply(405, (("Content-Type", "application/json"), ("Content-Length", str(len(body))),
                                     ("Allow", "GET, POST")), body)
-    assert server.sessions[sid].state is State.OPEN  # the session lives on
+    assert server.sessions[sid].state is EngineState.OPEN  # the session lives on
 
 
 # --- maxPayload ----------------------------------------------------------------------------------------
@@ -250,7 +250,7 @@ def test_max_payload_on_post():
     sid = handshake(server)
     too_big = server.handle_request(get(q(sid), method="POST", body=b"4" + b"a" * 10), 1.0)
     assert too_big.reply == HTTPReply(413, (("Content-Length", "0"),))
-    assert server.sessions[sid].state is State.OPEN  # the reference keeps the session
+    assert server.sessions[sid].state is EngineState.OPEN  # the reference keeps the session
     fits = server.handle_request(get(q(sid), method="POST", body=b"4" + b"a" * 9), 1.0)
     assert fits.outputs == (MessageReceived("a" * 9),)
 
@@ -326,7 +326,7 @@ def test_a_refused_origin_is_refused_on_every_request_of_a_session():
                                   ("GET", q(sid, "websocket"), WS_HEADERS)]:
         result = server.handle_request(get(target, [*extra, ("Origin", "http://evil.example")], method, b"4x"), 1.0)
         assert (result.reply.status, result.reply.body) == (403, FORBIDDEN)
-    assert server.sessions[sid].state is State.OPEN
+    assert server.sessions[sid].state is EngineState.OPEN
 
 
 @pytest.mark.parametrize("origin, host, allowed", [

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from lablib.engineio.packets import OpenInfo, Packet, PacketType
-from lablib.engineio.session import (AnswerPoll, CloseWebSocket, HoldPoll, MessageReceived,
+from lablib.engineio import (AnswerPoll, CloseWebSocket, HoldPoll, MessageReceived,
                                      PongReceived, RefuseRequest, SendWebSocket, ServerSession,
-                                     SessionClosed, State, Transport, Upgraded, UpgradeAborted)
+                                     SessionClosed, EngineState, Transport, Upgraded, UpgradeAborted)
 from lablib.errors import LocalProtocolError
 
 M, PING, PONG, CLOSE, NOOP, UPGRADE = (PacketType.MESSAGE, PacketType.PING, PacketType.PONG,
@@ -26,7 +26,7 @@ def upgraded(now: float = 0.0) -> ServerSession:
     session.attach_websocket(now)
     session.receive_websocket_message("2probe", now)
     session.receive_websocket_message("5", now)
-    assert session.state is State.UPGRADED
+    assert session.state is EngineState.UPGRADED
     return session
 
 
@@ -34,7 +34,7 @@ def upgraded(now: float = 0.0) -> ServerSession:
 
 def test_full_polling_session():
     session = opened(0.0)
-    assert session.state is State.OPEN and session.transport is Transport.POLLING
+    assert session.state is EngineState.OPEN and session.transport is Transport.POLLING
     # the client polls, nothing to say: the GET is held
     assert session.receive_poll(1.0) == [HoldPoll()]
     assert session.poll_held
@@ -50,7 +50,7 @@ def test_full_polling_session():
     # the client closes: a held GET is released with a noop, the session is over
     session.receive_poll(4.0)
     assert session.receive_payload("1", 5.0) == [AnswerPoll((Packet(NOOP),)), SessionClosed("transport close")]
-    assert session.state is State.CLOSED and session.close_reason == "transport close"
+    assert session.state is EngineState.CLOSED and session.close_reason == "transport close"
     assert session.send("late") == []
 
 
@@ -62,7 +62,7 @@ def test_packets_after_a_close_packet_are_ignored():
 def test_noop_open_upgrade_from_the_client_are_ignored():
     session = opened()
     assert session.receive_payload("6\x1e5\x1e0", 1.0) == []
-    assert session.state is State.OPEN
+    assert session.state is EngineState.OPEN
 
 
 def test_bad_payload_closes_with_parse_error():
@@ -85,7 +85,7 @@ def test_second_get_closes_the_session():
     *outputs, refusal = session.receive_poll(1.1)
     assert outputs == [AnswerPoll((Packet(CLOSE),)), SessionClosed("transport error")]
     assert (refusal.status, refusal.error.to_json()) == (400, {"code": 3, "message": "Bad request"})
-    assert session.state is State.CLOSED
+    assert session.state is EngineState.CLOSED
 
 
 def test_dropped_get_closes_the_session():
@@ -111,7 +111,7 @@ def test_heartbeat_ping_pong_and_timeout():
     assert session.tick(71.9) == []
     session.receive_poll(72.0)
     assert session.tick(72.0) == [AnswerPoll((Packet(CLOSE),)), SessionClosed("ping timeout")]
-    assert session.state is State.CLOSED and session.next_deadline() is None
+    assert session.state is EngineState.CLOSED and session.next_deadline() is None
 
 
 def test_ping_timeout_without_a_held_get():
@@ -133,11 +133,11 @@ def test_upgrade_sequence():
     session = opened(0.0)
     assert session.receive_poll(1.0) == [HoldPoll()]          # a GET is pending
     assert session.attach_websocket(1.1) == []
-    assert session.state is State.PROBING
+    assert session.state is EngineState.PROBING
     # the probe: answered over the WebSocket, and the pending GET released with a noop
     assert session.receive_websocket_message("2probe", 1.2) == [
         SendWebSocket((Packet(PONG, "probe"),)), AnswerPoll((Packet(NOOP),))]
-    assert session.state is State.UPGRADING
+    assert session.state is EngineState.UPGRADING
     # polling is paused: packets wait for the WebSocket, a GET gets a noop at once
     assert session.send("during") == []
     assert session.receive_poll(1.3) == [HoldPoll(), AnswerPoll((Packet(NOOP),))]
@@ -145,7 +145,7 @@ def test_upgrade_sequence():
     assert session.receive_payload("4posted", 1.35) == [MessageReceived("posted")]
     # "5": the buffer is flushed onto the WebSocket
     assert session.receive_websocket_message("5", 1.4) == [Upgraded(), SendWebSocket((Packet(M, "during"),))]
-    assert session.state is State.UPGRADED and session.transport is Transport.WEBSOCKET
+    assert session.state is EngineState.UPGRADED and session.transport is Transport.WEBSOCKET
     # polling is refused from now on
     [refusal] = session.receive_poll(1.5)
     assert isinstance(refusal, RefuseRequest) and refusal.status == 400 and refusal.error.code == 3
@@ -175,7 +175,7 @@ def test_upgrade_requires_the_probe_first(first):
     session.attach_websocket(1.0)
     outputs = session.receive_websocket_message(first, 1.1)
     assert outputs[0] == CloseWebSocket() and isinstance(outputs[1], UpgradeAborted)
-    assert session.state is State.OPEN and session.transport is Transport.POLLING
+    assert session.state is EngineState.OPEN and session.transport is Transport.POLLING
 
 
 def test_upgrade_aborted_by_another_packet_returns_buffer_to_polling():
@@ -193,14 +193,14 @@ def test_upgrade_timeout():
     session.receive_websocket_message("2probe", 1.0)
     assert session.next_deadline() == 11.0   # upgradeTimeout 10 s
     assert session.tick(11.0) == [CloseWebSocket(), UpgradeAborted("upgrade timeout")]
-    assert session.state is State.OPEN
+    assert session.state is EngineState.OPEN
 
 
 def test_probing_websocket_closed():
     session = opened()
     session.attach_websocket(1.0)
     assert session.websocket_closed(1.1) == [UpgradeAborted("transport closed")]
-    assert session.state is State.OPEN
+    assert session.state is EngineState.OPEN
 
 
 def test_second_websocket_refused():
@@ -223,7 +223,7 @@ def test_server_close_waits_for_the_next_get():
     session = opened()
     session.send("last words")
     assert session.close(2.0) == []
-    assert session.state is State.CLOSING
+    assert session.state is EngineState.CLOSING
     assert session.receive_payload("4ignored", 2.5) == []
     assert session.receive_poll(3.0) == [HoldPoll(), AnswerPoll((Packet(M, "last words"), Packet(CLOSE))),
                                          SessionClosed("forced close")]
@@ -247,7 +247,7 @@ def test_server_close_during_upgrade_closes_the_probe():
     session = opened()
     session.attach_websocket(1.0)
     assert session.close(1.5) == [CloseWebSocket()]
-    assert session.state is State.CLOSING
+    assert session.state is EngineState.CLOSING
 
 
 def test_client_close_over_websocket():
@@ -302,9 +302,9 @@ def test_server_close_while_upgrading_ends_at_once():
     session = opened()
     session.attach_websocket(1.0)
     session.receive_websocket_message("2probe", 1.1)
-    assert session.state is State.UPGRADING
+    assert session.state is EngineState.UPGRADING
     assert session.close(1.2) == [CloseWebSocket(), SessionClosed("forced close")]
-    assert session.state is State.CLOSED
+    assert session.state is EngineState.CLOSED
 
 
 # --- heartbeat deadlines count from the scheduled ping (issue 9) ----------------------------------
@@ -320,7 +320,7 @@ def test_overdue_timers_run_before_a_websocket_message():
     session.tick(25.0)
     # the pong arrives when the deadline has passed, before any timer ran: too late
     assert session.receive_websocket_message("3", 45.0) == [CloseWebSocket(), SessionClosed("ping timeout")]
-    assert session.state is State.CLOSED
+    assert session.state is EngineState.CLOSED
 
 
 def test_a_pong_just_in_time_over_the_websocket():

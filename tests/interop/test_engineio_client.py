@@ -26,8 +26,8 @@ import engineio.async_socket
 import pytest
 from aiohttp import web
 
-from lablib.engineio.client import Client
-from lablib.engineio.client_session import ClientState
+from lablib.engineio import AsyncClient
+from lablib.engineio import EngineClientState
 from tests.aio_support import aiohttp_site, asyncio_test, until
 from tests.wire import eio_recorder
 
@@ -87,11 +87,11 @@ async def poll_held(eio, sid: str) -> None:
 async def test_connect_and_messages_both_ways(mode):
     transports, final = MODES[mode]
     async with engineio_server() as (eio, url, log, requests):
-        client = Client(rng=random.Random(1))
+        client = AsyncClient(rng=random.Random(1))
         events = eio_recorder(client)
         await client.connect(url, transports=transports)
         assert (client.transport, client.sid) == (final, log[0][1])
-        assert client.state is (ClientState.UPGRADED if mode == "upgrade" else ClientState.OPEN)
+        assert client.state is (EngineClientState.UPGRADED if mode == "upgrade" else EngineClientState.OPEN)
         await client.send("echo")
         await client.send(b"echo")
         await client.send("h\u00e9llo \u2603")
@@ -111,7 +111,7 @@ async def test_connect_and_messages_both_ways(mode):
 async def test_many_messages_sent_quickly_arrive_in_order(mode):
     transports, _ = MODES[mode]
     async with engineio_server() as (eio, url, log, requests):
-        client = Client(rng=random.Random(1))
+        client = AsyncClient(rng=random.Random(1))
         events = eio_recorder(client)
         await client.connect(url, transports=transports)
         if mode == "polling":
@@ -131,7 +131,7 @@ async def test_many_messages_sent_quickly_arrive_in_order(mode):
 async def test_server_initiated_disconnect(mode):
     transports, _ = MODES[mode]
     async with engineio_server() as (eio, url, log, requests):
-        client = Client(rng=random.Random(1))
+        client = AsyncClient(rng=random.Random(1))
         events = eio_recorder(client)
         await client.connect(url, transports=transports)
         if client.transport == "polling":
@@ -147,12 +147,12 @@ async def test_server_initiated_disconnect(mode):
 async def test_client_initiated_disconnect(mode):
     transports, _ = MODES[mode]
     async with engineio_server() as (eio, url, log, requests):
-        client = Client(rng=random.Random(1))
+        client = AsyncClient(rng=random.Random(1))
         events = eio_recorder(client)
         await client.connect(url, transports=transports)
         await client.disconnect()
         assert events == ["connect", ("disconnect", "forced close")]
-        assert client.state is ClientState.CLOSED
+        assert client.state is EngineClientState.CLOSED
         await until(lambda: log[-1][0] == "disconnect")
         assert log[-1] == ("disconnect", "client disconnect")
         await until(lambda: not eio.sockets)  # python-engineio drops the session after the event
@@ -162,13 +162,13 @@ async def test_client_initiated_disconnect(mode):
 async def test_pings_are_answered_in_every_mode():
     """Three clients at once stay connected past pingInterval + pingTimeout (1 s + 1 s)."""
     async with engineio_server(ping_interval=1, ping_timeout=1) as (eio, url, log, requests):
-        clients = {mode: Client(rng=random.Random(1)) for mode in MODES}
+        clients = {mode: AsyncClient(rng=random.Random(1)) for mode in MODES}
         for mode, client in clients.items():
             await client.connect(url, transports=MODES[mode][0])
         await asyncio.sleep(2.3)  # each has answered at least two pings meanwhile
         for mode, client in clients.items():
             assert (client.state, client.transport) == (
-                ClientState.UPGRADED if mode == "upgrade" else ClientState.OPEN, MODES[mode][1])
+                EngineClientState.UPGRADED if mode == "upgrade" else EngineClientState.OPEN, MODES[mode][1])
         assert len(eio.sockets) == 3 and not [entry for entry in log if entry[0] == "disconnect"]
         for client in clients.values():
             await client.disconnect()
@@ -195,7 +195,7 @@ async def test_a_server_that_stops_pinging_is_declared_dead(monkeypatch):
     monkeypatch.setattr(engineio.async_socket.AsyncSocket, "_send_ping", no_ping)
     monkeypatch.setattr(engineio.async_socket, "asyncio", LaterReads())
     async with engineio_server(ping_interval=1, ping_timeout=0.5) as (eio, url, log, requests):
-        clients = {mode: Client(rng=random.Random(1), close_timeout=0.5) for mode in MODES}
+        clients = {mode: AsyncClient(rng=random.Random(1), close_timeout=0.5) for mode in MODES}
         events = {mode: eio_recorder(client) for mode, client in clients.items()}
         for mode, client in clients.items():
             await client.connect(url, transports=MODES[mode][0])

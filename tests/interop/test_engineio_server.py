@@ -20,7 +20,7 @@ from engineio import packet as eio_packet
 from engineio import payload as eio_payload
 
 from lablib.engineio.server import Server, serve
-from lablib.engineio.session import Transport
+from lablib.engineio import Transport
 from tests.aio_support import asyncio_test, until
 
 pytestmark = pytest.mark.interop

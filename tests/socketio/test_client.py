@@ -25,7 +25,7 @@ from lablib.socketio.backoff import Backoff
 from lablib.socketio import client as client_module
 from lablib.socketio.client import (AsyncClient, ConnectionError, NamespaceRefusedError,
                                     TransportError)
-from lablib.socketio.client_core import EngineState
+from lablib.socketio.client_core import ManagerState
 from lablib.socketio.packets import Decoder, Packet, PacketType, encode
 from tests.aio_support import asyncio_test, until
 from tests.wire import names, sio_recorder
@@ -190,7 +190,7 @@ async def test_a_refused_namespace_raises_with_the_server_message_and_data():
         assert (caught.value.namespace, caught.value.message, caught.value.server_data) == (
             "/", "not allowed", {"why": [1, 2]})
         assert events == [("connect_error", {"message": "not allowed", "data": {"why": [1, 2]}})]
-        assert client.core.state is EngineState.CLOSED and client.reconnect_delays_ms == []
+        assert client.core.state is ManagerState.CLOSED and client.reconnect_delays_ms == []
         await until(lambda: peer.closed)
         # a plain-string CONNECT_ERROR (older servers)
         peer.on_connect = "go away"
@@ -213,7 +213,7 @@ async def test_unreachable_server_raises_without_reconnecting():
     assert not isinstance(caught.value, NamespaceRefusedError)
     assert isinstance(caught.value.__cause__, OSError) and caught.value.description
     assert names(events) == ["connect_error"]
-    assert client.reconnect_delays_ms == [] and client.core.state is EngineState.CLOSED
+    assert client.reconnect_delays_ms == [] and client.core.state is ManagerState.CLOSED
     await client.wait()
 
 
@@ -483,7 +483,7 @@ async def test_disconnect_while_waiting_to_reconnect_stops_reconnecting():
         await client.emit("never sent")     # buffered, then dropped with the namespace
         await asyncio.wait_for(client.disconnect(), 5)
         assert names(events) == ["connect", "disconnect"]
-        assert len(peer.sessions) == 1 and client.core.state is EngineState.CLOSED
+        assert len(peer.sessions) == 1 and client.core.state is ManagerState.CLOSED
 
 
 @asyncio_test
@@ -511,7 +511,7 @@ async def test_a_cancelled_connect_leaves_nothing_running():
             await asyncio.wait_for(client.connect(url, transports=["websocket"], wait_timeout=5), 0.2)
         await asyncio.wait_for(client.wait(), 5)
         await until(lambda: peer.closed)
-        assert client.core.state is EngineState.CLOSED
+        assert client.core.state is ManagerState.CLOSED
 
 
 def test_disconnect_reasons_are_exported_by_name():

@@ -10,7 +10,7 @@ import pytest
 from lablib.engineio.server_core import generate_sid
 from lablib.errors import LocalProtocolError
 from lablib.socketio.backoff import backoff_delay
-from lablib.socketio.client_core import ClientCore, EngineState, NamespaceState
+from lablib.socketio.client_core import ClientCore, ManagerState, NamespaceState
 from lablib.socketio.protocol import (AckCancelled, AckReceived, AckTimedOut, CloseConnection,
                                       CloseEngine, ConnectError, Connected, ConnectRequested,
                                       Disconnected, Event, EventReceived, OpenEngine,
@@ -193,7 +193,7 @@ def test_connect_refused_with_message_and_data():
     assert h.sent("alice", "s>c") == ['4{"message":"Not authorized","data":{"retry":false}}']
     assert events == [ConnectError("/", "Not authorized", {"retry": False})]
     # the only namespace was refused: the connection closes, no reconnection
-    assert client.state is EngineState.CLOSED and client.next_deadline() is None
+    assert client.state is ManagerState.CLOSED and client.next_deadline() is None
     assert client.namespace_state("/") is NamespaceState.IDLE
     assert h.eio_of == {} and h.server.sids("/") == []
 
@@ -412,7 +412,7 @@ def test_client_disconnects(h):
     assert events == [Disconnected("/", sid, "io client disconnect")]
     assert h.server_events[-2:] == [AckCancelled("/", sid, ack_id, "client namespace disconnect"),
                                     Disconnected("/", sid, "client namespace disconnect")]
-    assert client.state is EngineState.CLOSED and h.eio_of == {}   # last namespace: closed
+    assert client.state is ManagerState.CLOSED and h.eio_of == {}   # last namespace: closed
     assert client.next_deadline() is None                          # and no reconnection
 
 
@@ -426,7 +426,7 @@ def test_server_disconnects(h):
     assert server_events == [Disconnected("/", sid, "server namespace disconnect")]
     assert h.client_events["alice"][-2:] == [AckCancelled("/", sid, ack_id, "io server disconnect"),
                                              Disconnected("/", sid, "io server disconnect")]
-    assert client.state is EngineState.CLOSED and client.next_deadline() is None
+    assert client.state is ManagerState.CLOSED and client.next_deadline() is None
 
 
 def test_server_disconnects_and_closes(h):
@@ -437,7 +437,7 @@ def test_server_disconnects_and_closes(h):
     assert events == [Disconnected("/", root, "server namespace disconnect"),
                       Disconnected("/admin", admin, "server namespace disconnect"),
                       CloseConnection("E1", "forced server close")]
-    assert client.state is EngineState.CLOSED
+    assert client.state is ManagerState.CLOSED
 
 
 # --- what the server does with bad input --------------------------------------------------------------
@@ -529,7 +529,7 @@ def test_reconnection_attempts_back_off_and_give_up(h):
         ReconnectAttempt(3), ConnectError("/", "refused"), ReconnectError(3, "refused"),
         ReconnectFailed(),
     ]
-    assert client.state is EngineState.CLOSED and client.next_deadline() is None
+    assert client.state is ManagerState.CLOSED and client.next_deadline() is None
     # connect() starts over: the namespace still wants to be connected
     assert h.c("alice", client.connect())[-1] == Connected("/", client.sid())
 
@@ -549,7 +549,7 @@ def test_no_reconnection_when_disabled(h):
     client = h.client("alice", reconnection=False)
     h.c("alice", client.connect())
     assert h.cut("alice")[-1] == Disconnected("/", client_sid(h, "alice"), "transport close")
-    assert client.next_deadline() is None and client.state is EngineState.CLOSED
+    assert client.next_deadline() is None and client.state is ManagerState.CLOSED
     h.c("alice", client.emit("kept"))
     assert client.connect() == [OpenEngine()]                     # reconnect by hand
     h.c("alice", [OpenEngine()])
@@ -581,9 +581,9 @@ def test_server_parse_error_makes_the_client_reconnect(h):
 def test_disconnect_while_waiting_to_reconnect_stops_it(h):
     client = connected(h)
     h.cut("alice")
-    assert client.state is EngineState.RECONNECT_WAIT
+    assert client.state is ManagerState.RECONNECT_WAIT
     assert h.c("alice", client.disconnect()) == []
-    assert client.state is EngineState.CLOSED and client.next_deadline() is None
+    assert client.state is ManagerState.CLOSED and client.next_deadline() is None
 
 
 def test_buffered_emit_withdrawn_when_its_ack_times_out(h):

@@ -673,7 +673,7 @@ async def test_transport_and_handshake_request_of_each_socket():
 async def test_a_socketio_and_an_engineio_endpoint_share_one_port():
     """One port: Socket.IO on /socket.io/, a second Socket.IO server on /admin.io/ with its own
     handlers and timers (an ack timeout there still fires), and plain Engine.IO on /engine.io/."""
-    from lablib.engineio.client import Client
+    from lablib.engineio import AsyncClient as EngineClient
     from lablib.engineio.server import Server as EngineServer
     from lablib.socketio.client import AsyncClient
     main, _ = make_server()
@@ -692,12 +692,12 @@ async def test_a_socketio_and_an_engineio_endpoint_share_one_port():
         assert await a.call("echo", "x", timeout=5) == "x"
         assert await b.call("whoami", timeout=5) == "admin"
         # the mounted server's timers run: a connection that joins no namespace is closed
-        silent = Client(close_timeout=0.3)
+        silent = EngineClient(close_timeout=0.3)
         closed = asyncio.Event()
         silent.on("disconnect", lambda reason: closed.set())
         await silent.connect(url, transports=["websocket"], path="/admin.io/")
         await asyncio.wait_for(closed.wait(), GUARD_TIMEOUT)
-        eio_client = Client(close_timeout=0.3)
+        eio_client = EngineClient(close_timeout=0.3)
         await eio_client.connect(url, transports=["websocket"], path="/engine.io/")
         await eio_client.send("hello")
         await until(lambda: plain_messages == ["hello"])

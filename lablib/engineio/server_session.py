@@ -7,8 +7,8 @@ transport - and decides, for every input, what must happen.  It owns no socket a
 every method takes ``now`` (seconds, e.g. ``loop.time()``), and the driver calls
 :meth:`ServerSession.tick` at :meth:`ServerSession.next_deadline`.
 
-Every method returns a list of *outputs*, in order.  :class:`Event` outputs are for the
-application (a message arrived, the session closed); :class:`Action` outputs are for the driver:
+Every method returns a list of *outputs* (:mod:`lablib.engineio.events`), in order.  Events
+are for the application (a message arrived, the session closed); actions are for the driver:
 
 * :class:`HoldPoll` - keep the GET just received open; it is now *the held poll*.
 * :class:`AnswerPoll` - answer the held poll (200, the packets as a payload).
@@ -61,27 +61,21 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from dataclasses import dataclass
 from typing import Sequence
 
 from ..errors import EngineIOError, LocalProtocolError, PacketError
-from .packets import (RECORD_SEPARATOR, OpenInfo, Packet, PacketType, decode_packet,
-                      decode_payload)
+from ..events import Output
+from .events import (AnswerPoll, CloseWebSocket, HoldPoll, MessageReceived, PongReceived,
+                     RefuseRequest, SendWebSocket, SessionClosed, Upgraded, UpgradeAborted)
+from .packets import RECORD_SEPARATOR, OpenInfo, Packet, PacketType, decode_packet
+from .transport import PollingReceiver, Transport
 
-__all__ = [
-    "Transport", "State", "Output", "Event", "Action",
-    "MessageReceived", "PongReceived", "Upgraded", "UpgradeAborted", "SessionClosed",
-    "HoldPoll", "AnswerPoll", "RefuseRequest", "SendWebSocket", "CloseWebSocket",
-    "ServerSession",
-]
+__all__ = ["EngineState", "ServerSession"]
 
 
-class Transport(enum.Enum):
-    POLLING = "polling"
-    WEBSOCKET = "websocket"
+class EngineState(enum.Enum):
+    """The states of a server session (see the table above)."""
 
-
-class State(enum.Enum):
     OPEN = "OPEN"
     PROBING = "PROBING"
     UPGRADING = "UPGRADING"
@@ -90,93 +84,9 @@ class State(enum.Enum):
     CLOSED = "CLOSED"
 
 
-# --- outputs ------------------------------------------------------------------------------------
-
-class Output:
-    """Base class of everything a session method returns."""
-
-
-class Event(Output):
-    """Something the application should hear about."""
-
-
-class Action(Output):
-    """Something the driver must do on the wire."""
-
-
-@dataclass(frozen=True, slots=True)
-class MessageReceived(Event):
-    data: str | bytes  #: text (str) or binary (bytes) message from the peer
-
-
-@dataclass(frozen=True, slots=True)
-class PongReceived(Event):
-    """The heartbeat is alive: the next ping goes out ``pingInterval`` from now."""
-
-
-@dataclass(frozen=True, slots=True)
-class Upgraded(Event):
-    """The session now runs on the WebSocket; polling is refused from here on."""
-
-
-@dataclass(frozen=True, slots=True)
-class UpgradeAborted(Event):
-    reason: str  #: why the WebSocket was dropped; the session goes on over polling
-
-
-@dataclass(frozen=True, slots=True)
-class SessionClosed(Event):
-    reason: str  #: "ping timeout", "transport close", "transport error", "parse error", "forced close"
-
-
-@dataclass(frozen=True, slots=True)
-class HoldPoll(Action):
-    """Keep the GET just received open: it becomes the held poll, answered by an AnswerPoll."""
-
-
-@dataclass(frozen=True, slots=True)
-class AnswerPoll(Action):
-    packets: tuple[Packet, ...]  #: answer the held poll: 200, ``encode_payload(packets)``
-
-
-@dataclass(frozen=True, slots=True)
-class RefuseRequest(Action):
-    """Answer the request just received with ``status`` (and the error JSON if ``error``)."""
-
-    status: int
-    error: EngineIOError | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SendWebSocket(Action):
-    packets: tuple[Packet, ...]  #: one WebSocket message each (``encode_packet(p, for_polling=False)``)
-
-
-@dataclass(frozen=True, slots=True)
-class CloseWebSocket(Action):
-    """Close the session's WebSocket (a normal 1000 close)."""
-
-
 # --- the session --------------------------------------------------------------------------------
 
-_ALIVE = (State.OPEN, State.PROBING, State.UPGRADING, State.UPGRADED)
-
-
-class PollingReceiver:
-    """What both ends of a session do with a long-polling body: split it into packets and
-    take them in order.  A body that does not parse ends the session ("parse error").
-
-    The server reads it from a POST, the client from a GET's answer; the body was already
-    checked against maxPayload and decoded as UTF-8.  Subclasses provide ``fail(reason)`` and
-    ``receive_packets(packets, now)``.
-    """
-
-    def receive_payload(self, text: str, now: float) -> list[Output]:
-        try:
-            packets = decode_payload(text)
-        except PacketError:
-            return self.fail("parse error")  # type: ignore[attr-defined]
-        return self.receive_packets(packets, now)  # type: ignore[attr-defined]
+_ALIVE = (EngineState.OPEN, EngineState.PROBING, EngineState.UPGRADING, EngineState.UPGRADED)
 
 
 class ServerSession(PollingReceiver):
@@ -197,7 +107,7 @@ class ServerSession(PollingReceiver):
                  max_buffered_packets: int = 10_000) -> None:
         self.sid = sid
         self.transport = Transport(transport)
-        self.state = State.OPEN
+        self.state = EngineState.OPEN
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.upgrade_timeout = upgrade_timeout
@@ -251,11 +161,11 @@ class ServerSession(PollingReceiver):
         if self.state not in _ALIVE:
             return []
         outputs: list[Output] = []
-        if self.state is State.UPGRADING and not self.poll_held:
+        if self.state is EngineState.UPGRADING and not self.poll_held:
             # The client has paused polling for the upgrade: no GET will come to carry a close
             # packet.  Closing the new WebSocket is how it learns; the session ends now.
             return self._drop_websocket() + self._closed("forced close")
-        if self.state in (State.PROBING, State.UPGRADING):
+        if self.state in (EngineState.PROBING, EngineState.UPGRADING):
             outputs += self._drop_websocket()
         if self.transport is Transport.WEBSOCKET:
             outputs += self.flush()
@@ -263,7 +173,7 @@ class ServerSession(PollingReceiver):
             self.websocket_open = False
             return outputs + self._closed("forced close")
         self.buffer.append(Packet(PacketType.CLOSE))
-        self.state = State.CLOSING
+        self.state = EngineState.CLOSING
         self._next_ping_at = self._pong_deadline = None
         self._close_deadline = now + self.close_timeout / 1000
         return outputs + self.flush()
@@ -279,7 +189,7 @@ class ServerSession(PollingReceiver):
         session with "transport error", which answers the first GET with a close packet.  We do
         the same, but answer the spec's 400 (code 3, "Bad request"): nothing failed on the server.
         """
-        if self.state is State.CLOSED:
+        if self.state is EngineState.CLOSED:
             return [RefuseRequest(400, EngineIOError(1))]
         if self.transport is not Transport.POLLING:
             return [RefuseRequest(400, EngineIOError(3))]  # polling after the upgrade
@@ -288,7 +198,7 @@ class ServerSession(PollingReceiver):
             return outputs + [RefuseRequest(400, EngineIOError(3))]
         outputs: list[Output] = [HoldPoll()]
         self.poll_held = True
-        if self.state is State.UPGRADING:
+        if self.state is EngineState.UPGRADING:
             outputs += self._answer_poll((Packet(PacketType.NOOP),))
             return outputs
         return outputs + self.flush()
@@ -298,7 +208,7 @@ class ServerSession(PollingReceiver):
         if not self.poll_held:
             return []
         self.poll_held = False
-        if self.state is State.CLOSING:
+        if self.state is EngineState.CLOSING:
             return self._closed("forced close")
         return self._fail("transport error")
 
@@ -349,9 +259,9 @@ class ServerSession(PollingReceiver):
         Only a polling session in OPEN can be upgraded; the router refuses the others before
         the WebSocket handshake (the reference accepts the WebSocket and closes it at once).
         """
-        if self.state is not State.OPEN or self.transport is not Transport.POLLING or self.websocket_open:
+        if self.state is not EngineState.OPEN or self.transport is not Transport.POLLING or self.websocket_open:
             return [CloseWebSocket()]
-        self.state = State.PROBING
+        self.state = EngineState.PROBING
         self.websocket_open = True
         self._upgrade_deadline = now + self.upgrade_timeout / 1000
         return []
@@ -367,21 +277,21 @@ class ServerSession(PollingReceiver):
         try:
             packet = decode_packet(data)
         except PacketError:
-            if self.state in (State.PROBING, State.UPGRADING):
+            if self.state in (EngineState.PROBING, EngineState.UPGRADING):
                 return self._abort_upgrade("parse error")
             return self.fail("parse error")
-        if self.state is State.PROBING:
+        if self.state is EngineState.PROBING:
             if packet.type is PacketType.PING and packet.data == "probe":
-                self.state = State.UPGRADING
+                self.state = EngineState.UPGRADING
                 outputs: list[Output] = [SendWebSocket((Packet(PacketType.PONG, "probe"),))]
                 if self.poll_held:  # release the pending GET so the client can pause polling
                     outputs += self._answer_poll((Packet(PacketType.NOOP),))
                 return outputs
             # the spec says the client MUST probe first; the reference would accept a bare "5"
             return self._abort_upgrade("expected the probe")
-        if self.state is State.UPGRADING:
+        if self.state is EngineState.UPGRADING:
             if packet.type is PacketType.UPGRADE:
-                self.state = State.UPGRADED
+                self.state = EngineState.UPGRADED
                 self.transport = Transport.WEBSOCKET
                 self._upgrade_deadline = None
                 return [Upgraded()] + self.flush()
@@ -394,7 +304,7 @@ class ServerSession(PollingReceiver):
             self.websocket_open = False
             return []
         self.websocket_open = False
-        if self.state in (State.PROBING, State.UPGRADING):
+        if self.state in (EngineState.PROBING, EngineState.UPGRADING):
             return self._abort_upgrade("transport closed", close=False)
         return self._closed("transport close")
 
@@ -417,7 +327,7 @@ class ServerSession(PollingReceiver):
         deadline finds the session closed, however late the timer task is.
         """
         outputs: list[Output] = []
-        while self.state is not State.CLOSED:
+        while self.state is not EngineState.CLOSED:
             due = self.next_deadline()
             if due is None or due > now:
                 break
@@ -449,11 +359,11 @@ class ServerSession(PollingReceiver):
             packets = tuple(self.buffer)
             self.buffer.clear()
             return [SendWebSocket(packets)]
-        if self.poll_held and self.state in (State.OPEN, State.PROBING, State.CLOSING):
+        if self.poll_held and self.state in (EngineState.OPEN, EngineState.PROBING, EngineState.CLOSING):
             packets = tuple(self.buffer)
             self.buffer.clear()
             outputs = self._answer_poll(packets)
-            if self.state is State.CLOSING:
+            if self.state is EngineState.CLOSING:
                 outputs += self._closed("forced close")
             return outputs
         return []  # UPGRADING keeps everything for the WebSocket; else wait for a GET
@@ -464,7 +374,7 @@ class ServerSession(PollingReceiver):
 
     def fail(self, reason: str) -> list[Output]:
         """Close the session because of an error (a bad payload, a protocol violation)."""
-        if self.state not in _ALIVE and self.state is not State.CLOSING:
+        if self.state not in _ALIVE and self.state is not EngineState.CLOSING:
             return []
         return self._fail(reason)
 
@@ -485,8 +395,8 @@ class ServerSession(PollingReceiver):
         outputs: list[Output] = [CloseWebSocket()] if close and self.websocket_open else []
         self.websocket_open = False
         self._upgrade_deadline = None
-        if self.state in (State.PROBING, State.UPGRADING):
-            self.state = State.OPEN
+        if self.state in (EngineState.PROBING, EngineState.UPGRADING):
+            self.state = EngineState.OPEN
         return outputs
 
     def _abort_upgrade(self, reason: str, *, close: bool = True) -> list[Output]:
@@ -494,7 +404,7 @@ class ServerSession(PollingReceiver):
         return self._drop_websocket(close=close) + [UpgradeAborted(reason)] + self.flush()
 
     def _closed(self, reason: str) -> list[Output]:
-        self.state = State.CLOSED
+        self.state = EngineState.CLOSED
         self.close_reason = reason
         self.poll_held = False
         self.buffer.clear()
