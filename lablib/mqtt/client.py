@@ -43,7 +43,7 @@ from . import packets as p
 from .errors import ConnectionRefused, MQTTError, MQTTProtocolError
 from .events import (Connected, Event, MessageReceived, PongReceived, PublishAcknowledged,
                      SubscribeAcknowledged, UnsubscribeAcknowledged)
-from .session import ClientSession, State
+from .session import ClientSession, MQTTState
 
 __all__ = ["Client", "SUBPROTOCOL", "split_userinfo"]
 
@@ -142,7 +142,7 @@ class Client:
         """Send DISCONNECT (§3.14) and close the WebSocket."""
         if self.ws is None:
             return
-        if self.session.state is State.CONNECTED:
+        if self.session.state is MQTTState.CONNECTED:
             async with self._send_lock:
                 self.session.disconnect(self.clock())
                 data = self.session.data_to_send()
@@ -181,7 +181,7 @@ class Client:
         if qos:
             async with self._window:
                 await self._window.wait_for(lambda: self.session.window_open
-                                            or self.session.state is not State.CONNECTED)
+                                            or self.session.state is not MQTTState.CONNECTED)
         packet_id = self.session.publish(topic, payload, self.clock(), qos=qos, retain=retain)
         waiter = self._expect(packet_id) if qos else None
         await self._flush()
@@ -286,7 +286,7 @@ class Client:
 
     async def _keepalive_loop(self) -> None:
         """Sleep until the session's deadline, then tick; a late PINGRESP ends the connection."""
-        while self.session.state is not State.DISCONNECTED:
+        while self.session.state is not MQTTState.DISCONNECTED:
             self._wake_timer.clear()
             deadline = self.session.next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - self.clock())

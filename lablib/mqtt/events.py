@@ -4,16 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..events import Event
 from .packets import Publish
 
 __all__ = ["Event", "Connected", "MessageReceived", "PublishAcknowledged", "SubscribeAcknowledged",
            "UnsubscribeAcknowledged", "PongReceived"]
-
-
-class Event:
-    """Base class of the MQTT session's events."""
-
-    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)

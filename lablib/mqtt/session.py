@@ -40,14 +40,14 @@ from .errors import ConnectionRefused, MQTTError, MQTTProtocolError, SessionErro
 from .events import (Connected, Event, MessageReceived, PongReceived, PublishAcknowledged,
                      SubscribeAcknowledged, UnsubscribeAcknowledged)
 
-__all__ = ["State", "ClientSession", "KeepaliveTimeout"]
+__all__ = ["MQTTState", "ClientSession", "KeepaliveTimeout"]
 
 
 class KeepaliveTimeout(MQTTError):
     """No PINGRESP within ``ping_timeout`` of our PINGREQ: close the connection (§3.1.2.10)."""
 
 
-class State(enum.Enum):
+class MQTTState(enum.Enum):
     DISCONNECTED = "disconnected"
     CONNECTING = "connecting"   #: CONNECT sent, waiting for CONNACK
     CONNECTED = "connected"
@@ -81,7 +81,7 @@ class ClientSession:
         self.max_inflight = max_inflight
         self.max_packet_size = max_packet_size
         self.username, self.password = username, password
-        self.state = State.DISCONNECTED
+        self.state = MQTTState.DISCONNECTED
         self._parser = p.PacketParser(max_packet_size)
         self._outbox: list[bytes] = []
         self._last_sent = 0.0
@@ -112,7 +112,7 @@ class ClientSession:
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` has something to do (None: keep alive is off, or not connected yet)."""
-        if self.state is not State.CONNECTED or not self.keep_alive:
+        if self.state is not MQTTState.CONNECTED or not self.keep_alive:
             return None
         if self._ping_sent_at is not None:
             return self._ping_sent_at + self.ping_timeout
@@ -122,26 +122,26 @@ class ClientSession:
 
     def connect(self, now: float) -> None:
         """Queue CONNECT on a new network connection (§3.1)."""
-        if self.state is not State.DISCONNECTED:
+        if self.state is not MQTTState.DISCONNECTED:
             raise SessionError(f"connect() while {self.state.value}")
         if self.clean_session:
             self._forget()   # [MQTT-3.1.2-6]: a clean session starts empty
         self._parser = p.PacketParser(self.max_packet_size)
         self._outbox.clear()
         self._ping_sent_at = None
-        self.state = State.CONNECTING
+        self.state = MQTTState.CONNECTING
         self._send(p.Connect(self.client_id, self.clean_session, self.keep_alive,
                              username=self.username, password=self.password), now)
 
     def disconnect(self, now: float) -> None:
         """Queue DISCONNECT (§3.14); the driver then closes the connection."""
-        if self.state is State.CONNECTED:
+        if self.state is MQTTState.CONNECTED:
             self._send(p.Disconnect(), now)
         self.connection_lost()
 
     def connection_lost(self) -> None:
         """The network connection is gone.  A clean session ends with it (§3.1.2.4)."""
-        self.state = State.DISCONNECTED
+        self.state = MQTTState.DISCONNECTED
         self._pending.clear()     # SUBSCRIBE/UNSUBSCRIBE are not re-sent (§4.4 lists PUBLISH/PUBREL)
         self._ping_sent_at = None
         if self.clean_session:
@@ -190,7 +190,7 @@ class ClientSession:
 
     def tick(self, now: float) -> None:
         """Keep alive (§3.1.2.10): PINGREQ when due; KeepaliveTimeout when PINGRESP is late."""
-        if self.state is not State.CONNECTED or not self.keep_alive:
+        if self.state is not MQTTState.CONNECTED or not self.keep_alive:
             return
         if self._ping_sent_at is not None:
             if now >= self._ping_sent_at + self.ping_timeout:
@@ -211,11 +211,11 @@ class ClientSession:
         return events
 
     def _handle(self, packet: p.Packet, now: float) -> Event | None:
-        if self.state is State.CONNECTING:
+        if self.state is MQTTState.CONNECTING:
             if not isinstance(packet, p.Connack):
                 raise MQTTProtocolError(f"{packet.type.name} before CONNACK ([MQTT-3.2.0-1])")
             return self._connack(packet, now)
-        if self.state is not State.CONNECTED:
+        if self.state is not MQTTState.CONNECTED:
             raise SessionError("data received while disconnected")
         handler = self._HANDLERS.get(type(packet))
         if handler is None:
@@ -226,7 +226,7 @@ class ClientSession:
         if packet.return_code:
             self.connection_lost()
             raise ConnectionRefused(packet.return_code)
-        self.state = State.CONNECTED
+        self.state = MQTTState.CONNECTED
         discarded: tuple[int, ...] = ()
         resent: list[int] = []
         if not packet.session_present:
@@ -304,7 +304,7 @@ class ClientSession:
     # --- helpers ------------------------------------------------------------------------------
 
     def _require_connected(self, what: str) -> None:
-        if self.state is not State.CONNECTED:
+        if self.state is not MQTTState.CONNECTED:
             raise SessionError(f"{what}() while {self.state.value}")
 
     def _send(self, packet: p.Packet, now: float) -> None:

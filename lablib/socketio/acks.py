@@ -31,7 +31,7 @@ from typing import Any, Callable, Collection, Generic, Hashable, Sequence, TypeV
 
 from ..errors import LocalProtocolError
 from .packets import MAX_ACK_ID, RESERVED_EVENTS
-from .protocol import AckCancelled
+from .events import AckCancelled
 
 K = TypeVar("K", bound=Hashable)
 

@@ -76,7 +76,7 @@ from ..engineio.client import AsyncClient as EngineIOClient
 from ..engineio.client_session import EngineClientState
 from ..errors import EngineIOError, HandshakeError, LablibError, LocalProtocolError
 from .client_core import ClientCore, ManagerState, NamespaceState
-from .protocol import (IO_CLIENT_DISCONNECT, IO_SERVER_DISCONNECT, PING_TIMEOUT, TRANSPORT_CLOSE,
+from .events import (IO_CLIENT_DISCONNECT, IO_SERVER_DISCONNECT, PING_TIMEOUT, TRANSPORT_CLOSE,
                        TRANSPORT_ERROR, AckCancelled, AckReceived, AckTimedOut, CloseEngine, ConnectError,
                        Connected, Disconnected, EventReceived, OpenEngine, Output,
                        ReconnectAttempt, Reconnected, ReconnectError, ReconnectFailed,

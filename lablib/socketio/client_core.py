@@ -75,7 +75,7 @@ from .acks import AckDeadlines, AckIds, Acks, cancel_acks, event_data
 from .backoff import Backoff
 from .dedupe import OffsetDedupe
 from .packets import DEFAULT_MAX_ATTACHMENTS, Decoder, Packet, PacketType, encode
-from .protocol import (IO_CLIENT_DISCONNECT, IO_SERVER_DISCONNECT, PARSE_ERROR, AckReceived,
+from .events import (IO_CLIENT_DISCONNECT, IO_SERVER_DISCONNECT, PARSE_ERROR, AckReceived,
                        AckTimedOut, CloseEngine, ConnectError, Connected, Disconnected,
                        EventReceived, OpenEngine, Output, ReconnectAttempt,
                        Reconnected, ReconnectError, ReconnectFailed, ReconnectScheduled, Send)

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs
 
 from ..errors import LocalProtocolError
 from .packets import Packet, PacketType
-from .protocol import Undelivered
+from .events import Undelivered
 from .redis_protocol import BroadcastOptions, broadcast_targets
 
 if TYPE_CHECKING:

@@ -74,9 +74,9 @@ from .acks import event_data
 from .adapter import Adapter, InMemoryAdapter
 from .local import LocalNamespace
 from .packets import DEFAULT_MAX_ATTACHMENTS, Packet, PacketType
-from .protocol import (AckCancelled, AckReceived, AckTimedOut, CloseConnection, ConnectRequested,
+from .events import (AckCancelled, AckReceived, AckTimedOut, CloseEngine, ConnectReceived,
                        Disconnected, EventReceived, Output, PersistSession, RestoreSession,
-                       SendTo, Undelivered)
+                       Send, Undelivered)
 from .recovery import AsyncSessionStore, RecoveryOptions
 from .server_cluster import ClusterMixin
 from .server_core import DEFAULT_MAX_HELD_PACKETS, DEFAULT_REFUSAL, ServerCore
@@ -613,7 +613,7 @@ class Server(ClusterMixin):
     async def _shut_down_sockets(self) -> None:
         now = asyncio.get_running_loop().time()
         for eio_sid in list(self._connections):
-            await self._apply(self.core.connection_closed(eio_sid, "server shutting down", now))
+            await self._apply(self.core.engine_closed(eio_sid, "server shutting down", now))
 
     async def _finish(self) -> None:
         """After Engine.IO closed: stop the timers, let the workers finish, close adapters."""
@@ -640,7 +640,7 @@ class Server(ClusterMixin):
         conn = _Connection(eio_sid, request)
         conn.worker = self._start_task(self._work(conn))
         self._connections[eio_sid] = conn
-        await self._apply(self.core.connection_opened(eio_sid, self._now()))
+        await self._apply(self.core.engine_opened(eio_sid, self._now()))
         self._wake()   # its connect_timeout is a new deadline
 
     async def _on_eio_message(self, eio_sid: str, data: str | bytes) -> None:
@@ -655,7 +655,7 @@ class Server(ClusterMixin):
         await self._apply(self.core.receive(eio_sid, data, self._now()))
 
     async def _on_eio_disconnect(self, eio_sid: str, reason: str) -> None:
-        await self._apply(self.core.connection_closed(eio_sid, reason, self._now()))
+        await self._apply(self.core.engine_closed(eio_sid, reason, self._now()))
         conn = self._connections.pop(eio_sid, None)
         if conn is not None:
             conn.put(_STOP)
@@ -666,17 +666,17 @@ class Server(ClusterMixin):
         """Do what the core asks, in order (docs/architecture.md, event flow step 2).  ``wait=False``:
         a broadcast, whose writes never wait for a client (see :meth:`_write`)."""
         for output in outputs:   # (the most frequent outputs are tested first)
-            if isinstance(output, SendTo):
+            if isinstance(output, Send):
                 await self._write(output.eio_sid, output.messages, wait)
             elif isinstance(output, EventReceived):
                 self._enqueue(self._eio_sid_of.get((output.namespace, output.sid)), output)
             elif isinstance(output, AckReceived):
                 self._settle_ack(output)
-            elif isinstance(output, CloseConnection):
+            elif isinstance(output, CloseEngine):
                 await self.eio.disconnect(output.eio_sid)
             elif isinstance(output, (AckTimedOut, AckCancelled)):
                 self._fail_ack(output)
-            elif isinstance(output, ConnectRequested):
+            elif isinstance(output, ConnectReceived):
                 self._enqueue(output.eio_sid, output)
             elif isinstance(output, Disconnected):
                 self._enqueue(self._eio_sid_of.pop((output.namespace, output.sid), None), output)
@@ -746,7 +746,7 @@ class Server(ClusterMixin):
             if event is _STOP:
                 return
             try:
-                if isinstance(event, ConnectRequested):
+                if isinstance(event, ConnectReceived):
                     await self._handle_connect(conn, event)
                 elif isinstance(event, EventReceived):
                     await self._handle_event(event)
@@ -755,7 +755,7 @@ class Server(ClusterMixin):
             except Exception:
                 logger.exception("handling %s failed", event)
 
-    async def _handle_connect(self, conn: _Connection, request: ConnectRequested) -> None:
+    async def _handle_connect(self, conn: _Connection, request: ConnectReceived) -> None:
         key = (request.namespace, request.sid)
         handler = self.handlers.get(request.namespace, {}).get("connect")
         message, data, accepted = DEFAULT_REFUSAL, None, True

@@ -1,21 +1,22 @@
 """The Socket.IO server, sans-I/O: Engine.IO messages in, events and messages to send out.
 
-:class:`ServerCore` sits on top of any number of Engine.IO connections, each named by its
-Engine.IO sid.  The driver reports what happens to them and carries out what comes back::
+:class:`ServerCore` sits on top of any number of Engine.IO connections ("engines"), each named
+by its Engine.IO sid.  The driver reports what happens to them and carries out what comes back,
+in the same words as the client core (:mod:`lablib.socketio.client_core`)::
 
-    connection_opened(eio_sid, now)          a new Engine.IO session is open
-    receive(eio_sid, message, now)           one Engine.IO message (str or bytes) arrived
-    connection_closed(eio_sid, reason, now)  the Engine.IO session ended
-    tick(now)                                timers: ack timeouts, the connect timeout
+    engine_opened(eio_sid, now)             a new Engine.IO session is open
+    receive(eio_sid, message, now)          one Engine.IO message (str or bytes) arrived
+    engine_closed(eio_sid, reason, now)     the Engine.IO session ended
+    tick(now)                               timers: ack timeouts, the connect timeout
 
-    -> SendTo(eio_sid, messages)             write these messages, in order
-       CloseConnection(eio_sid, reason)      close that Engine.IO session
-       ConnectRequested / EventReceived / AckReceived / AckTimedOut / AckCancelled /
+    -> Send(messages, eio_sid=...)          write these messages on that engine, in order
+       CloseEngine(reason, eio_sid=...)     close that Engine.IO session
+       ConnectReceived / EventReceived / AckReceived / AckTimedOut / AckCancelled /
        Disconnected / Undelivered (an emit that reached nobody)
 
 The exchange (Socket.IO protocol v5, "Exchange protocol")::
 
-    client CONNECT ns [auth]  -> ConnectRequested -> accept(): CONNECT ns {"sid": ...}
+    client CONNECT ns [auth]  -> ConnectReceived -> accept(): CONNECT ns {"sid": ...}
                                                   -> refuse(): CONNECT_ERROR ns {"message", "data"}
     client CONNECT unknown ns -> CONNECT_ERROR ns {"message": "Invalid namespace"}
     client EVENT ns [id]      -> EventReceived (answer an id with ack())
@@ -54,7 +55,7 @@ Connection state recovery (``connection_state_recovery=``, off by default; see
 :mod:`lablib.socketio.recovery` for the format and the bounds): the CONNECT answer carries a
 ``pid``; each ack-less emit gets an offset as its last argument and is logged; an unexpected
 disconnect keeps the session; a CONNECT with ``{pid, offset}`` restores it
-(``ConnectRequested.recovered``), and the missed packets go out right after the CONNECT answer.
+(``ConnectReceived.recovered``), and the missed packets go out right after the CONNECT answer.
 (Node writes them *before* its CONNECT answer, which its client buffers; the spec's order is
 kept here, and both clients accept both.)
 
@@ -65,7 +66,7 @@ asks for it with actions and takes the answers as calls, staying pure::
 
     client CONNECT {pid, offset}  -> RestoreSession(eio_sid, ns, pid, offset)
                                      (that namespace's packets are held meanwhile)
-    session_restored(eio_sid, ns, restored, now) -> ConnectRequested (recovered or not)
+    session_restored(eio_sid, ns, restored, now) -> ConnectReceived (recovered or not)
     unexpected disconnect         -> PersistSession(ns, session)
     emit(..., offset=)            the driver appended the packet to its log first; the core
                                   adds the offset it got as the last argument
@@ -89,9 +90,9 @@ from .adapter import Adapter, InMemoryAdapter
 from .recovery import (RECOVERABLE_DISCONNECT_REASONS, InMemorySessionStore, RecoveryOptions,
                        Session, SessionStore)
 from .packets import DEFAULT_MAX_ATTACHMENTS, Decoder, Packet, PacketType, encode
-from .protocol import (AckReceived, AckTimedOut, CloseConnection, ConnectRequested,
+from .events import (AckReceived, AckTimedOut, CloseEngine, ConnectReceived,
                        Disconnected, EventReceived, Output, PersistSession, RestoreSession,
-                       SendTo, Undelivered)
+                       Send, Undelivered)
 from .recovery import Restored
 
 __all__ = ["ServerCore", "INVALID_NAMESPACE", "DEFAULT_REFUSAL"]
@@ -280,7 +281,7 @@ class ServerCore:
 
     # --- the Engine.IO connections ---------------------------------------------------------
 
-    def connection_opened(self, eio_sid: str, now: float) -> list[Output]:
+    def engine_opened(self, eio_sid: str, now: float) -> list[Output]:
         """A new Engine.IO session is open; it has ``connect_timeout`` ms to join a namespace."""
         if eio_sid in self._connections:
             raise LocalProtocolError(f"connection {eio_sid!r} is already open")
@@ -288,7 +289,7 @@ class ServerCore:
         self._connections[eio_sid] = _Connection(eio_sid, decoder, now + self.connect_timeout / 1000)
         return []
 
-    def connection_closed(self, eio_sid: str, reason: str, now: float) -> list[Output]:
+    def engine_closed(self, eio_sid: str, reason: str, now: float) -> list[Output]:
         """The Engine.IO session ended (``reason`` from Engine.IO: "transport close", ...)."""
         conn = self._connections.pop(eio_sid, None)
         if conn is None:
@@ -402,7 +403,7 @@ class ServerCore:
 
     def _request(self, conn: _Connection, name: str, auth: Any,
                  restored: Restored | None) -> list[Output]:
-        """The pending socket (restored, or new) and the ConnectRequested for it."""
+        """The pending socket (restored, or new) and the ConnectReceived for it."""
         socket = self._recover(conn, name, auth, restored)
         if socket is None:
             socket = _Socket(self._new_sid(), name, conn.eio_sid, auth, pending=True)
@@ -410,7 +411,7 @@ class ServerCore:
                 socket.pid = generate_sid(self.rng)
         conn.pending[name] = socket
         self._namespaces[name].connecting[socket.sid] = socket
-        return [ConnectRequested(conn.eio_sid, name, socket.sid, auth, socket.recovered)]
+        return [ConnectReceived(conn.eio_sid, name, socket.sid, auth, socket.recovered)]
 
     def _recover(self, conn: _Connection, name: str, auth: Any,
                  restored: Restored | None) -> _Socket | None:
@@ -460,7 +461,7 @@ class ServerCore:
             ns.adapter.join(socket.sid, room)
         answer = {"sid": socket.sid} if socket.pid is None else {"sid": socket.sid, "pid": socket.pid}
         out = self._send(eio_sid, Packet(PacketType.CONNECT, namespace, answer))
-        out += [SendTo(eio_sid, messages) for messages in socket.outbox]
+        out += [Send(eio_sid=eio_sid, messages=messages) for messages in socket.outbox]
         inbox = socket.inbox
         socket.rooms, socket.outbox, socket.inbox = [], [], []
         socket.replayed = set()
@@ -499,7 +500,7 @@ class ServerCore:
     # --- sending ---------------------------------------------------------------------------
 
     def _send(self, eio_sid: str, packet: Packet) -> list[Output]:
-        return [SendTo(eio_sid, tuple(encode(packet)))]
+        return [Send(eio_sid=eio_sid, messages=tuple(encode(packet)))]
 
     def emit(self, event: str, args: Sequence[Any] = (), *, namespace: str = "/",
              to: str | Iterable[str] | None = None,
@@ -567,7 +568,7 @@ class ServerCore:
         messages = tuple(encode(packet))
         for socket in pending:
             socket.outbox.append(messages)
-        out: list[Output] = [SendTo(socket.eio_sid, messages) for socket in connected]
+        out: list[Output] = [Send(eio_sid=socket.eio_sid, messages=messages) for socket in connected]
         reached = [socket.sid for socket in (*connected, *pending)]
         if packet.id is not None:
             for socket in (*connected, *pending):
@@ -655,7 +656,7 @@ class ServerCore:
         for socket in list(conn.sockets.values()):
             out += self._remove_socket(socket, reason)
         self._connections.pop(conn.eio_sid, None)
-        return out + [CloseConnection(conn.eio_sid, reason)]
+        return out + [CloseEngine(eio_sid=conn.eio_sid, reason=reason)]
 
     # --- timers ----------------------------------------------------------------------------
 

@@ -14,12 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..events import Event
+
 __all__ = ["Event", "EventReceived", "RetryReceived", "CommentReceived"]
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Base of everything the parser reports."""
 
 
 @dataclass(frozen=True, slots=True)

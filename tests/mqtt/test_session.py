@@ -12,7 +12,7 @@ from lablib.mqtt.events import (Connected, MessageReceived, PongReceived, Publis
 from lablib.mqtt.packets import (Connack, Connect, Disconnect, PacketParser, Pingreq, Pingresp,
                                  Puback, Pubcomp, Publish, Pubrec, Pubrel, Suback, Subscribe,
                                  Unsuback, Unsubscribe, encode)
-from lablib.mqtt.session import ClientSession, KeepaliveTimeout, State
+from lablib.mqtt.session import ClientSession, KeepaliveTimeout, MQTTState
 
 
 def sent(session):
@@ -30,7 +30,7 @@ def connected(clean_session=True, session_present=False, **options):
 
 def test_connect_then_connack():
     session = connected()
-    assert session.state is State.CONNECTED
+    assert session.state is MQTTState.CONNECTED
 
 
 def test_connack_refused_raises_with_the_return_code():
@@ -39,7 +39,7 @@ def test_connack_refused_raises_with_the_return_code():
     with pytest.raises(ConnectionRefused, match="not authorized") as info:
         session.receive_data(b"\x20\x02\x00\x05", now=0)
     assert info.value.return_code == 5
-    assert session.state is State.DISCONNECTED
+    assert session.state is MQTTState.DISCONNECTED
 
 
 def test_first_packet_must_be_connack():
@@ -234,7 +234,7 @@ def test_disconnect_sends_disconnect():
     session = connected()
     session.disconnect(now=1)
     assert session.data_to_send() == b"\xe0\x00"
-    assert session.state is State.DISCONNECTED
+    assert session.state is MQTTState.DISCONNECTED
 
 
 @settings(max_examples=300)

@@ -18,8 +18,8 @@ from lablib.errors import LocalProtocolError
 from lablib.socketio.client import AsyncClient
 from lablib.socketio.client_core import ClientCore
 from lablib.socketio.dedupe import Dedupe
-from lablib.socketio.protocol import (AckReceived, AckTimedOut, Connected, ConnectRequested,
-                                      Disconnected, EventReceived, Send, SendTo)
+from lablib.socketio.events import (AckReceived, AckTimedOut, Connected, ConnectReceived,
+                                      Disconnected, EventReceived, Send)
 from lablib.socketio.recovery import InMemorySessionStore, RecoveryOptions
 from lablib.socketio.server import Server, serve
 from lablib.socketio.server_core import ServerCore
@@ -27,7 +27,7 @@ from tests.aio_support import asyncio_test, until
 
 
 def _sent(outputs) -> list:
-    return [m for o in outputs if isinstance(o, (SendTo, Send)) for m in o.messages]
+    return [m for o in outputs if isinstance(o, Send) for m in o.messages]
 
 
 def _server(**recovery) -> ServerCore:
@@ -35,7 +35,7 @@ def _server(**recovery) -> ServerCore:
 
 
 def _join(core: ServerCore, eio_sid: str, auth: str = "", now: float = 0.0):
-    core.connection_opened(eio_sid, now)
+    core.engine_opened(eio_sid, now)
     (request,) = core.receive(eio_sid, "0" + auth, now)
     return request, _sent(core.accept(eio_sid))
 
@@ -55,7 +55,7 @@ def test_without_the_option_nothing_changes():
 def test_connect_answer_carries_pid_and_each_broadcast_an_offset():
     core = _server()
     request, sent = _join(core, "e1")
-    assert request == ConnectRequested("e1", "/", SID, None, False)
+    assert request == ConnectReceived("e1", "/", SID, None, False)
     assert sent == [f'0{{"sid":"{SID}","pid":"{PID}"}}']
     assert _sent(core.emit("news", ["x"], now=1)) == ['2["news","x","1"]']
     assert _sent(core.emit("news", ["y"], to=SID, now=1)) == ['2["news","y","2"]']
@@ -73,8 +73,8 @@ def test_emits_asking_for_an_ack_get_no_offset_and_are_not_logged():
 
 
 def _drop_and_come_back(core, reason="transport close", offset="1", auth_extra="", now=5.0):
-    core.connection_closed("e1", reason, 2.0)
-    core.connection_opened("e2", now)
+    core.engine_closed("e1", reason, 2.0)
+    core.engine_opened("e2", now)
     auth = {"pid": PID, "offset": offset}
     text = json.dumps(auth, separators=(",", ":"))[:-1] + auth_extra + "}"
     (request,) = core.receive("e2", "0" + text, now)
@@ -86,13 +86,13 @@ def test_an_unexpected_disconnect_keeps_sid_rooms_and_replays_missed_packets_in_
     _join(core, "e1")
     core.enter_room(SID, "blue")
     core.emit("news", ["seen"], now=1)                          # offset 1, received
-    core.connection_closed("e1", "transport close", 2.0)
+    core.engine_closed("e1", "transport close", 2.0)
     core.emit("news", ["a"], now=3)                              # 2: everyone
     core.emit("news", ["b"], to="blue", now=3)                   # 3: its room
     core.emit("news", ["c"], to="red", now=3)                    # 4: not its room
     core.emit("news", ["d"], to="blue", skip_sids=SID, now=3)    # 5: except it
     core.emit("news", [b"\x01"], now=3)                          # 6: binary, one attachment
-    core.connection_opened("e2", 4.0)
+    core.engine_opened("e2", 4.0)
     (request,) = core.receive("e2", f'0{{"pid":"{PID}","offset":"1","token":"t"}}', 4.0)
     assert request.recovered and request.sid == SID
     assert request.auth == {"pid": PID, "offset": "1", "token": "t"}
@@ -111,8 +111,8 @@ def test_a_deliberate_disconnect_keeps_nothing(reason):
         core.receive("e1", "1", 1.5)
     else:
         core.receive("e1", "9", 1.5)
-    core.connection_closed("e1", "transport close", 2.0)
-    core.connection_opened("e2", 3.0)
+    core.engine_closed("e1", "transport close", 2.0)
+    core.engine_opened("e2", 3.0)
     (request,) = core.receive("e2", f'0{{"pid":"{PID}","offset":"1"}}', 3.0)
     assert not request.recovered and request.sid != SID
 
@@ -139,10 +139,10 @@ def test_a_client_too_far_behind_gets_no_partial_replay():
     core = _server(max_log_packets=3)
     _join(core, "e1")
     core.emit("news", ["x"], now=1)          # 1: its last offset, trimmed by what follows
-    core.connection_closed("e1", "transport close", 2.0)
+    core.engine_closed("e1", "transport close", 2.0)
     for index in range(3):
         core.emit("news", [index], now=3)    # 2, 3, 4
-    core.connection_opened("e2", 4.0)
+    core.engine_opened("e2", 4.0)
     (request,) = core.receive("e2", f'0{{"pid":"{PID}","offset":"1"}}', 4.0)
     assert not request.recovered
     assert _sent(core.accept("e2"))[1:] == []   # nothing replayed to the new session
@@ -159,7 +159,7 @@ def test_a_session_is_restored_once_and_unknown_offsets_or_pids_fail():
     core2.emit("news", ["x"], now=1)
     request, _ = _drop_and_come_back(core2)
     assert request.recovered
-    core2.connection_opened("e3", 6.0)
+    core2.engine_opened("e3", 6.0)
     (again,) = core2.receive("e3", f'0{{"pid":"{PID}","offset":"1"}}', 6.0)
     assert not again.recovered
 
@@ -169,13 +169,13 @@ def test_a_restored_session_dropped_before_its_answer_is_kept_again():
     _join(core, "e1")
     core.enter_room(SID, "blue")
     core.emit("news", ["x"], now=1)
-    core.connection_closed("e1", "transport close", 2.0)
+    core.engine_closed("e1", "transport close", 2.0)
     core.emit("news", ["y"], to="blue", now=2.5)
-    core.connection_opened("e2", 3.0)
+    core.engine_opened("e2", 3.0)
     (request,) = core.receive("e2", f'0{{"pid":"{PID}","offset":"1"}}', 3.0)
     assert request.recovered
-    core.connection_closed("e2", "transport close", 3.5)   # before accept()
-    core.connection_opened("e3", 4.0)
+    core.engine_closed("e2", "transport close", 3.5)   # before accept()
+    core.engine_opened("e3", 4.0)
     (again,) = core.receive("e3", f'0{{"pid":"{PID}","offset":"1"}}', 4.0)
     assert again.recovered and again.sid == SID
     assert _sent(core.accept("e3"))[1:] == ['2["news","y","2"]']

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 from lablib.capture.relay import Relay
 from lablib.socketio.client import AsyncClient
-from lablib.socketio.protocol import (ConnectRequested, PersistSession, RestoreSession, SendTo)
+from lablib.socketio.events import (ConnectReceived, PersistSession, RestoreSession, Send)
 from lablib.socketio.recovery import (AsyncInMemorySessionStore, RecoveryOptions, Restored,
                                       Session)
 from lablib.socketio.redis_adapter import RedisAdapter
@@ -31,7 +31,7 @@ from tests.redis_support import redis_url  # noqa: F401 (a fixture)
 
 
 def _sent(outputs) -> list:
-    return [m for o in outputs if isinstance(o, SendTo) for m in o.messages]
+    return [m for o in outputs if isinstance(o, Send) for m in o.messages]
 
 
 # --- the core with the driver's store ------------------------------------------------------------
@@ -43,21 +43,21 @@ def _driver_core() -> ServerCore:
 def test_the_core_asks_the_driver_to_persist_and_restore_and_holds_packets_meanwhile():
     core = _driver_core()
     assert core.store() is None
-    core.connection_opened("e1", 0.0)
+    core.engine_opened("e1", 0.0)
     (request,) = core.receive("e1", "0", 0.0)
     answer = json.loads(_sent(core.accept("e1"))[0][1:])
     sid, pid = answer["sid"], answer["pid"]
     core.enter_room(sid, "blue")
     assert _sent(core.emit("news", ["x"], offset="5-0")) == ['2["news","x","5-0"]']
-    kept, gone = core.connection_closed("e1", "transport close", 2.0)
+    kept, gone = core.engine_closed("e1", "transport close", 2.0)
     assert gone.reason == "transport close" and kept == PersistSession("/", Session(sid, pid, (sid, "blue"), None, 2.0))
-    core.connection_opened("e2", 3.0)
+    core.engine_opened("e2", 3.0)
     out = core.receive("e2", f'0{{"pid":"{pid}","offset":"5-0"}}', 3.0)
     assert out == [RestoreSession("e2", "/", pid, "5-0")]
     assert core.receive("e2", '2["hello"]', 3.0) == []          # held until the answer
     restored = Restored(kept.session, (["news", "y", "6-0"],))
     (request,) = core.session_restored("e2", "/", restored, 3.0)
-    assert request == ConnectRequested("e2", "/", sid, {"pid": pid, "offset": "5-0"}, True)
+    assert request == ConnectReceived("e2", "/", sid, {"pid": pid, "offset": "5-0"}, True)
     out = core.accept("e2")
     assert _sent(out) == [f'0{{"sid":"{sid}","pid":"{pid}"}}', '2["news","y","6-0"]']
     assert out[-1].event == "hello" and core.rooms(sid) == [sid, "blue"]
@@ -65,13 +65,13 @@ def test_the_core_asks_the_driver_to_persist_and_restore_and_holds_packets_meanw
 
 def test_no_session_from_the_driver_means_a_new_one_and_a_gone_client_keeps_it():
     core = _driver_core()
-    core.connection_opened("e1", 0.0)
+    core.engine_opened("e1", 0.0)
     core.receive("e1", '0{"pid":"P","offset":"1-0"}', 0.0)
     (request,) = core.session_restored("e1", "/", None, 0.0)
     assert not request.recovered and request.sid != "S"
-    core.connection_opened("e2", 0.0)
+    core.engine_opened("e2", 0.0)
     core.receive("e2", '0{"pid":"P","offset":"1-0"}', 0.0)
-    core.connection_closed("e2", "transport close", 0.5)   # gone while the store looked
+    core.engine_closed("e2", "transport close", 0.5)   # gone while the store looked
     session = Session("S", "P", ("S",), None, 0.0)
     assert core.session_restored("e2", "/", Restored(session, ()), 1.0) == [
         PersistSession("/", session)]                       # kept again, not lost
@@ -84,15 +84,15 @@ def test_a_broadcast_while_a_recovered_client_waits_for_its_answer_is_not_lost(d
     twice (another server's, logged before the read, delivered by pub/sub after it)."""
     core = ServerCore(rng=random.Random(1), connection_state_recovery=True,
                       driver_store=driver_store)
-    core.connection_opened("e1", 0.0)
+    core.engine_opened("e1", 0.0)
     core.receive("e1", "0", 0.0)
     answer = json.loads(_sent(core.accept("e1"))[0][1:])
     sid, pid = answer["sid"], answer["pid"]
     offset = "1-0" if driver_store else "1"
     core.emit("news", ["seen"], now=1.0, **({"offset": offset} if driver_store else {}))
-    kept = [o for o in core.connection_closed("e1", "transport close", 2.0)
+    kept = [o for o in core.engine_closed("e1", "transport close", 2.0)
             if isinstance(o, PersistSession)]
-    core.connection_opened("e2", 3.0)
+    core.engine_opened("e2", 3.0)
     out = core.receive("e2", f'0{{"pid":"{pid}","offset":"{offset}"}}', 3.0)
     if driver_store:
         restored = Restored(kept[0].session, (["news", "missed", "2-0"],))

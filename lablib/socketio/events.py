@@ -4,7 +4,11 @@ Every method of :class:`~lablib.socketio.server_core.ServerCore` and
 :class:`~lablib.socketio.client_core.ClientCore` returns a ``list[Output]``.  An
 :class:`Event` is something the application should hear about (an event arrived, an ack came
 back, a socket disconnected); an :class:`Action` is something the driver must do on the
-Engine.IO connection (send these messages, close it, open a new one).
+Engine.IO connection, *the engine*, the layer below (send these messages, close it, open a new
+one).  Both cores speak of the engine the same way: the driver tells them ``engine_opened`` and
+``engine_closed``; they answer :class:`Send` and :class:`CloseEngine` (and, on the client,
+:class:`OpenEngine`).  A server has one engine per client, so its actions name it (``eio_sid``);
+a client has one, so ``eio_sid`` stays None.
 
 The cores speak to Engine.IO in *messages*: ``str`` (an Engine.IO text message) and ``bytes``
 (a binary message).  A Socket.IO packet is one text message followed by its binary attachments
@@ -29,14 +33,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ..events import Action, Event, Output
+
 __all__ = [
     "IO_SERVER_DISCONNECT", "IO_CLIENT_DISCONNECT", "PING_TIMEOUT", "TRANSPORT_CLOSE",
     "TRANSPORT_ERROR", "PARSE_ERROR",
     "Output", "Event", "Action",
-    "ConnectRequested", "Connected", "ConnectError", "EventReceived", "AckReceived",
+    "ConnectReceived", "Connected", "ConnectError", "EventReceived", "AckReceived",
     "AckTimedOut", "AckCancelled", "Disconnected", "Undelivered",
     "ReconnectScheduled", "ReconnectAttempt", "Reconnected", "ReconnectError", "ReconnectFailed",
-    "SendTo", "CloseConnection", "Send", "OpenEngine", "CloseEngine",
+    "Send", "CloseEngine", "OpenEngine",
     "RestoreSession", "PersistSession",
 ]
 
@@ -58,22 +64,10 @@ def _repr_shown_when_true(event: Any, flag: str) -> str:
     return f"{type(event).__name__}({inner})"
 
 
-class Output:
-    """Base class of everything a core method returns."""
-
-
-class Event(Output):
-    """Something the application should hear about."""
-
-
-class Action(Output):
-    """Something the driver must do on the Engine.IO connection(s)."""
-
-
 # --- events, both sides -----------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
-class ConnectRequested(Event):
+class ConnectReceived(Event):
     """Server: a client asks to join ``namespace``.  Answer with ``accept``/``refuse``.
 
     ``sid`` is the Socket.IO sid the socket will have if accepted (drawn from the core's rng).
@@ -244,37 +238,45 @@ class ReconnectFailed(Event):
 
 # --- actions ----------------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class SendTo(Action):
-    """Server: send ``messages`` (one text message, then any attachments) on ``eio_sid``."""
-
-    eio_sid: str
-    messages: tuple[str | bytes, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class CloseConnection(Action):
-    """Server: close the Engine.IO connection ``eio_sid`` (after sending what precedes this)."""
-
-    eio_sid: str
-    reason: str
+def _repr_engine_first(action: Any) -> str:
+    """``Send(eio_sid='E1', messages=(...))`` on a server, ``Send(messages=(...))`` on a client:
+    which engine first, then what; no ``eio_sid`` where there is only one engine."""
+    names = ["eio_sid"] if action.eio_sid is not None else []
+    names += [f.name for f in fields(action) if f.name != "eio_sid"]
+    inner = ", ".join(f"{name}={getattr(action, name)!r}" for name in names)
+    return f"{type(action).__name__}({inner})"
 
 
 @dataclass(frozen=True, slots=True)
 class Send(Action):
-    """Client: send ``messages`` on the Engine.IO connection."""
+    """Send ``messages`` (one text message, then any attachments) on the engine, in order.
+
+    Server: on the Engine.IO connection ``eio_sid``.  Client: on its one connection.
+    """
 
     messages: tuple[str | bytes, ...]
+    eio_sid: str | None = field(default=None, kw_only=True)
+
+    def __repr__(self) -> str:
+        return _repr_engine_first(self)
+
+
+@dataclass(frozen=True, slots=True)
+class CloseEngine(Action):
+    """Close the engine, after sending what precedes this.
+
+    Server: the Engine.IO connection ``eio_sid``.  Client: its connection; the core already
+    counts it as closed (a later ``engine_closed`` is ignored), and if a reconnection follows,
+    the core schedules it itself.
+    """
+
+    reason: str = IO_CLIENT_DISCONNECT
+    eio_sid: str | None = field(default=None, kw_only=True)
+
+    def __repr__(self) -> str:
+        return _repr_engine_first(self)
 
 
 @dataclass(frozen=True, slots=True)
 class OpenEngine(Action):
     """Client: open a new Engine.IO connection, then call ``engine_opened`` or ``engine_failed``."""
-
-
-@dataclass(frozen=True, slots=True)
-class CloseEngine(Action):
-    """Client: close the Engine.IO connection.  The core already counts it as closed (a later
-    ``engine_closed`` is ignored); if a reconnection follows, the core schedules it itself."""
-
-    reason: str = field(default=IO_CLIENT_DISCONNECT)

@@ -11,20 +11,19 @@ from lablib.engineio.server_core import generate_sid
 from lablib.errors import LocalProtocolError
 from lablib.socketio.backoff import backoff_delay
 from lablib.socketio.client_core import ClientCore, ManagerState, NamespaceState
-from lablib.socketio.protocol import (AckCancelled, AckReceived, AckTimedOut, CloseConnection,
-                                      CloseEngine, ConnectError, Connected, ConnectRequested,
-                                      Disconnected, Event, EventReceived, OpenEngine,
-                                      ReconnectAttempt, Reconnected, ReconnectError,
-                                      ReconnectFailed, ReconnectScheduled, Send, SendTo,
-                                      Undelivered)
+from lablib.socketio.events import (AckCancelled, AckReceived, AckTimedOut, CloseEngine,
+                                    ConnectError, Connected, ConnectReceived, Disconnected, Event,
+                                    EventReceived, OpenEngine, ReconnectAttempt, Reconnected,
+                                    ReconnectError, ReconnectFailed, ReconnectScheduled, Send,
+                                    Undelivered)
 from lablib.socketio.server_core import ServerCore
 
 
 class Harness:
-    """Routes the server's SendTo to the right client core and each client's Send to the server.
+    """Routes the server's Send to the right client core and each client's Send to the server.
 
     Every message crossing is logged in ``wire`` as ``(direction, client name, message)``.
-    ``decide(request)`` answers ConnectRequested: True accepts, ``(message, data)`` refuses,
+    ``decide(request)`` answers ConnectReceived: True accepts, ``(message, data)`` refuses,
     None leaves it pending.  OpenEngine opens a new Engine.IO connection (E1, E2, ...) at once
     unless ``fail_opens`` holds an error to report instead.
     """
@@ -39,7 +38,7 @@ class Harness:
         self.server_events: list[Event] = []
         self.client_events: dict[str, list[Event]] = {}
         self.wire: list[tuple[str, str, str | bytes]] = []
-        self.pending: list[ConnectRequested] = []
+        self.pending: list[ConnectReceived] = []
         self.fail_opens: deque[str] = deque()
         self._eio_count = 0
         self._queue: deque = deque()
@@ -89,33 +88,33 @@ class Harness:
             self._eio_count += 1
             eio = f"E{self._eio_count}"
             self.eio_of[name], self.name_of[eio] = eio, name
-            self._queue.append(("server", None, self.server.connection_opened(eio, self.now)))
+            self._queue.append(("server", None, self.server.engine_opened(eio, self.now)))
             self._queue.append(("client", name, client.engine_opened(self.now)))
         elif isinstance(output, CloseEngine):
             eio = self.eio_of.pop(name, None)
             if eio is not None:
                 self.name_of.pop(eio)
                 self._queue.append(("server", None,
-                                    self.server.connection_closed(eio, "transport close", self.now)))
+                                    self.server.engine_closed(eio, "transport close", self.now)))
         else:
             self.client_events[name].append(output)
 
     def _server_output(self, output) -> None:
-        if isinstance(output, SendTo):
+        if isinstance(output, Send):
             name = self.name_of.get(output.eio_sid)
             if name is None:
                 return
             for message in output.messages:
                 self.wire.append(("s>c", name, message))
                 self._queue.append(("client", name, self.clients[name].receive(message, self.now)))
-        elif isinstance(output, CloseConnection):
+        elif isinstance(output, CloseEngine):
             self.server_events.append(output)
             name = self.name_of.pop(output.eio_sid, None)
             if name is not None:
                 self.eio_of.pop(name)
                 self._queue.append(("client", name,
                                     self.clients[name].engine_closed("transport close", self.now)))
-        elif isinstance(output, ConnectRequested):
+        elif isinstance(output, ConnectReceived):
             self.server_events.append(output)
             answer = self.decide(output)
             if answer is True:
@@ -133,7 +132,7 @@ class Harness:
         """The connection dies under both ends (as when the relay drops it)."""
         eio = self.eio_of.pop(name)
         self.name_of.pop(eio)
-        self.s(self.server.connection_closed(eio, reason, self.now))
+        self.s(self.server.engine_closed(eio, reason, self.now))
         return self.c(name, self.clients[name].engine_closed(reason, self.now))
 
     def advance(self, name: str, seconds: float) -> list:
@@ -172,7 +171,7 @@ def test_connect_with_auth_accepted(h):
     sid = sids(1, 1)[0]
     assert h.sent("alice", "c>s") == ['0{"token":"abc"}']
     assert h.sent("alice", "s>c") == ['0{"sid":"%s"}' % sid]
-    assert h.server_events == [ConnectRequested("E1", "/", sid, {"token": "abc"})]
+    assert h.server_events == [ConnectReceived("E1", "/", sid, {"token": "abc"})]
     assert h.client_events["alice"] == [Connected("/", sid)]
     assert client.sid("/") == sid
     assert h.server.sids("/") == [sid]
@@ -436,7 +435,7 @@ def test_server_disconnects_and_closes(h):
     assert h.sent("alice", "s>c")[-2:] == ["1", "1/admin,"]
     assert events == [Disconnected("/", root, "server namespace disconnect"),
                       Disconnected("/admin", admin, "server namespace disconnect"),
-                      CloseConnection("E1", "forced server close")]
+                      CloseEngine(eio_sid="E1", reason="forced server close")]
     assert client.state is ManagerState.CLOSED
 
 
@@ -446,18 +445,18 @@ def test_garbage_closes_the_connection(h):
     client = connected(h)
     sid = client.sid()
     events = h.s(h.server.receive("E1", "2{not json", h.now))
-    assert events == [Disconnected("/", sid, "parse error"), CloseConnection("E1", "parse error")]
+    assert events == [Disconnected("/", sid, "parse error"), CloseEngine(eio_sid="E1", reason="parse error")]
 
 
 def test_first_packet_must_be_connect(h):
-    h.s(h.server.connection_opened("X", h.now))
-    assert h.s(h.server.receive("X", '2["early"]', h.now)) == [CloseConnection("X", "protocol error")]
+    h.s(h.server.engine_opened("X", h.now))
+    assert h.s(h.server.receive("X", '2["early"]', h.now)) == [CloseEngine(eio_sid="X", reason="protocol error")]
 
 
 def test_connect_error_from_a_client_closes_it(h):
     connected(h)
     events = h.s(h.server.receive("E1", '4{"message":"?"}', h.now))
-    assert events[-1] == CloseConnection("E1", "protocol error")
+    assert events[-1] == CloseEngine(eio_sid="E1", reason="protocol error")
 
 
 def test_packets_for_a_namespace_not_joined_are_ignored(h):
@@ -467,15 +466,15 @@ def test_packets_for_a_namespace_not_joined_are_ignored(h):
 
 
 def test_connect_timeout(h):
-    h.s(h.server.connection_opened("X", 0.0))
+    h.s(h.server.engine_opened("X", 0.0))
     assert h.server.next_deadline() == 45.0
     assert h.server.tick(44.9) == []
-    assert h.server.tick(45.0) == [CloseConnection("X", "connect timeout")]
+    assert h.server.tick(45.0) == [CloseEngine(eio_sid="X", reason="connect timeout")]
 
 
 def test_messages_after_close_are_ignored(h):
     assert h.server.receive("nobody", "0", 0.0) == []
-    assert h.server.connection_closed("nobody", "transport close", 0.0) == []
+    assert h.server.engine_closed("nobody", "transport close", 0.0) == []
 
 
 # --- reconnection ----------------------------------------------------------------------------------
@@ -626,9 +625,9 @@ def test_connect_error_as_a_string_from_python_socketio(h):
 def pending_connection(**options) -> tuple[ServerCore, str, str]:
     """A server core with connection E1 whose CONNECT to "/" waits for accept/refuse."""
     server = ServerCore(rng=random.Random(1), **options)
-    server.connection_opened("E1", 0.0)
+    server.engine_opened("E1", 0.0)
     (request,) = server.receive("E1", "0", 0.0)
-    assert isinstance(request, ConnectRequested)
+    assert isinstance(request, ConnectReceived)
     return server, "E1", request.sid
 
 
@@ -639,7 +638,7 @@ def test_packets_right_behind_a_connect_are_held_until_it_is_accepted():
     assert server.receive(eio, '21["echo","x"]', 0.0) == []
     assert server.receive(eio, '22["echo","y"]', 0.0) == []
     assert server.accept(eio) == [
-        SendTo(eio, ('0{"sid":"%s"}' % sid,)),
+        Send(eio_sid=eio, messages=('0{"sid":"%s"}' % sid,)),
         EventReceived("/", sid, "echo", ("x",), 1),
         EventReceived("/", sid, "echo", ("y",), 2),
     ]
@@ -648,7 +647,7 @@ def test_packets_right_behind_a_connect_are_held_until_it_is_accepted():
 def test_packets_behind_a_refused_connect_are_dropped_with_it():
     server, eio, sid = pending_connection()
     server.receive(eio, '21["echo","x"]', 0.0)
-    assert server.refuse(eio, "/", "no") == [SendTo(eio, ('4{"message":"no"}',))]
+    assert server.refuse(eio, "/", "no") == [Send(eio_sid=eio, messages=('4{"message":"no"}',))]
     assert server.receive(eio, '22["echo","y"]', 0.0) == []   # not joined: ignored
 
 
@@ -656,7 +655,7 @@ def test_a_held_disconnect_ends_the_socket_and_what_follows_is_ignored():
     server, eio, sid = pending_connection()
     server.receive(eio, "1", 0.0)
     server.receive(eio, '21["echo","x"]', 0.0)
-    assert server.accept(eio) == [SendTo(eio, ('0{"sid":"%s"}' % sid,)),
+    assert server.accept(eio) == [Send(eio_sid=eio, messages=('0{"sid":"%s"}' % sid,)),
                                   Disconnected("/", sid, "client namespace disconnect")]
 
 
@@ -664,7 +663,7 @@ def test_the_hold_is_bounded():
     server, eio, sid = pending_connection(max_held_packets=2)
     server.receive(eio, '2["a"]', 0.0)
     server.receive(eio, '2["b"]', 0.0)
-    assert server.receive(eio, '2["c"]', 0.0) == [CloseConnection(eio, "protocol error")]
+    assert server.receive(eio, '2["c"]', 0.0) == [CloseEngine(eio_sid=eio, reason="protocol error")]
     assert server.accept(eio) == []
 
 
@@ -680,10 +679,10 @@ def test_emits_and_rooms_from_the_connect_handler_follow_the_connect_answer():
     ack_id, reached, outputs = server.emit_with_acks("ready?", [], to=sid, timeout=5.0, now=0.0)
     assert (ack_id, reached, outputs) == (0, [sid], [])
     assert server.accept(eio) == [
-        SendTo(eio, ('0{"sid":"%s"}' % sid,)),
-        SendTo(eio, ('2["welcome","you"]',)),
-        SendTo(eio, ('2["news","lobby"]',)),
-        SendTo(eio, ('20["ready?"]',)),
+        Send(eio_sid=eio, messages=('0{"sid":"%s"}' % sid,)),
+        Send(eio_sid=eio, messages=('2["welcome","you"]',)),
+        Send(eio_sid=eio, messages=('2["news","lobby"]',)),
+        Send(eio_sid=eio, messages=('20["ready?"]',)),
     ]
     assert server.rooms(sid) == [sid, "lobby"]
     assert server.receive(eio, "30[true]", 0.0) == [AckReceived("/", sid, 0, (True,))]
@@ -694,7 +693,7 @@ def test_emits_kept_for_a_refused_connect_are_reported_undelivered():
     server.emit("welcome", [], to=sid)
     server.emit_with_acks("ready?", [], to=sid, timeout=5.0, now=0.0)
     assert server.refuse(eio) == [
-        SendTo(eio, ('4{"message":"Connection rejected by server"}',)),
+        Send(eio_sid=eio, messages=('4{"message":"Connection rejected by server"}',)),
         Undelivered("/", sid, "connection refused"),
         Undelivered("/", sid, "connection refused"),
         AckCancelled("/", sid, 0, "connection refused"),
