@@ -9,7 +9,7 @@ and because an error answer must be producible even when the request could not b
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Iterable, Sequence
 

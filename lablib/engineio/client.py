@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from .. import websocket
 from ..errors import ConnectionClosed, EngineIOError, HandshakeError, LablibError, LocalProtocolError
-from ..http import HTTPConnection
+from ..http import HTTPConnection, Response
 from . import http_compression
 from .client_session import ClientSession, EngineClientState
 from .packets import RECORD_SEPARATOR, Packet, encode_packet, encode_payload

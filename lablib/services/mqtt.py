@@ -223,7 +223,7 @@ def amqtt_python(install: bool = True) -> Path:
     if (target / ".complete").exists():
         return python
     if not install:
-        raise BrokerUnavailable(f"amqtt is not installed: run `python -m lablib.services.mqtt install`")
+        raise BrokerUnavailable("amqtt is not installed: run `python -m lablib.services.mqtt install`")
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / f".{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)         # two processes must not build it at once
