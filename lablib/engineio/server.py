@@ -1,12 +1,11 @@
-"""The asyncio Engine.IO v4 server: sockets and timers around the sans-I/O core.
+"""The asyncio Engine.IO v4 server: sockets, HTTP and timers around the sans-I/O core.
 
-Every protocol decision is taken by :class:`~lablib.engineio.server_core.EngineServerCore` (which
-request gets which answer) and :class:`~lablib.engineio.server_session.ServerSession` (what a session
-does next).  This driver only moves bytes and time: it parses HTTP requests with h11
-(:class:`lablib.http.RequestParser`), hands each request to the core, writes what the core
-answers, runs the sessions' timers, hands a connection whose request asks for a WebSocket
-over to lablib's WebSocket driver (:class:`lablib.websocket.aio.WebSocket`), and tells the
-application what happened (``connect``, ``message``, ``disconnect``)::
+:class:`~lablib.engineio.server_core.EngineServerCore` decides which request gets which answer,
+and :class:`~lablib.engineio.server_session.ServerSession` what a session does next; this driver
+only moves bytes and time.  It reads HTTP requests with h11 (:class:`lablib.http.RequestParser`),
+hands each one to the core and writes the answer, runs the sessions' timers, hands a connection
+that upgrades over to lablib's WebSocket driver (:class:`lablib.websocket.aio.WebSocket`), and
+calls the application's ``connect``, ``message`` and ``disconnect`` handlers::
 
     server = Server(ping_interval=25000, ping_timeout=20000)
 
@@ -17,54 +16,8 @@ application what happened (``connect``, ``message``, ``disconnect``)::
     async with serve(server, "127.0.0.1", 0) as srv:
         print(srv.port)
 
-The flow of one long-polling request
-------------------------------------
-1. A TCP connection is accepted (a :class:`_TCPConnection`, the asyncio protocol that
-   collects its bytes); :meth:`Server._serve_connection` reads them and feeds the
-   :class:`~lablib.http.RequestParser` until a whole request (head and body) is there.
-   One request at a time per connection (HTTP/1.1 keep-alive, no pipelining in parallel).
-2. ``core.handle_request(request, now)`` returns a :class:`RequestResult`: a ``reply`` and
-   the session's ``outputs``.  The driver *applies* the outputs (:meth:`Server._apply`):
-   actions first (answer a GET held elsewhere, write WebSocket frames), then the events
-   for the application (``message`` handlers run here, in order).
-3. ``reply`` is an :class:`HTTPReply` (a POST's ``ok``, a handshake's open packet, an error
-   JSON) - written at once - or :class:`HoldPoll`: the GET waits.  The driver parks an
-   ``asyncio.Future`` on the session's link and keeps reading the socket, so it notices a
-   client that goes away (then ``session.poll_aborted(now)``).
-4. Later, anything that gives the session packets - ``server.send()``, the heartbeat timer's
-   ping, a close - makes the session output ``AnswerPoll(packets)``; applying it resolves the
-   future with the 200 answer, and the waiting connection writes it.
-5. The parser is reset for the next request on the same connection (keep-alive).
-
-The flow of one upgrade
------------------------
-1. The client, already polling with sid ``S``, opens a second TCP connection and sends
-   ``GET /engine.io/?EIO=4&transport=websocket&sid=S`` with ``Upgrade: websocket``.
-2. The core answers :class:`AcceptWebSocket` (the session is now PROBING).  The driver runs
-   lablib's RFC 6455 checks on the request (a sans-I/O ``Connection(Role.SERVER)`` is given
-   the parsed request), writes the ``101 Switching Protocols`` and hands the TCP connection
-   over to lablib's WebSocket driver (:meth:`WebSocket.adopt
-   <lablib.websocket.aio.WebSocket.adopt>`): from then on the event loop feeds the bytes to
-   it, and :meth:`Server._run_websocket` takes its messages one by one.
-3. Each WebSocket message goes to ``session.receive_websocket_message``: ``2probe`` makes the
-   session output ``SendWebSocket(3probe)`` and ``AnswerPoll(noop)`` (the held GET returns
-   ``6``, the client pauses polling); ``5`` makes it output ``Upgraded`` and the buffered
-   packets as ``SendWebSocket``: the session now lives on the WebSocket, and a GET with its
-   sid is refused (400, code 3).
-
-Timers: one task (:class:`lablib._timers.Timers`) sleeps until ``core.next_deadline()`` and
-calls ``core.tick(loop.time())`` (pings, ping timeouts, upgrade and close timeouts).  Only a
-deadline that moves *earlier* than the one it sleeps until wakes it (see :meth:`Server._apply`);
-one that moves later or goes away just makes it tick once for nothing.
-
-Limits: request heads (``max_request_size``), bodies and WebSocket messages (``max_payload``),
-a request must arrive within ``request_timeout`` seconds, packets waiting for a client that
-does not poll (``max_buffered_packets``, in the core), the WebSocket closing handshake
-(``close_timeout``).  A failure never reaches the peer as a traceback: it is logged, and the
-peer gets the core's answer (never a 5xx for anything a peer can send; a bare 500 only for a
-bug of ours or a failing route handler).  After an error answer (400, 413, 431, ...) the
-connection ends with a *lingering close*: FIN, then what the peer still sends is read and
-dropped (at most ``close_timeout`` seconds, 16 MiB), so the answer is not lost to a reset.
+How a long-polling request and an upgrade go through this driver, when its timer wakes up, its
+limits and its lingering close are told in ``docs/architecture.md``.
 """
 
 from __future__ import annotations

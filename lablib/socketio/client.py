@@ -1,25 +1,12 @@
 """asyncio Socket.IO v5 client: ``sio = AsyncClient(); await sio.connect("http://127.0.0.1:5000")``.
 
-A thin driver of the sans-I/O :class:`~lablib.socketio.client_core.ClientCore` on top of
-lablib's Engine.IO client (:class:`lablib.engineio.client.AsyncClient`, path ``/socket.io/``).  The
-core decides everything Socket.IO (which packets to send, which namespace is connected, when to
-reconnect and after how long); this module only carries its outputs out::
-
-    Send(messages)      -> the Engine.IO client's send(), one message after the other
-    OpenEngine()        -> a new Engine.IO Client().connect(url, transports, path="/socket.io/")
-    CloseEngine(reason) -> let the last messages out, then disconnect that Engine.IO client
-    Connected, EventReceived, Disconnected, Reconnect*, ...  -> the application's handlers
-
-and it feeds the core what happens below (``engine_opened``, ``engine_failed``,
-``engine_closed``, ``receive``) and the time (``tick``), always with the loop's clock.
-
-The API is python-socketio's ``AsyncClient``, so that notebook cells can show both side by side::
+A thin driver of the sans-I/O :class:`~lablib.socketio.client_core.ClientCore` over lablib's
+Engine.IO client (:class:`lablib.engineio.client.AsyncClient`, path ``/socket.io/``): the core
+decides everything Socket.IO (what to send, which namespace is connected, when to reconnect and
+after how long); this module carries out its outputs and runs the application's handlers.  The
+API is python-socketio's ``AsyncClient``, so notebook cells can show both side by side::
 
     sio = AsyncClient(rng=random.Random(1))
-
-    @sio.event
-    async def connect():                  # namespace "/" is connected
-        ...
 
     @sio.on("chat", namespace="/room")
     async def chat(text, picture):        # one parameter per argument of the event
@@ -30,37 +17,11 @@ The API is python-socketio's ``AsyncClient``, so that notebook cells can show bo
     answer = await sio.call("ping", 1, timeout=5)      # waits for the ack
     await sio.disconnect()
 
-Connecting, acks, reconnection (socket.io-client's backoff) and buffering while disconnected are
-told step by step in ``docs/architecture.md``.
-
-**Events the application can handle** (``@sio.on(name)`` or ``@sio.event``)::
-
-    per namespace       connect()  disconnect(reason)  connect_error(data)  any server event
-                        "*" catches every event without a handler of its own: handler(event, *args)
-    the connection      reconnect_attempt(attempt)  reconnect(attempt)  reconnect_error(error)
-    (no namespace)      reconnect_failed()           -- socket.io-client's Manager events
-
-Handlers run one at a time, in the order things happened, in one task of the client; a handler
-may ``emit``, ``call`` and ``disconnect``, but must not ``await sio.wait()``.  ``max_queue``
-bounds the events waiting for their handler (the Engine.IO reading pauses meanwhile), so a
-handler waiting for an ack while that many server events pile up behind it waits for its
-timeout.  The reconnection delays the core drew are kept in :attr:`AsyncClient.reconnect_delays_ms`.
-
-Differences from python-socketio's AsyncClient (it is a peer; the authority is the protocol and
-socket.io-client):
-
-* the backoff is socket.io-client's (python-socketio caps before the jitter and draws an
-  absolute jitter of +-``randomization_factor`` seconds);
-* emits while reconnecting are buffered and sent after reconnecting (python-socketio raises
-  BadNamespaceError); an emit before ``connect()``, after the client ended, or on a namespace
-  never connected raises :class:`~lablib.errors.LocalProtocolError`;
-* a CONNECT without auth is ``0`` (python-socketio sends ``0{}``);
-* ``connect_error`` always receives a dict ``{"message": ...[, "data": ...]}`` (python-socketio
-  passes a bare string when Engine.IO fails);
-* a ``call`` whose connection dies raises :class:`ConnectionError` at once (python-socketio
-  waits for the timeout);
-* the initial connection, like python-socketio's (``retry=False``), is not retried: a failure
-  raises.  socket.io-client would reconnect.
+Handlers per namespace: ``connect()``, ``disconnect(reason)``, ``connect_error(data)``, any
+server event, and ``"*"`` (``handler(event, *args)``) for an event without one of its own; of
+the connection: ``reconnect_attempt``, ``reconnect``, ``reconnect_error``, ``reconnect_failed``.
+How the driver carries out the core's outputs and runs the handlers, and where it differs from
+python-socketio's client, are told in ``docs/architecture.md``.
 """
 
 from __future__ import annotations

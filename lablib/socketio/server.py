@@ -1,9 +1,10 @@
 """The asyncio Socket.IO v5 server: lablib's Engine.IO server below, the sans-I/O core inside.
 
-This module holds no protocol logic.  :class:`~lablib.socketio.server_core.ServerCore` decides
-everything (which packet a CONNECT gets, who receives a broadcast, when an ack has timed out);
-:class:`~lablib.engineio.server.Server` carries the messages (long-polling, WebSocket, the
-upgrade, heartbeats).  The driver connects the two and runs the application's handlers::
+:class:`~lablib.socketio.server_core.ServerCore` decides everything Socket.IO (which packet a
+CONNECT gets, who receives a broadcast, when an ack has timed out) and
+:class:`~lablib.engineio.server.Server` carries the messages; this driver connects the two and
+runs the application's handlers.  Its API follows python-socketio's ``AsyncServer`` (``emit``,
+``call``, ``send``, rooms, sessions), so notebooks can put the two side by side::
 
     sio = Server()
 
@@ -19,38 +20,9 @@ upgrade, heartbeats).  The driver connects the two and runs the application's ha
     async with serve(sio, "127.0.0.1", 0) as server:
         print(server.port)
 
-The API follows python-socketio's ``AsyncServer`` (``emit``, ``call``, ``send``, rooms,
-sessions) so notebooks can put the two side by side; the differences are listed at the end.
-
-How one event flows through the driver (the Engine.IO message, the core's outputs, the per-client
-worker that runs the handlers in order, the timer) and where its queues are bounded is told in
-``docs/architecture.md``.
-
-Differences from python-socketio's AsyncServer
-----------------------------------------------
-* Times of the Engine.IO layer are milliseconds, as in :mod:`lablib.engineio` and on the
-  wire (``ping_interval=25000``); python-socketio takes seconds.  ``call(timeout=)`` is
-  seconds in both.
-* The connect handler gets the Engine.IO handshake's :class:`lablib.http.Request`, not a
-  WSGI/ASGI ``environ``, and ``auth`` exactly as sent: python-socketio's client sends ``{}``
-  when it has no auth, which python-socketio's server turns into None.
-* Disconnect reasons are the reference (Node) server's strings ("client namespace disconnect",
-  "server namespace disconnect", "transport close", "ping timeout", "server shutting down",
-  ...); python-socketio has its own ("client disconnect", "server disconnect", ...).
-* Handlers of one client run in order, one at a time (see ``docs/architecture.md``).
-* ``enter_room``/``leave_room``/``close_room`` act at once, and may also be awaited (their
-  result is awaitable), so ``await sio.enter_room(...)`` from python-socketio code works.
-* ``await sio.disconnect(sid)`` sends the DISCONNECT and queues the disconnect handler on the
-  client's worker; it does not wait for the handler to run.
-* ``call()`` to a sid that is not connected, or whose client disconnects while we wait,
-  raises :class:`DisconnectedError` at once (python-socketio waits for the timeout); so does
-  a ``call()`` from a connect handler to its own client, which cannot answer before the
-  handler has accepted it (``emit`` with ``callback`` works).
-* A broadcast never waits for a member and drops one that falls ``max_write_buffer`` behind;
-  python-socketio queues without bound.  An emit with ``callback`` to a room sends one packet
-  with one ack id (Node does the same); python-socketio numbers each member's copy.
-* A namespace catch-all handler (``namespace="*"``) and class-based namespaces are not
-  offered; the event catch-all ``@sio.on("*")`` (``handler(event, sid, *args)``) is.
+``docs/architecture.md`` tells how one event flows through this driver, where its queues are
+bounded, and where it behaves differently from python-socketio (Engine.IO times in
+milliseconds, the Node server's disconnect reasons, one handler at a time per client, ...).
 """
 
 from __future__ import annotations

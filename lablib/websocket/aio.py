@@ -1,50 +1,19 @@
-"""The asyncio driver shared by :mod:`.client` and :mod:`.server`.
+"""The asyncio driver under :mod:`.client` and :mod:`.server`: one :class:`WebSocket` per connection.
 
-It holds no protocol logic: bytes from the socket go into the sans-I/O
-:class:`~lablib.websocket.connection.Connection`, the events that come out are handed to the
-application, and the bytes the connection produces go back to the socket.  What a sans-I/O core
-cannot do itself lives here too: timers (keepalive pings, the close timeout) and flow control.
+It holds no protocol logic: the bytes the event loop reads go into the sans-I/O
+:class:`~lablib.websocket.connection.Connection`, the messages that come out wait in a bounded
+queue for :meth:`WebSocket.recv`, and the bytes the connection produces go to the transport.
+It also does what a sans-I/O core cannot: timers (keepalive pings, the close timeout) and flow
+control.  :func:`~lablib.websocket.client.connect` and :func:`~lablib.websocket.server.serve`
+create it; the Engine.IO server hands it connections it has upgraded (:meth:`WebSocket.adopt`)::
 
-Why an asyncio protocol and not streams
----------------------------------------
+    async with connect("ws://127.0.0.1:8765/") as ws:     # ws is a WebSocket
+        await ws.send("hi")
+        print(await ws.recv())
 
-asyncio can hand us a connection in two shapes.  With *streams* (``StreamReader``) some task
-must ``await reader.read()`` in a loop, and every message then takes several trips through the
-event loop: the socket wakes the reader task, the reader task parses and wakes ``recv()``,
-``recv()`` wakes the handler.  With a *protocol*, the event loop calls our methods directly:
-
-- :meth:`WebSocket.data_received` runs the moment bytes arrive.  It parses them, writes the
-  automatic answers (pongs, the close echo) at once, and puts each message in a queue; if a
-  ``recv()`` is waiting, it resolves that ``recv()``'s future.
-- The waiting ``recv()`` runs in the very next loop iteration and returns the message.
-
-So an echo handler (``async for m in ws: await ws.send(m)``) costs two loop iterations per
-message, and there is no reader task at all.  ``send()`` writes straight into the transport:
-the transport tries the socket at once and buffers what the kernel did not take.
-
-We are in fact an :class:`asyncio.BufferedProtocol`: the event loop asks us for a buffer
-(:meth:`WebSocket.get_buffer`) and reads the socket into it.  We hand it the same 64 KiB each
-time; a plain protocol would get a new 256 KiB ``bytes`` per read instead, which the C library
-maps in and out of memory with three extra system calls per message.  That 64 KiB is one buffer
-per event loop, shared by all its connections: the loop calls ``get_buffer()``, reads into the
-buffer and calls ``buffer_updated()`` back to back, and ``buffer_updated()`` copies the bytes
-out before returning, so no two connections ever use it at once.  An idle connection then
-holds no read buffer at all (a buffer per connection cost 64 KiB of memory each).
-
-Where backpressure happens
---------------------------
-
-*Receiving.*  At most ``max_queue`` messages wait for :meth:`WebSocket.recv`.  When the queue
-is full we call ``transport.pause_reading()``: the event loop stops reading the socket, the
-kernel's receive buffer fills up, TCP's window closes, and the peer's ``send()`` slows down.
-When ``recv()`` has taken the queue down to a quarter of ``max_queue`` we call
-``resume_reading()``.  Bytes already read when the queue filled up may hold a few more messages;
-they wait in a small backlog, in order, and ``recv()`` refills the queue from it first.
-
-*Sending.*  The transport buffers what the socket cannot take yet.  When that buffer grows past
-its high-water mark the transport calls our :meth:`WebSocket.pause_writing`, and
-:meth:`WebSocket.resume_writing` once it has drained.  ``send()`` awaits only while writing is
-paused; otherwise it returns without giving the event loop a turn.
+Why it is an :class:`asyncio.BufferedProtocol` and not streams, the one read buffer an event
+loop's connections share, and how receiving (a bounded queue and a small backlog) and sending
+apply backpressure are told in ``docs/architecture.md``.
 """
 
 from __future__ import annotations
