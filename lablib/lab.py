@@ -12,20 +12,31 @@ why the answer is wrong and raises ``AssertionError`` (so nbval and the student 
 Values that change from run to run (the session ids python-socketio draws from ``os.urandom``,
 ephemeral ports) are shown as ``<sid>`` and ``<port>`` by :func:`hide_random` and
 :func:`for_display`, so stored outputs re-run identical.
+
+Chapter 03 sends servers bytes no well-behaved client would send, over a raw TCP socket:
+:func:`raw_exchange` does the opening handshake by hand, writes the bytes, reads the frames the
+server answers until it closes TCP, and probes a server that stays silent; :func:`verdict` says
+in a few words what the server did.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 import re
-from typing import Any, Callable
+import struct
+from typing import Any, Callable, NamedTuple
 
 import websockets
 
 from .errors import ConnectionClosed
+from .websocket.frames import (NEED_DATA, Frame, FrameParser, Opcode, encode_frame,
+                               parse_close_payload)
+from .websocket.handshake import ClientHandshake
 
-__all__ = ["SideBySide", "check", "for_display", "hide_random", "until", "ws_echo"]
+__all__ = ["PROBE", "RawExchange", "SideBySide", "check", "close_of", "first_close", "for_display",
+           "hide_random", "raw_exchange", "until", "verdict", "ws_drain", "ws_echo"]
 
 #: A session id (20 URL-safe base64 characters) after ``sid=``, ``"sid":"`` or ``sid ``.
 SID = re.compile(r'(sid=|"sid":"|sid )[A-Za-z0-9_-]{20}')
@@ -99,9 +110,123 @@ async def ws_echo(ws) -> None:
         pass
 
 
+async def ws_drain(ws) -> None:
+    """A WebSocket handler that reads and drops every message, for ``websockets``' server and
+    for lablib's alike; the peer closing the connection ends it quietly."""
+    try:
+        async for _ in ws:
+            pass
+    except (websockets.ConnectionClosed, ConnectionClosed):
+        pass
+
+
 async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     """Wait until ``condition()`` is true (checked every 10 ms), at most ``timeout`` seconds
     (then ``TimeoutError``)."""
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.01)
+
+
+# --- a raw WebSocket client, for servers that must fail the connection (chapter 03) -----------
+
+def _probe() -> bytes:
+    rng = random.Random(42)
+    return (encode_frame(Opcode.PING, b"probe", masking_key=rng.randbytes(4))
+            + encode_frame(Opcode.CLOSE, struct.pack("!H", 1000) + b"probe",
+                           masking_key=rng.randbytes(4)))
+
+
+#: What :func:`raw_exchange` sends to a server that stayed silent: a ping ``b"probe"``, then a
+#: close frame (1000, ``"probe"``), masked with keys from ``random.Random(42)`` (§5.3).
+PROBE = _probe()
+
+
+class RawExchange(NamedTuple):
+    """What a server sent back to :func:`raw_exchange`, and how the TCP connection ended."""
+
+    #: The frames the server sent in answer to the bytes, until it closed TCP or went quiet.
+    answer: list[Frame]
+    #: The frames answering :data:`PROBE`; None: no probe was sent (the server answered).
+    probe_answer: list[Frame] | None
+    #: How TCP ended: ``"FIN"`` (the server closed), ``"RST"`` (reset) or ``"timeout"``.
+    ending: str
+
+
+async def _read_until_eof(reader: asyncio.StreamReader, parser: FrameParser,
+                          timeout: float) -> tuple[list[Frame], str]:
+    """The frames the server sends until it closes TCP (``"FIN"``), resets it (``"RST"``), or
+    ``timeout`` seconds pass (``"timeout"``)."""
+    frames: list[Frame] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while chunk := await reader.read(65536):
+                frames += parser.receive_data(chunk)
+        return frames, "FIN"
+    except TimeoutError:
+        return frames, "timeout"
+    except ConnectionResetError:
+        return frames, "RST"
+
+
+async def raw_exchange(port: int, data: bytes, *, host: str = "127.0.0.1", wait: float = 1.0,
+                       timeout: float = 3.0, rng: random.Random | None = None) -> RawExchange:
+    """Open a TCP connection to a WebSocket server, do the opening handshake by hand (§4.1) and
+    write ``data`` (frames, any bytes at all); read what the server answers until it closes TCP.
+
+    If the server sends nothing within ``wait`` seconds, it has not failed the connection (yet):
+    :data:`PROBE` is sent to see how it treats the connection now, and its answer is read for at
+    most ``timeout`` seconds.  The handshake's Sec-WebSocket-Key comes from ``rng`` (None: a fresh
+    ``random.Random(13)``, so every exchange sends the same request).  The server's frames are
+    parsed unmasked, as a client receives them (§5.1)::
+
+        exchange = await raw_exchange(server.port, encode_frame(0x3, b"x", masking_key=key))
+        verdict(exchange)     # "1002 'reserved opcode 0x3'"
+    """
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        handshake = ClientHandshake(host=f"{host}:{port}",
+                                    rng=rng if rng is not None else random.Random(13))
+        writer.write(handshake.request_bytes())
+        while handshake.receive_data(await reader.read(4096)) is NEED_DATA:
+            pass
+        parser = FrameParser(mask_required=False)
+        parser.feed(handshake.trailing_data)
+        writer.write(data)
+        await writer.drain()
+        answer, ending = await _read_until_eof(reader, parser, wait)
+        probe_answer = None
+        if ending == "timeout" and not answer:
+            writer.write(PROBE)
+            await writer.drain()
+            probe_answer, ending = await _read_until_eof(reader, parser, timeout)
+        return RawExchange(answer, probe_answer, ending)
+    finally:
+        writer.close()
+
+
+def first_close(frames: list[Frame]) -> tuple[int, str] | None:
+    """``(code, reason)`` of the first close frame among ``frames`` (None: there is none)."""
+    return next((parse_close_payload(f.payload) for f in frames if f.opcode is Opcode.CLOSE), None)
+
+
+def close_of(data: bytes) -> tuple[int, str] | None:
+    """``(code, reason)`` of the first close frame in ``data``, bytes a server sent (unmasked)."""
+    return first_close(FrameParser(mask_required=False).receive_data(data))
+
+
+def _describe_close(frames: list[Frame]) -> str:
+    close = first_close(frames)
+    return f"{close[0]} {close[1]!r}" if close else "no close frame"
+
+
+def verdict(exchange: RawExchange) -> str:
+    """What a server put on the wire in a :func:`raw_exchange`, in a few words: its close code
+    and reason (``"1002 'reserved opcode 0x3'"``), or, for a server that stayed silent, what the
+    probe got (``"silent; probe -> pong, then 1000 'probe'"``); an ending other than FIN is added
+    in parentheses."""
+    ending = "" if exchange.ending == "FIN" else f" ({exchange.ending})"
+    if exchange.probe_answer is None:
+        return _describe_close(exchange.answer) + ending
+    pong = "pong, then " if any(f.opcode is Opcode.PONG for f in exchange.probe_answer) else ""
+    return f"silent; probe -> {pong}{_describe_close(exchange.probe_answer)}" + ending
