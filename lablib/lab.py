@@ -35,8 +35,9 @@ from .websocket.frames import (NEED_DATA, Frame, FrameParser, Opcode, encode_fra
                                parse_close_payload)
 from .websocket.handshake import ClientHandshake
 
-__all__ = ["PROBE", "RawExchange", "SideBySide", "check", "close_of", "first_close", "for_display",
-           "hide_random", "raw_exchange", "until", "verdict", "ws_drain", "ws_echo"]
+__all__ = ["PROBE", "RawExchange", "SideBySide", "bytes_carried", "check", "close_of", "first_close",
+           "for_display", "hide_random", "raw_exchange", "settle", "until", "verdict", "ws_drain",
+           "ws_echo"]
 
 #: A session id (20 URL-safe base64 characters) after ``sid=``, ``"sid":"`` or ``sid ``.
 SID = re.compile(r'(sid=|"sid":"|sid )[A-Za-z0-9_-]{20}')
@@ -126,6 +127,25 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.01)
+
+
+
+async def settle(relay, quiet: float = 0.05, timeout: float = 5.0) -> None:
+    """Wait until ``relay`` (a :class:`~lablib.capture.relay.Relay`) has carried no chunk for
+    ``quiet`` seconds: the exchange through it is over.  At most ``timeout`` seconds (then
+    ``TimeoutError``)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            before = sum(len(c.chunks) for c in relay.capture)
+            await asyncio.sleep(quiet)
+            if sum(len(c.chunks) for c in relay.capture) == before:
+                return
+
+
+def bytes_carried(relay) -> tuple[int, int]:
+    """(client→server, server→client) bytes ``relay`` has carried so far, all its connections
+    together."""
+    return (sum(c.bytes_c2s for c in relay.capture), sum(c.bytes_s2c for c in relay.capture))
 
 
 # --- a raw WebSocket client, for servers that must fail the connection (chapter 03) -----------

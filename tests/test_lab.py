@@ -12,8 +12,8 @@ import struct
 
 import pytest
 
-from lablib.lab import (PROBE, RawExchange, SideBySide, check, close_of, first_close, for_display,
-                        hide_random, raw_exchange, until, verdict, ws_drain)
+from lablib.lab import (PROBE, RawExchange, SideBySide, bytes_carried, check, close_of, first_close,
+                        for_display, hide_random, raw_exchange, settle, until, verdict, ws_drain)
 from lablib.websocket import serve
 from lablib.websocket.frames import Frame, Opcode, apply_mask, encode_frame
 from lablib.websocket.handshake import accept_key, generate_key
@@ -292,3 +292,68 @@ def test_ws_drain_reads_everything_for_websockets_and_lablib_alike():
 
     assert run_guarded(scenario()) == ["silent; probe -> pong, then 1000 ''",
                                        "silent; probe -> pong, then 1000 'probe'"]
+
+
+# --- counting what a relay carried ----------------------------------------------------------------
+
+@dataclasses.dataclass
+class FakeConversation:
+    chunks: list = dataclasses.field(default_factory=list)
+    bytes_c2s: int = 0
+    bytes_s2c: int = 0
+
+
+class GrowingRelay:
+    """A relay stand-in whose capture gains one chunk each time it is looked at, ``busy`` times
+    (None: for ever)."""
+
+    def __init__(self, busy):
+        self.busy, self.looks, self.conversation = busy, 0, FakeConversation()
+
+    @property
+    def capture(self):
+        self.looks += 1
+        if self.busy is None or self.looks <= self.busy:
+            self.conversation.chunks.append(b"x")
+        return [self.conversation]
+
+
+def test_settle_returns_once_nothing_more_arrives():
+    relay = GrowingRelay(busy=4)
+    run_guarded(settle(relay, quiet=0))
+    assert len(relay.conversation.chunks) == 4
+
+
+def test_settle_times_out_on_a_relay_that_never_goes_quiet():
+    with pytest.raises(TimeoutError):
+        run_guarded(settle(GrowingRelay(busy=None), quiet=0, timeout=0.05))
+
+
+def test_bytes_carried_adds_up_every_connection():
+    class Relay:
+        capture = [FakeConversation(bytes_c2s=3, bytes_s2c=5), FakeConversation(bytes_c2s=10)]
+
+    assert bytes_carried(Relay()) == (13, 5)
+
+
+def test_bytes_carried_through_a_real_relay():
+    from lablib.capture.relay import Relay
+
+    async def echo(reader, writer):
+        writer.write(await reader.readexactly(3))
+        await writer.drain()
+        writer.close()
+
+    async def scenario():
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        try:
+            async with Relay("127.0.0.1", server.sockets[0].getsockname()[1]) as relay:
+                reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+                writer.write(b"abc")
+                assert await reader.readexactly(3) == b"abc"
+                writer.close()
+                return bytes_carried(relay)
+        finally:
+            server.close()
+
+    assert run_guarded(scenario()) == (3, 3)
