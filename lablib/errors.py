@@ -11,7 +11,7 @@ The hierarchy follows one rule: an error knows what the peer should be told.
 * A :class:`HandshakeError` carries the HTTP status (and extra headers) of the answer, an
   :class:`EngineIOError` the Engine.IO error JSON.
 * :class:`ConnectionClosed` is raised by the asyncio API when a connection is used after it
-  closed (the WebSocket *event* that reports a close is :class:`lablib.websocket.events.Closed`).
+  closed (the WebSocket *event* that reports a close is :class:`lablib.websocket.events.WebSocketClosed`).
 """
 
 from __future__ import annotations

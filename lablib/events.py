@@ -5,8 +5,10 @@ what happened (bytes that arrived, a call of the application, the time) and it r
 of *outputs*, in the order they must be handled:
 
 * an :class:`Event` is news for the application: a message arrived, the peer closed, an ack
-  came back.  Events that report something the peer sent are named ``…Received``
-  (``TextReceived``, ``MessageReceived``, ``EventReceived``).
+  came back.  An event that reports something the peer sent is named ``…Received``
+  (``TextReceived``, ``MessageReceived``, ``EventReceived``); one that reports a state reached
+  is named for it (``Accepted``, ``Upgraded``, ``Connected``, ``SessionClosed``), and MQTT's
+  acknowledgements keep the spec's word (``PublishAcknowledged``).
 * an :class:`Action` is work for the driver, the thin asyncio code around the core: answer this
   HTTP request, send these messages on the connection below, close it.
 

@@ -54,4 +54,3 @@ def test_both_socketio_cores_name_the_engine_the_same_way():
     assert repr(socketio_events.Send(("0",), eio_sid="E1")) == "Send(eio_sid='E1', messages=('0',))"
     assert repr(socketio_events.CloseEngine("parse error", eio_sid="E1")) == \
         "CloseEngine(eio_sid='E1', reason='parse error')"
-    assert socketio_events.CloseEngine() == socketio_events.CloseEngine("io client disconnect")

@@ -11,9 +11,9 @@ outputs are in :mod:`.events`), :mod:`.transport` names the transports, and
 
 from .packets import (BINARY_PREFIX, RECORD_SEPARATOR, OpenInfo, Packet, PacketType, decode_packet,
                       decode_payload, encode_packet, encode_payload)
-from .events import (Action, AnswerPoll, CloseWebSocket, Event, HoldPoll, MessageReceived, Opened,
-                     Output, PausePolling, PongReceived, RefuseRequest, SendPolling, SendWebSocket,
-                     SessionClosed, Upgraded, UpgradeAborted)
+from .events import (AnswerPoll, CloseWebSocket, HoldPoll, MessageReceived, Opened, PausePolling,
+                     PongReceived, RefuseRequest, SendPolling, SendWebSocket, SessionClosed,
+                     Upgraded, UpgradeAborted)
 from .transport import Transport
 from .server_session import EngineState, ServerSession
 from .client_session import ClientSession, EngineClientState
@@ -24,9 +24,9 @@ from .client import AsyncClient
 __all__ = [
     "BINARY_PREFIX", "RECORD_SEPARATOR", "OpenInfo", "Packet", "PacketType", "decode_packet",
     "decode_payload", "encode_packet", "encode_payload",
-    "Action", "AnswerPoll", "CloseWebSocket", "Event", "HoldPoll", "MessageReceived", "Opened",
-    "Output", "PausePolling", "PongReceived", "RefuseRequest", "SendPolling", "SendWebSocket",
-    "SessionClosed", "Upgraded", "UpgradeAborted",
+    "AnswerPoll", "CloseWebSocket", "HoldPoll", "MessageReceived", "Opened", "PausePolling",
+    "PongReceived", "RefuseRequest", "SendPolling", "SendWebSocket", "SessionClosed", "Upgraded",
+    "UpgradeAborted",
     "Transport", "EngineState", "ServerSession", "ClientSession", "EngineClientState",
     "AcceptWebSocket", "EngineServerCore", "HTTPReply", "RequestResult", "generate_sid",
     "Server", "serve", "AsyncClient",

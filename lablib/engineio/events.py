@@ -18,18 +18,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import EngineIOError
-from ..events import Action, Event, Output
+from ..events import Action, Event
 from .packets import OpenInfo, Packet
 
 __all__ = [
-    "Output", "Event", "Action",
     "MessageReceived", "PongReceived", "Opened", "Upgraded", "UpgradeAborted", "SessionClosed",
     "HoldPoll", "AnswerPoll", "RefuseRequest", "SendPolling", "PausePolling",
     "SendWebSocket", "CloseWebSocket",
 ]
 
 
-# --- events, both ends -----------------------------------------------------------------------
+# --- events ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
 class MessageReceived(Event):
@@ -38,7 +37,7 @@ class MessageReceived(Event):
 
 @dataclass(frozen=True, slots=True)
 class PongReceived(Event):
-    """The heartbeat is alive: the next ping goes out ``pingInterval`` from now."""
+    """Server: the client's pong arrived, the heartbeat is alive: the next ping goes out ``pingInterval`` from now."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +91,7 @@ class SendPolling(Action):
 
 @dataclass(frozen=True, slots=True)
 class PausePolling(Action):
-    """Send no new GET/POST; call :meth:`ClientSession.polling_paused` once none is in flight."""
+    """Send no new GET/POST; call :meth:`~lablib.engineio.client_session.ClientSession.polling_paused` once none is in flight."""
 
 
 # --- actions: WebSocket, both ends -------------------------------------------------------------

@@ -51,7 +51,7 @@ from ..errors import EngineIOError
 from ..http import Request, format_response, same_origin
 from . import http_compression as http_compression_
 from .packets import Packet, encode_payload
-from ..events import Output
+from ..events import Action, Output
 from .events import AnswerPoll, HoldPoll, RefuseRequest
 from .server_session import EngineState, ServerSession
 from .transport import Transport
@@ -62,8 +62,8 @@ TEXT_PLAIN = "text/plain; charset=UTF-8"  # polling bodies (polling.ts doWrite)
 
 
 @dataclass(frozen=True, slots=True)
-class HTTPReply:
-    """A complete HTTP answer: status, header fields (Content-Length included), body."""
+class HTTPReply(Action):
+    """Answer the request at once: a complete HTTP answer: status, header fields (Content-Length included), body."""
 
     status: int
     headers: tuple[tuple[str, str], ...]
@@ -77,7 +77,7 @@ class HTTPReply:
 
 
 @dataclass(frozen=True, slots=True)
-class AcceptWebSocket:
+class AcceptWebSocket(Action):
     """Complete the WebSocket handshake (RFC 6455 §4.2); the session then runs over it.
 
     ``close_at_once``: a WebSocket for a session that already has one (upgraded, or an upgrade
@@ -93,6 +93,14 @@ class AcceptWebSocket:
 
 @dataclass(frozen=True, slots=True)
 class RequestResult:
+    """What :meth:`EngineServerCore.handle_request` decided for one request.
+
+    ``reply`` is the driver's action for the request itself: answer it now (:class:`HTTPReply`),
+    hold it as the session's poll (:class:`~lablib.engineio.events.HoldPoll`), or complete the
+    WebSocket handshake (:class:`AcceptWebSocket`); ``outputs`` are the session's outputs that
+    came with it (a message in a POST, an answer to a poll held before).
+    """
+
     reply: HTTPReply | HoldPoll | AcceptWebSocket
     session: ServerSession | None = None
     outputs: tuple[Output, ...] = ()

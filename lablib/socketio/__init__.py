@@ -22,7 +22,11 @@ from .dedupe import Dedupe, OffsetDedupe
 from .server_core import ServerCore
 from .client_core import ClientCore, ManagerState, NamespaceState
 from .events import (IO_CLIENT_DISCONNECT, IO_SERVER_DISCONNECT, PARSE_ERROR, PING_TIMEOUT,
-                     TRANSPORT_CLOSE, TRANSPORT_ERROR)
+                     TRANSPORT_CLOSE, TRANSPORT_ERROR, AckCancelled, AckReceived, AckTimedOut,
+                     CloseEngine, ConnectError, Connected, ConnectReceived, Disconnected,
+                     EventReceived, OpenEngine, PersistSession, Reconnected, ReconnectAttempt,
+                     ReconnectError, ReconnectFailed, ReconnectScheduled, RestoreSession, Send,
+                     Undelivered)
 from .server import ConnectionRefusedError, DisconnectedError, Server, serve
 from .client import AsyncClient, ConnectionError, NamespaceRefusedError, TransportError
 
@@ -34,6 +38,10 @@ __all__ = [
     "ServerCore", "ClientCore", "ManagerState", "NamespaceState",
     "IO_SERVER_DISCONNECT", "IO_CLIENT_DISCONNECT", "PING_TIMEOUT", "TRANSPORT_CLOSE",
     "TRANSPORT_ERROR", "PARSE_ERROR",
+    "AckCancelled", "AckReceived", "AckTimedOut", "CloseEngine", "ConnectError", "Connected",
+    "ConnectReceived", "Disconnected", "EventReceived", "OpenEngine", "PersistSession",
+    "Reconnected", "ReconnectAttempt", "ReconnectError", "ReconnectFailed", "ReconnectScheduled",
+    "RestoreSession", "Send", "Undelivered",
     "Server", "serve", "ConnectionRefusedError", "DisconnectedError",
     "AsyncClient", "ConnectionError", "NamespaceRefusedError", "TransportError",
 ]

@@ -37,11 +37,12 @@ from ..engineio.client import AsyncClient as EngineIOClient
 from ..engineio.client_session import EngineClientState
 from ..errors import EngineIOError, HandshakeError, LablibError, LocalProtocolError
 from .client_core import ClientCore, ManagerState, NamespaceState
+from ..events import Output
 from .events import (IO_CLIENT_DISCONNECT, IO_SERVER_DISCONNECT, PING_TIMEOUT, TRANSPORT_CLOSE,
-                       TRANSPORT_ERROR, AckCancelled, AckReceived, AckTimedOut, CloseEngine, ConnectError,
-                       Connected, Disconnected, EventReceived, OpenEngine, Output,
-                       ReconnectAttempt, Reconnected, ReconnectError, ReconnectFailed,
-                       ReconnectScheduled, Send)
+                     TRANSPORT_ERROR, AckCancelled, AckReceived, AckTimedOut, CloseEngine,
+                     ConnectError, Connected, Disconnected, EventReceived, OpenEngine,
+                     ReconnectAttempt, Reconnected, ReconnectError, ReconnectFailed,
+                     ReconnectScheduled, Send)
 
 __all__ = [
     "AsyncClient", "ConnectionError", "NamespaceRefusedError", "TransportError", "MANAGER_EVENTS",

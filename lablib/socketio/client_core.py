@@ -18,7 +18,8 @@ Engine.IO connection when told to and reports what happens to it::
        Disconnected / ReconnectScheduled / ReconnectAttempt / Reconnected / ReconnectError /
        ReconnectFailed
 
-Engine states, as a table a reader can check against socket.io-client's ``Manager``::
+Manager states (:class:`ManagerState`, the one Engine.IO connection), as a table a reader can
+check against socket.io-client's ``Manager``::
 
     CLOSED          connect()                -> OpenEngine, OPENING
     OPENING         engine_opened            -> CONNECT each namespace, OPEN (+ Reconnected)
@@ -75,10 +76,11 @@ from .acks import AckDeadlines, AckIds, Acks, cancel_acks, event_data
 from .backoff import Backoff
 from .dedupe import OffsetDedupe
 from .packets import DEFAULT_MAX_ATTACHMENTS, Decoder, Packet, PacketType, encode
+from ..events import Output
 from .events import (IO_CLIENT_DISCONNECT, IO_SERVER_DISCONNECT, PARSE_ERROR, AckReceived,
-                       AckTimedOut, CloseEngine, ConnectError, Connected, Disconnected,
-                       EventReceived, OpenEngine, Output, ReconnectAttempt,
-                       Reconnected, ReconnectError, ReconnectFailed, ReconnectScheduled, Send)
+                     AckTimedOut, CloseEngine, ConnectError, Connected, Disconnected,
+                     EventReceived, OpenEngine, ReconnectAttempt, Reconnected, ReconnectError,
+                     ReconnectFailed, ReconnectScheduled, Send)
 
 __all__ = ["ClientCore", "ManagerState", "NamespaceState"]
 

@@ -33,12 +33,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ..events import Action, Event, Output
+from ..events import Action, Event
 
 __all__ = [
     "IO_SERVER_DISCONNECT", "IO_CLIENT_DISCONNECT", "PING_TIMEOUT", "TRANSPORT_CLOSE",
     "TRANSPORT_ERROR", "PARSE_ERROR",
-    "Output", "Event", "Action",
     "ConnectReceived", "Connected", "ConnectError", "EventReceived", "AckReceived",
     "AckTimedOut", "AckCancelled", "Disconnected", "Undelivered",
     "ReconnectScheduled", "ReconnectAttempt", "Reconnected", "ReconnectError", "ReconnectFailed",
@@ -270,7 +269,7 @@ class CloseEngine(Action):
     the core schedules it itself.
     """
 
-    reason: str = IO_CLIENT_DISCONNECT
+    reason: str
     eio_sid: str | None = field(default=None, kw_only=True)
 
     def __repr__(self) -> str:

@@ -46,9 +46,10 @@ from .acks import event_data
 from .adapter import Adapter, InMemoryAdapter
 from .local import LocalNamespace
 from .packets import DEFAULT_MAX_ATTACHMENTS, Packet, PacketType
+from ..events import Output
 from .events import (AckCancelled, AckReceived, AckTimedOut, CloseEngine, ConnectReceived,
-                       Disconnected, EventReceived, Output, PersistSession, RestoreSession,
-                       Send, Undelivered)
+                     Disconnected, EventReceived, PersistSession, RestoreSession, Send,
+                     Undelivered)
 from .recovery import AsyncSessionStore, RecoveryOptions
 from .server_cluster import ClusterMixin
 from .server_core import DEFAULT_MAX_HELD_PACKETS, DEFAULT_REFUSAL, ServerCore

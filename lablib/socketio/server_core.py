@@ -90,9 +90,9 @@ from .adapter import Adapter, InMemoryAdapter
 from .recovery import (RECOVERABLE_DISCONNECT_REASONS, InMemorySessionStore, RecoveryOptions,
                        Session, SessionStore)
 from .packets import DEFAULT_MAX_ATTACHMENTS, Decoder, Packet, PacketType, encode
-from .events import (AckReceived, AckTimedOut, CloseEngine, ConnectReceived,
-                       Disconnected, EventReceived, Output, PersistSession, RestoreSession,
-                       Send, Undelivered)
+from ..events import Output
+from .events import (AckReceived, AckTimedOut, CloseEngine, ConnectReceived, Disconnected,
+                     EventReceived, PersistSession, RestoreSession, Send, Undelivered)
 from .recovery import Restored
 
 __all__ = ["ServerCore", "INVALID_NAMESPACE", "DEFAULT_REFUSAL"]

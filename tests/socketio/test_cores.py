@@ -12,10 +12,11 @@ from lablib.errors import LocalProtocolError
 from lablib.socketio.backoff import backoff_delay
 from lablib.socketio.client_core import ClientCore, ManagerState, NamespaceState
 from lablib.socketio.events import (AckCancelled, AckReceived, AckTimedOut, CloseEngine,
-                                    ConnectError, Connected, ConnectReceived, Disconnected, Event,
+                                    ConnectError, Connected, ConnectReceived, Disconnected,
                                     EventReceived, OpenEngine, ReconnectAttempt, Reconnected,
                                     ReconnectError, ReconnectFailed, ReconnectScheduled, Send,
                                     Undelivered)
+from lablib.events import Event
 from lablib.socketio.server_core import ServerCore
 
 
