@@ -22,7 +22,7 @@ import logging
 import random
 from collections import deque
 from typing import Any, Callable, Iterable, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from .. import websocket
 from ..errors import ConnectionClosed, EngineIOError, HandshakeError, LablibError, LocalProtocolError
@@ -85,6 +85,7 @@ class AsyncClient:
 
     def _reset(self) -> None:
         self._host, self._port, self._path = "", 0, "/engine.io/"
+        self._query = ""   #: the URL's own query, "a=1&" (see _own_query)
         self._headers: list[tuple[str, str]] = []
         self._get: HTTPConnection | None = None
         self._post: HTTPConnection | None = None
@@ -135,6 +136,9 @@ class AsyncClient:
                       headers: Sequence[tuple[str, str]] | None = None) -> None:
         """Open a session with the server at ``url`` (``http://host:port``; ``ws://`` too).
 
+        A query in ``url`` (``?token=...``) goes with every request, before the protocol's own
+        parameters, as engine.io-client sends it.
+
         ``transports``: ``["polling"]``, ``["websocket"]`` or both (the default: polling, then
         the upgrade).  Returns when the session is open and any upgrade has settled.  A refused
         handshake raises :class:`~lablib.errors.EngineIOError` (the server's error JSON) or
@@ -152,6 +156,7 @@ class AsyncClient:
         self.disconnect_reason = None
         self._host, self._port = parts.hostname, parts.port or 80
         self._path = "/" + path.strip("/") + "/"
+        self._query = _own_query(parts.query)
         self._headers = list(headers or [])
         loop = asyncio.get_running_loop()
         polling = "polling" in transports
@@ -281,7 +286,7 @@ class AsyncClient:
 
     def _polling_target(self) -> str:
         """``/engine.io/?EIO=4&transport=polling[&sid=...]&t=...`` (engine.io-client's order)."""
-        query = "EIO=4&transport=polling"
+        query = self._query + "EIO=4&transport=polling"
         if self.sid:
             query += f"&sid={self.sid}"
         t = self._t_prefix + "." + _base36(self._t_counter)
@@ -403,7 +408,7 @@ class AsyncClient:
     # --- the WebSocket -----------------------------------------------------------------------------
 
     def _websocket_uri(self) -> str:
-        query = "EIO=4&transport=websocket" + (f"&sid={self.sid}" if self.sid else "")
+        query = self._query + "EIO=4&transport=websocket" + (f"&sid={self.sid}" if self.sid else "")
         return f"ws://{self._host}:{self._port}{self._path}?{query}"
 
     async def _connect_websocket(self):
@@ -521,6 +526,24 @@ class AsyncClient:
         if dispatcher is not None:
             await dispatcher
         self._done.set()
+
+
+#: The query parameters the protocol sets itself (engine.io-client's ``createTransport``).
+_PROTOCOL_PARAMETERS = frozenset({"EIO", "transport", "sid", "t"})
+
+
+def _own_query(query: str) -> str:
+    """The application's part of a URL's query, ready to prefix the protocol's: ``"a=1&"``.
+
+    Kept as written (its own percent-encoding) unless it names a parameter of the protocol,
+    which the protocol's value overrides.
+    """
+    if not query:
+        return ""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(name in _PROTOCOL_PARAMETERS for name, _ in pairs):
+        query = urlencode([(n, v) for n, v in pairs if n not in _PROTOCOL_PARAMETERS], quote_via=quote)
+    return query + "&" if query else ""
 
 
 def _base36(number: int) -> str:

@@ -480,6 +480,31 @@ async def test_no_upgrade_when_the_server_offers_none():
 
 # --- websocket only -----------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("transport", ["polling", "websocket"])
+@asyncio_test
+async def test_the_query_of_the_url_goes_with_every_request(transport):
+    """engine.io-client sends the URL's own query first, then EIO, transport, sid and t; a
+    parameter of the protocol's own in the URL is overridden, not sent twice."""
+    async with ScriptedServer() as server:
+        client = AsyncClient(rng=random.Random(1))
+        url = server.url + "/?token=a%20b&room=lobby&EIO=3"
+        connecting = asyncio.create_task(client.connect(url, transports=[transport]))
+        first = await server.next()
+        if transport == "websocket":
+            assert first.target == "/engine.io/?token=a%20b&room=lobby&EIO=4&transport=websocket"
+            ws = first.accept_websocket()
+            ws.send(open_packet("W1", upgrades=()))
+            await connecting
+            await client.disconnect()
+            return
+        assert first.target == "/engine.io/?token=a%20b&room=lobby&EIO=4&transport=polling&t=84g7v.0"
+        first.respond(open_packet("S1", upgrades=()))
+        await connecting
+        get = await server.next()
+        assert get.target == "/engine.io/?token=a%20b&room=lobby&EIO=4&transport=polling&sid=S1&t=84g7v.1"
+        await disconnect_polling(client, server)
+
+
 @asyncio_test
 async def test_websocket_only_session():
     async with ScriptedServer() as server:

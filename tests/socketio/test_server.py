@@ -658,11 +658,12 @@ async def test_transport_and_handshake_request_of_each_socket():
     sio, events = make_server()
     async with serve(sio, "127.0.0.1", 0) as server:
         client = AsyncClient(reconnection=False)
-        await client.connect(f"http://127.0.0.1:{server.port}", headers={"X-Token": "abc"},
+        await client.connect(f"http://127.0.0.1:{server.port}/?room=lobby", headers={"X-Token": "abc"},
                              transports=["polling"])
         sid = client.get_sid()
         assert sio.transport(sid) == "polling"
         assert sio.request(sid).headers.get("x-token") == "abc"
+        assert sio.request(sid).target.startswith("/socket.io/?room=lobby&EIO=4&transport=polling&t=")
         await client.disconnect()
         await until(lambda: ("disconnect", sid, "client namespace disconnect") in events)
         with pytest.raises(KeyError):
