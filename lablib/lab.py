@@ -121,12 +121,13 @@ async def ws_drain(ws) -> None:
         pass
 
 
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``condition()`` is true (checked every 10 ms), at most ``timeout`` seconds
-    (then ``TimeoutError``)."""
+async def until(condition: Callable[[], bool], timeout: float = 5.0,
+                interval: float = 0.01) -> None:
+    """Wait until ``condition()`` is true (checked every ``interval`` seconds), at most
+    ``timeout`` seconds (then ``TimeoutError``)."""
     async with asyncio.timeout(timeout):
         while not condition():
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(interval)
 
 
 

@@ -115,6 +115,19 @@ def test_until_times_out():
         asyncio.run(until(lambda: False, timeout=0.05))
 
 
+def test_until_checks_the_condition_every_interval(monkeypatch):
+    """The chapters that poll faster (09 to 12) pass their own interval."""
+    slept = []
+
+    async def fake_sleep(seconds):
+        slept.append(seconds)
+
+    monkeypatch.setattr("lablib.lab.asyncio.sleep", fake_sleep)
+    checks = iter([False, False, True])
+    asyncio.run(until(lambda: next(checks), interval=0.002))
+    assert slept == [0.002, 0.002]
+
+
 def test_ws_echo_serves_websockets_and_lablib_alike():
     import random
 
