@@ -893,7 +893,9 @@ class serve(Serving):
                  max_buffered_packets: int = 10_000, max_request_size: int = 16 * 1024,
                  request_timeout: float = 60.0, close_timeout: float = 5.0,
                  max_write_buffer: int = 4 * 1024 * 1024,
-                 connection_state_recovery: dict | bool | None = None) -> None:
+                 connection_state_recovery: dict | bool | None = None,
+                 session_store: Callable[[str, RecoveryOptions], AsyncSessionStore] | None = None
+                 ) -> None:
         options = dict(
             namespaces=namespaces, rng=rng, path=path, ping_interval=ping_interval,
             ping_timeout=ping_timeout, cors_allowed_origins=cors_allowed_origins,
@@ -906,7 +908,7 @@ class serve(Serving):
             max_buffered_packets=max_buffered_packets, max_request_size=max_request_size,
             request_timeout=request_timeout, close_timeout=close_timeout,
             max_write_buffer=max_write_buffer,
-            connection_state_recovery=connection_state_recovery)
+            connection_state_recovery=connection_state_recovery, session_store=session_store)
         if isinstance(sio, Server):
             defaults = inspect.signature(serve).parameters
             changed = sorted(name for name, value in options.items()

@@ -650,6 +650,14 @@ def test_serve_takes_explicit_keyword_options():
         serve({}, "127.0.0.1", 0, no_such_option=1)
 
 
+def test_serve_offers_every_option_of_the_server():
+    """Each Server(...) option can be given to serve() too, with the same default."""
+    serve_parameters = inspect.signature(serve).parameters
+    for name, parameter in inspect.signature(Server).parameters.items():
+        assert name in serve_parameters, name
+        assert serve_parameters[name].default == parameter.default, name
+
+
 # --- the server's surface: transport, handshake request, more endpoints on one port -----------
 
 @asyncio_test
