@@ -38,3 +38,14 @@ def test_reprs_show_the_close_code_only_where_there_is_one():
     assert repr(PacketError("empty packet")) == "PacketError('empty packet')"
     assert repr(InvalidUTF8("text message is not valid UTF-8")) == \
         "InvalidUTF8('text message is not valid UTF-8', close_code=1007)"
+
+
+def test_mqtt_errors_blame_the_same_sides():
+    from lablib.mqtt.errors import (InvalidPacket, MalformedPacket, MQTTError, MQTTProtocolError,
+                                    PacketTooLarge, SessionError)
+    for remote in (MalformedPacket, PacketTooLarge, MQTTProtocolError):
+        assert issubclass(remote, RemoteProtocolError) and issubclass(remote, MQTTError), remote
+    for local in (InvalidPacket, SessionError):
+        assert issubclass(local, LocalProtocolError) and issubclass(local, MQTTError), local
+    assert repr(MalformedPacket("bad Remaining Length")) == "MalformedPacket('bad Remaining Length')"
+    assert not hasattr(MalformedPacket("x"), "close_code")

@@ -1,6 +1,8 @@
 """The errors of the MQTT layer.
 
-They follow lablib's rule (:mod:`lablib.errors`): an error blames the right party.
+They follow lablib's rule (:mod:`lablib.errors`): an error blames the right party.  The peer's
+mistakes are also :class:`~lablib.errors.RemoteProtocolError`, ours
+:class:`~lablib.errors.LocalProtocolError`; MQTT has no close codes, so none carries one.
 
 * :class:`MalformedPacket` - the *peer's* bytes break the MQTT 3.1.1 grammar.  §4.8: "Unless
   stated otherwise, if either the Server or Client encounters a protocol violation, it MUST
@@ -16,7 +18,7 @@ They follow lablib's rule (:mod:`lablib.errors`): an error blames the right part
 
 from __future__ import annotations
 
-from ..errors import LablibError
+from ..errors import LablibError, LocalProtocolError, RemoteProtocolError
 
 __all__ = ["MQTTError", "MalformedPacket", "PacketTooLarge", "MQTTProtocolError",
            "InvalidPacket", "ConnectionRefused", "SessionError"]
@@ -33,7 +35,7 @@ class MQTTError(LablibError):
         return f"{type(self).__name__}({self.reason!r})"
 
 
-class MalformedPacket(MQTTError):
+class MalformedPacket(MQTTError, RemoteProtocolError):
     """The peer sent bytes that are not a valid MQTT 3.1.1 Control Packet: close the connection."""
 
 
@@ -41,15 +43,15 @@ class PacketTooLarge(MalformedPacket):
     """A packet's Remaining Length exceeds the receiver's ``max_packet_size``."""
 
 
-class MQTTProtocolError(MQTTError):
+class MQTTProtocolError(MQTTError, RemoteProtocolError):
     """The peer sent a valid packet that the protocol does not allow at this point (§4.8)."""
 
 
-class InvalidPacket(MQTTError):
+class InvalidPacket(MQTTError, LocalProtocolError):
     """A packet we were asked to build is not allowed by the spec (a local error)."""
 
 
-class SessionError(MQTTError):
+class SessionError(MQTTError, LocalProtocolError):
     """The session was asked for something it cannot do now (not connected, window full, ...)."""
 
 
