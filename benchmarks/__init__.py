@@ -10,10 +10,21 @@ from __future__ import annotations
 
 import gc
 import statistics
+import subprocess
 import time
 from typing import Callable, Sequence
 
-__all__ = ["timed", "compare", "format_table", "ratio"]
+__all__ = ["timed", "compare", "format_table", "ratio", "reap"]
+
+
+def reap(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Wait for a server or worker process that was told to stop (its stdin closed, or an exit
+    command sent); kill it if it has not gone within ``timeout`` seconds."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def timed(run: Callable[[], object]) -> float:

@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import reap
 from .ws_memory import raise_open_file_limit
 
 BATCH = 100          # connections opened at once by one worker
@@ -431,11 +432,7 @@ class Workers:
             except OSError:
                 pass
         for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            reap(proc)
             proc.stdout.close()
 
     def __enter__(self) -> "Workers":

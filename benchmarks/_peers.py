@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from . import reap
 from .ws_memory import raise_open_file_limit, rss_kib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,11 +157,7 @@ def started(name: str, kind: str, ping_ms: int = 25000) -> Iterator[tuple[subpro
         yield proc, int(line)
     finally:
         proc.stdin.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        reap(proc)
         proc.stdout.close()
 
 

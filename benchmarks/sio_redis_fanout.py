@@ -25,6 +25,8 @@ import subprocess
 import sys
 import time
 
+from . import reap
+
 ROOM = "room"
 CLIENTS = 1000
 PAYLOAD = "x" * 100
@@ -190,11 +192,7 @@ def _stop_servers(processes: list[subprocess.Popen]) -> None:
     for process in processes:
         process.stdin.close()
     for process in processes:
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        reap(process)
 
 
 async def _wait_subscribed(url: str, impl: str, count: int) -> None:

@@ -49,7 +49,7 @@ import struct
 import subprocess
 import sys
 
-from . import format_table, ratio, timed
+from . import format_table, ratio, reap, timed
 
 MESSAGE = b"0123456789abcdefghijklmnopqrstuv"  # 32 bytes of ASCII: valid UTF-8 text
 MASKING_KEY = b"\x37\xfa\x21\x3d"
@@ -102,12 +102,8 @@ def placement(cpus: str) -> tuple[set[int] | None, set[int] | None, str]:
 
 
 def stop_server(proc: subprocess.Popen) -> None:
-    proc.stdin.close()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    proc.stdin.close()   # the server's signal to stop
+    reap(proc)
 
 
 # --- the raw client ----------------------------------------------------------------------------

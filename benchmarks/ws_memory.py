@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 
-from . import format_table
+from . import format_table, reap
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 §1.3
 WARMUP = 100
@@ -129,11 +129,7 @@ def measure(name: str, connections: int) -> float:
         return asyncio.run(scenario())
     finally:
         proc.stdin.close()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        reap(proc, timeout=30)
 
 
 def run(repeats: int = 7, connections: int = 3000) -> str:
