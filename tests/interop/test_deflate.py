@@ -17,10 +17,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import random
-import zlib
 
 import pytest
 import websockets
@@ -37,9 +35,10 @@ from websockets.frames import Opcode as WsOpcode
 from lablib.capture.dissect import dissect
 from lablib.capture.relay import Relay
 from lablib.errors import ConnectionClosed
+from lablib.lab import ws_echo
 from lablib.websocket.client import connect as lablib_connect
 from lablib.websocket.deflate import DeflateOptions, DeflateParameters, Deflater, Inflater
-from lablib.websocket.frames import FrameParser, Opcode, encode_frame
+from lablib.websocket.frames import Opcode, encode_frame
 from lablib.websocket.server import serve as lablib_serve
 from tests.aio_support import asyncio_test
 
@@ -111,28 +110,16 @@ def websockets_agreed(extension: PerMessageDeflate, *, client: bool) -> DeflateP
 
 # --- servers and clients of both libraries --------------------------------------------------------
 
-async def websockets_echo(ws):
-    with contextlib.suppress(websockets.ConnectionClosed):
-        async for message in ws:
-            await ws.send(message)
-
-
-async def lablib_echo(ws):
-    with contextlib.suppress(ConnectionClosed):
-        async for message in ws:
-            await ws.send(message)
-
-
 @contextlib.asynccontextmanager
 async def websockets_server(server_settings, **options):
-    async with ws_serve(websockets_echo, "127.0.0.1", 0, ping_interval=None,
+    async with ws_serve(ws_echo, "127.0.0.1", 0, ping_interval=None,
                         **websockets_options(server_settings, client=False), **options) as server:
         yield server.sockets[0].getsockname()[1]
 
 
 @contextlib.asynccontextmanager
 async def lablib_server(server_settings, **options):
-    async with lablib_serve(lablib_echo, "127.0.0.1", 0, ping_interval=None,
+    async with lablib_serve(ws_echo, "127.0.0.1", 0, ping_interval=None,
                             compression=lablib_options(server_settings, client=False),
                             **options) as server:
         yield server.port
@@ -295,7 +282,7 @@ async def test_dissector_reads_every_message_of_each_parameter_set(case):
 @asyncio_test
 async def test_lablib_server_declines_websockets_default_offer_by_default():
     """What chapters 00-03 do: a websockets client (offering deflate) and a lablib server."""
-    async with lablib_serve(lablib_echo, "127.0.0.1", 0) as server:
+    async with lablib_serve(ws_echo, "127.0.0.1", 0) as server:
         async with ws_connect(f"ws://127.0.0.1:{server.port}/") as ws:
             assert "permessage-deflate" in ws.request.headers["Sec-WebSocket-Extensions"]
             assert "Sec-WebSocket-Extensions" not in ws.response.headers
@@ -304,7 +291,7 @@ async def test_lablib_server_declines_websockets_default_offer_by_default():
 
 @asyncio_test
 async def test_lablib_client_offers_nothing_by_default():
-    async with ws_serve(websockets_echo, "127.0.0.1", 0) as server:  # compression on by default
+    async with ws_serve(ws_echo, "127.0.0.1", 0) as server:  # compression on by default
         port = server.sockets[0].getsockname()[1]
         async with lablib_connect(f"ws://127.0.0.1:{port}/") as ws:
             assert "sec-websocket-extensions" not in dict(ws.request_headers)
@@ -315,13 +302,13 @@ async def test_lablib_client_offers_nothing_by_default():
 
 @asyncio_test
 async def test_an_offer_declined_by_a_server_without_compression():
-    async with ws_serve(websockets_echo, "127.0.0.1", 0, compression=None) as server:
+    async with ws_serve(ws_echo, "127.0.0.1", 0, compression=None) as server:
         port = server.sockets[0].getsockname()[1]
         async with lablib_connect(f"ws://127.0.0.1:{port}/", compression="deflate") as ws:
             assert ws.connection.deflate is None
             await ws.send("Hello")
             assert await ws.recv() == "Hello"
-    async with lablib_serve(lablib_echo, "127.0.0.1", 0, compression=None) as server:
+    async with lablib_serve(ws_echo, "127.0.0.1", 0, compression=None) as server:
         async with ws_connect(f"ws://127.0.0.1:{server.port}/", compression="deflate") as ws:
             assert ws.protocol.extensions == []
             await ws.send("Hello")

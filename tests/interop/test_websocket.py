@@ -37,10 +37,10 @@ from websockets.utils import accept_key as ws_accept_key
 
 from lablib.errors import ConnectionClosed, HandshakeError
 from lablib.http import Request, Response
-from lablib.websocket import (ClientHandshake, FrameParser, Opcode, ServerHandshake, accept_key,
-                              encode_frame, generate_key)
+from lablib.lab import ws_echo
+from lablib.websocket import (ClientHandshake, FrameParser, Opcode, ServerHandshake, WebSocketState,
+                              accept_key, encode_frame, generate_key)
 from lablib.websocket.client import connect as lablib_connect
-from lablib.websocket import WebSocketState
 from lablib.websocket.server import serve as lablib_serve
 from tests.aio_support import asyncio_test
 from tests.wire import KEY, open_upgraded, upgrade_request
@@ -63,23 +63,11 @@ async def lablib_server(handler, **options):
         yield f"ws://127.0.0.1:{server.port}/"
 
 
-async def websockets_echo(ws):
-    with contextlib.suppress(websockets.ConnectionClosed):
-        async for message in ws:
-            await ws.send(message)
-
-
-async def lablib_echo(ws):
-    with contextlib.suppress(ConnectionClosed):
-        async for message in ws:
-            await ws.send(message)
-
-
 #: The two directions.  Both clients share the API (``async with connect(uri) as ws``,
 #: ``send``/``recv``/``ping``), so one scenario runs against both.
 DIRECTIONS = {
-    "lablib-client->websockets-server": (lablib_connect, websockets_server, websockets_echo),
-    "websockets-client->lablib-server": (ws_connect, lablib_server, lablib_echo),
+    "lablib-client->websockets-server": (lablib_connect, websockets_server, ws_echo),
+    "websockets-client->lablib-server": (ws_connect, lablib_server, ws_echo),
 }
 direction = pytest.mark.parametrize("pair", DIRECTIONS.values(), ids=DIRECTIONS.keys())
 
@@ -344,7 +332,7 @@ async def test_subprotocol_websockets_client_lablib_server():
 @pytest.mark.interop
 @asyncio_test
 async def test_no_common_subprotocol_websockets_server_refuses_lablib_client():
-    async with websockets_server(websockets_echo, subprotocols=["chat.v1"]) as uri:
+    async with websockets_server(ws_echo, subprotocols=["chat.v1"]) as uri:
         with pytest.raises(HandshakeError) as info:
             await lablib_connect(uri, subprotocols=["mqtt"])
     assert info.value.status == 400
@@ -353,7 +341,7 @@ async def test_no_common_subprotocol_websockets_server_refuses_lablib_client():
 @pytest.mark.interop
 @asyncio_test
 async def test_no_common_subprotocol_lablib_server_continues_without_one():
-    async with lablib_server(lablib_echo, subprotocols=["chat.v1"]) as uri:
+    async with lablib_server(ws_echo, subprotocols=["chat.v1"]) as uri:
         async with ws_connect(uri, subprotocols=["mqtt"]) as ws:
             assert ws.subprotocol is None
             assert "Sec-WebSocket-Protocol" not in ws.response.headers
@@ -388,7 +376,7 @@ async def test_websockets_server_process_request_refuses_lablib_client():
             return connection.respond(HTTPStatus.FORBIDDEN, "no WebSocket here\n")
         return None
 
-    async with websockets_server(websockets_echo, process_request=process_request) as uri:
+    async with websockets_server(ws_echo, process_request=process_request) as uri:
         with pytest.raises(HandshakeError) as info:
             await lablib_connect(uri + "forbidden")
         assert info.value.status == 403
@@ -403,7 +391,7 @@ async def test_websockets_server_process_request_refuses_lablib_client():
 @pytest.mark.interop
 @asyncio_test
 async def test_version_8_is_answered_426_with_the_supported_version():
-    async with lablib_serve(lablib_echo, "127.0.0.1", 0) as server:
+    async with lablib_serve(ws_echo, "127.0.0.1", 0) as server:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(upgrade_request(host=f"127.0.0.1:{server.port}", version="8"))
         answer = await reader.read()  # the server closes after its answer: read to EOF
@@ -424,7 +412,7 @@ INVALID_UTF8_FRAME = b"\x81\x82\x00\x00\x00\x00\xff\xfe"
 async def test_invalid_utf8_gets_a_1007_close_frame_from_both_servers():
     codes = {}
     for name, server in (("lablib", lablib_server), ("websockets", websockets_server)):
-        async with server(lablib_echo if name == "lablib" else websockets_echo) as uri:
+        async with server(ws_echo) as uri:
             reader, writer = await open_upgraded(urlsplit(uri).port)
             writer.write(INVALID_UTF8_FRAME)
             answer = await reader.read()  # a close frame, then the server closes TCP
@@ -440,7 +428,7 @@ async def test_invalid_utf8_gets_a_1007_close_frame_from_both_servers():
 @pytest.mark.interop
 @asyncio_test
 async def test_lablib_invalid_utf8_close_frame_bytes():
-    async with lablib_serve(lablib_echo, "127.0.0.1", 0) as server:
+    async with lablib_serve(ws_echo, "127.0.0.1", 0) as server:
         reader, writer = await open_upgraded(server.port)
         writer.write(INVALID_UTF8_FRAME)
         answer = await reader.read()
