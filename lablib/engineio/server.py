@@ -36,13 +36,13 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence
 from .._timers import Timers
 from ..errors import ConnectionClosed, EngineIOError, HandshakeError
 from ..http import NEED_DATA, Request, RequestParser, Response, error_response, format_response
-from ..websocket.aio import WebSocket, shared_read_buffer
+from ..websocket.aio import LINGER_MAX_BYTES, WebSocket, shared_read_buffer
 from ..websocket.connection import Connection, Role
 from ..websocket.events import Rejected
 from ..websocket.frames import CloseCode
 from ..websocket.handshake import ServerHandshake
 from .packets import Packet, encode_packet
-from .server_core import AcceptWebSocket, EngineServerCore, HTTPReply, RequestResult
+from .server_core import AcceptWebSocket, EngineServerCore, HTTPReply, RequestResult, plain_reply
 from ..events import Action, Output
 from .events import AnswerPoll, CloseWebSocket, HoldPoll, MessageReceived, SendWebSocket, SessionClosed
 from .server_session import ServerSession
@@ -55,7 +55,6 @@ logger = logging.getLogger(__name__)
 MAX_UNREAD = 128 * 1024
 #: a request handler of ``routes``: gets the request, returns the Response (or None: 404)
 RouteHandler = Callable[[Request], "Response | None | Awaitable[Response | None]"]
-LINGER_MAX_BYTES = 16 * 1024 * 1024  #: what a lingering close reads and drops, at most
 EVENTS = ("connect", "message", "disconnect")
 
 
@@ -642,12 +641,7 @@ class Server:
         else:
             reply = self.core.handle_request(request, 0.0).reply  # the core's 404
         assert isinstance(reply, HTTPReply)
-        close = _wants_close(request, reply)
-        data = _with_close(reply) if close else reply.to_bytes()
-        if request.method == "HEAD":
-            data = data[:len(data) - len(reply.body)]
-        connection.write(data)
-        return not close
+        return _write_reply(connection, request, reply)
 
     async def _run_route(self, handler: RouteHandler, request: Request) -> HTTPReply:
         try:
@@ -656,9 +650,9 @@ class Server:
                 response = await response
         except Exception:
             logger.exception("the route handler for %s failed", request.path)
-            return _plain(500, "Internal Server Error")  # the application's failure, said so
+            return plain_reply(500, "Internal Server Error")  # the application's failure, said so
         if response is None:
-            return _plain(404, "Not Found")
+            return plain_reply(404, "Not Found")
         headers = [(k, v) for k, v in response.headers.items() if k.lower() != "content-length"]
         if response.status >= 200 and response.status not in (204, 304):
             headers.append(("Content-Length", str(len(response.body))))
@@ -742,12 +736,7 @@ class Server:
         elif link is not None:
             await self._apply(link, result.outputs)
         assert isinstance(reply, HTTPReply)
-        close = _wants_close(request, reply)
-        data = _with_close(reply) if close else reply.to_bytes()
-        if request.method == "HEAD":  # the header fields a GET would get, no body (RFC 9110 §9.3.2)
-            data = data[:len(data) - len(reply.body)]
-        connection.write(data)
-        return not close, leftover
+        return _write_reply(connection, request, reply), leftover
 
     async def _receive_post(self, link: _Link, outputs: Sequence[Output],
                             reply: HTTPReply) -> HTTPReply:
@@ -872,12 +861,6 @@ class Server:
 
 # --- helpers ---------------------------------------------------------------------------------------
 
-def _plain(status: int, text: str, headers: Sequence[tuple[str, str]] = ()) -> HTTPReply:
-    body = text.encode("utf-8")
-    return HTTPReply(status, (("Content-Type", "text/plain; charset=utf-8"),
-                              ("Content-Length", str(len(body))), *headers), body)
-
-
 def _static_file(root: pathlib.Path, request: Request) -> HTTPReply:
     """A file under ``root`` for a GET or HEAD (``/`` and directories: their ``index.html``).
 
@@ -885,15 +868,15 @@ def _static_file(root: pathlib.Path, request: Request) -> HTTPReply:
     anything else is 404, as a missing file is.
     """
     if request.method not in ("GET", "HEAD"):
-        return _plain(405, "Method Not Allowed", (("Allow", "GET, HEAD"),))
+        return plain_reply(405, "Method Not Allowed", (("Allow", "GET, HEAD"),))
     relative = urllib.parse.unquote(request.path).lstrip("/")
     if "\x00" in relative:
-        return _plain(404, "Not Found")
+        return plain_reply(404, "Not Found")
     candidate = (root / relative).resolve()
     if candidate == root or (relative.endswith("/") and candidate.is_dir()):
         candidate = candidate / "index.html"
     if not candidate.is_relative_to(root) or not candidate.is_file():
-        return _plain(404, "Not Found")
+        return plain_reply(404, "Not Found")
     body = candidate.read_bytes()
     content_type = mimetypes.guess_type(candidate.name)[0] or "application/octet-stream"
     if content_type.startswith("text/") or content_type == "application/javascript":
@@ -906,6 +889,16 @@ def _cors_fields(reply: object) -> list[tuple[str, str]]:
     if not isinstance(reply, HTTPReply):
         return []
     return [(k, v) for k, v in reply.headers if k.lower().startswith("access-control-") or k.lower() == "vary"]
+
+
+def _write_reply(connection: "_TCPConnection", request: Request, reply: HTTPReply) -> bool:
+    """Write the answer to ``request``; return: keep the connection open?"""
+    close = _wants_close(request, reply)
+    data = _with_close(reply) if close else reply.to_bytes()
+    if request.method == "HEAD":  # the header fields a GET would get, no body (RFC 9110 §9.3.2)
+        data = data[:len(data) - len(reply.body)]
+    connection.write(data)
+    return not close
 
 
 def _wants_close(request: Request, reply: HTTPReply) -> bool:

@@ -170,7 +170,7 @@ class EngineServerCore:
 
     def handle_request(self, request: Request, now: float) -> RequestResult:
         if not self.handles(request):
-            return RequestResult(_plain(404, "Not Found"))
+            return RequestResult(plain_reply(404, "Not Found"))
         is_upgrade = "websocket" in request.headers.tokens("upgrade")
         refuse = self.upgrade_error_reply if is_upgrade else self.error_reply
         cors = self._cors_headers(request)
@@ -408,6 +408,8 @@ def _parse_query(query: str) -> dict[str, str]:
     return values
 
 
-def _plain(status: int, text: str) -> HTTPReply:
+def plain_reply(status: int, text: str, headers: Sequence[tuple[str, str]] = ()) -> HTTPReply:
+    """A short text/plain answer (404, 405, ...) with its Content-Length."""
     body = text.encode("utf-8")
-    return HTTPReply(status, (("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))), body)
+    return HTTPReply(status, (("Content-Type", "text/plain; charset=utf-8"),
+                              ("Content-Length", str(len(body))), *headers), body)
