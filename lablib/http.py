@@ -31,6 +31,11 @@ class Headers:
     def __init__(self, items: Iterable[tuple[str | bytes, str | bytes]] = ()) -> None:
         self._items: list[tuple[str, str]] = [(_text(k), _text(v)) for k, v in items]
 
+    def media_type(self) -> str:
+        """The Content-Type's media type without its parameters, lower-cased (RFC 9110 §8.3.1):
+        ``text/plain`` for ``text/plain; charset=UTF-8``, ``""`` when there is no Content-Type."""
+        return (self.get("content-type") or "").split(";")[0].strip().lower()
+
     def get(self, name: str, default: str | None = None) -> str | None:
         name = name.lower()
         for key, value in self._items:

@@ -325,3 +325,14 @@ def test_an_http_version_other_than_1_x_gets_505():
     with pytest.raises(HandshakeError) as info:
         RequestParser().receive_data(b"GET / HTTP/9.9\r\nHost: x\r\n\r\n")
     assert info.value.status == 505
+
+
+@pytest.mark.parametrize("value, media_type", [
+    ("text/plain; charset=UTF-8", "text/plain"),
+    ("Text/Event-Stream", "text/event-stream"),
+    (" application/octet-stream ;x=1", "application/octet-stream"),
+    (None, ""),
+])
+def test_the_media_type_of_a_content_type(value, media_type):
+    headers = Headers([("Content-Type", value)] if value is not None else [])
+    assert headers.media_type() == media_type

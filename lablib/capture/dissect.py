@@ -346,7 +346,7 @@ class _Dissector:
         except HandshakeError:
             return False
         response = head.response
-        if response is None or _media_type(response) not in self.streamed_types:
+        if response is None or response.headers.media_type() not in self.streamed_types:
             return False
         response.body = b"".join(item for item in items if isinstance(item, bytes))
         summary = (f"HTTP/{response.http_version} {response.status} {response.reason} "
@@ -593,11 +593,6 @@ class _Upgrade:
 
 
 # --- HTTP helpers -------------------------------------------------------------------------------
-
-def _media_type(message: Request | Response) -> str:
-    """The Content-Type without parameters, lower-cased (RFC 9110 §8.3.1)."""
-    return (message.headers.get("content-type") or "").split(";")[0].strip().lower()
-
 
 def _is_upgrade(request: Request) -> bool:
     return "upgrade" in request.headers.tokens("connection") and "upgrade" in request.headers

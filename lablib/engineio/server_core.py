@@ -272,7 +272,7 @@ class EngineServerCore:
             # polling.ts onDataRequest: 413 and an empty body; the session is not closed.
             # python-engineio answers 400 and closes the session.
             return RequestResult(HTTPReply(413, (("Content-Length", "0"),) + tuple(cors)), session)
-        content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        content_type = request.headers.media_type()
         try:
             if content_type == "application/octet-stream":
                 raise UnicodeDecodeError("utf-8", b"", 0, 1, "v4 payloads are text")

@@ -188,8 +188,8 @@ class EventSource:
         if response.status != 200:
             raise self._fail(f"the server answered {response.status} {response.reason}; "
                              "an event source does not reconnect after that")
-        content_type = (response.headers.get("content-type") or "").split(";")[0].strip()
-        if content_type.lower() != MEDIA_TYPE:
+        content_type = response.headers.media_type()
+        if content_type != MEDIA_TYPE:
             raise self._fail(f"Content-Type is {content_type or 'missing'!r}, not {MEDIA_TYPE!r}")
         self.ready_state = ReadyState.OPEN
         return True

@@ -27,8 +27,7 @@ def decode_event_stream(message: Message) -> list[Decoded] | None:
     """The items of an event-stream response body (None for any other message)."""
     if message.direction != "s2c" or message.headers is None:
         return None
-    content_type = (message.headers.get("content-type") or "").split(";")[0].strip().lower()
-    if content_type != MEDIA_TYPE:
+    if message.headers.media_type() != MEDIA_TYPE:
         return None
     parser = EventStreamParser(max_size=MAX_SIZE)   # the body is already bounded by MAX_SIZE
     decoded = [_decoded(item, message.data) for item in parser.receive_data(message.data)]
