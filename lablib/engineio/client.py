@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from .. import websocket
 from ..errors import ConnectionClosed, EngineIOError, HandshakeError, LablibError, LocalProtocolError
+from .._util import Changes
 from ..http import HTTPConnection, Response
 from . import http_compression
 from .client_session import ClientSession, EngineClientState
@@ -92,7 +93,7 @@ class AsyncClient:
         self._post_box: deque[Packet] = deque()
         self._ws_box: deque[Any] = deque()
         self._events: deque[tuple[Any, tuple]] = deque()
-        self._changed = asyncio.Event()   # pulsed whenever anything above changes
+        self._changes = Changes()   # pulsed whenever anything above changes
         self._get_in_flight = False
         self._post_in_flight = False
         self._ws_sending = False
@@ -173,7 +174,7 @@ class AsyncClient:
         if (polling and "websocket" in transports and self.session.info is not None
                 and "websocket" in self.session.info.upgrades):
             self._start("upgrade", self._upgrade())
-            await self._until(self._upgrade_settled, self.upgrade_timeout)
+            await self._changes.until(self._upgrade_settled, self.upgrade_timeout)
 
     def _upgrade_settled(self) -> bool:
         """The upgrade failed, or succeeded and the "5" has been written to the WebSocket."""
@@ -198,7 +199,7 @@ class AsyncClient:
         if (isinstance(data, str) and RECORD_SEPARATOR in data
                 and self.session.transport is Transport.POLLING):
             raise LocalProtocolError("a polling payload cannot carry the record separator \\x1e")
-        await self._until(lambda: self._done.is_set()
+        await self._changes.until(lambda: self._done.is_set()
                           or len(self._post_box) + len(self._ws_box) < self.max_queue)
         self._apply(self.session.send(data))
 
@@ -248,22 +249,7 @@ class AsyncClient:
                     self._events.append(("disconnect", (output.reason,)))
                 if self._closing is None:
                     self._closing = asyncio.get_running_loop().create_task(self._shut_down())
-        self._pulse()
-
-    def _pulse(self) -> None:
-        """Wake every task waiting in :meth:`_until` so that it checks its condition again."""
-        self._changed.set()
-        self._changed.clear()
-
-    async def _until(self, condition: Callable[[], bool], timeout: float | None = None) -> bool:
-        async def waiting() -> None:
-            while not condition():
-                await self._changed.wait()
-        try:
-            await asyncio.wait_for(waiting(), timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
+        self._changes.pulse()
 
     def _start(self, name: str, coro) -> None:
         self._tasks[name] = asyncio.get_running_loop().create_task(coro, name=f"eio-client-{name}")
@@ -338,19 +324,19 @@ class AsyncClient:
                 return
             finally:
                 self._get_in_flight = False
-                self._pulse()
+                self._changes.pulse()
             if response.status != 200:
                 logger.info("poll answered %s", response.status)
                 self._fail("transport error")
                 return
             self._receive_poll(response)
-            await self._until(lambda: len(self._events) < self.max_queue)  # backpressure
+            await self._changes.until(lambda: len(self._events) < self.max_queue)  # backpressure
 
     async def _post_loop(self) -> None:
         """Send what waits in the POST outbox, as one payload per POST (up to ``maxPayload``)."""
         assert self.session is not None and self._post is not None
         while True:
-            await self._until(lambda: bool(self._post_box) or self._session_closed())
+            await self._changes.until(lambda: bool(self._post_box) or self._session_closed())
             if not self._post_box:
                 return  # closed, and everything (the "1" included) has gone out
             body = encode_payload(self._take_batch()).encode("utf-8")
@@ -365,7 +351,7 @@ class AsyncClient:
                 return
             finally:
                 self._post_in_flight = False
-                self._pulse()
+                self._changes.pulse()
             if response.status != 200:
                 logger.info("POST answered %s", response.status)
                 self._post_box.clear()
@@ -384,13 +370,13 @@ class AsyncClient:
                 break
             batch.append(self._post_box.popleft())
             size += more
-        self._pulse()
+        self._changes.pulse()
         return batch
 
     async def _pause_polling(self) -> None:
         """Upgrade step: wait until no GET and no POST is in flight, then tell the session."""
         assert self.session is not None
-        await self._until(lambda: self.session.state is not EngineClientState.UPGRADING or (
+        await self._changes.until(lambda: self.session.state is not EngineClientState.UPGRADING or (
             not self._get_in_flight and not self._post_in_flight and not self._post_box))
         if self.session.state is EngineClientState.UPGRADING:
             self._apply(self.session.polling_paused(self._now()))
@@ -422,7 +408,7 @@ class AsyncClient:
         ws = await self._connect_websocket()
         self._start("ws-read", self._ws_read_loop(ws))
         self._start("ws-write", self._ws_write_loop(ws))
-        await self._until(lambda: self.session.state is not EngineClientState.HANDSHAKE)
+        await self._changes.until(lambda: self.session.state is not EngineClientState.HANDSHAKE)
         if self.session.state is not EngineClientState.OPEN:
             raise HandshakeError(0, f"no Engine.IO open packet ({self.session.close_reason})")
 
@@ -442,9 +428,9 @@ class AsyncClient:
             self._start("ws-write", self._ws_write_loop(ws))
             self._apply(self.session.start_upgrade(self._now()))
         finally:
-            # connect() waits in _until(_upgrade_settled): wake it, or a failed upgrade would
+            # connect() waits in until(_upgrade_settled): wake it, or a failed upgrade would
             # keep it waiting for the whole upgrade_timeout.  It runs after this task is done.
-            self._pulse()
+            self._changes.pulse()
 
     async def _ws_read_loop(self, ws) -> None:
         assert self.session is not None
@@ -452,14 +438,14 @@ class AsyncClient:
             while True:
                 data = await ws.recv()
                 self._apply(self.session.receive_websocket_message(data, self._now()))
-                await self._until(lambda: len(self._events) < self.max_queue)  # backpressure
+                await self._changes.until(lambda: len(self._events) < self.max_queue)  # backpressure
         except (ConnectionClosed, OSError, LablibError):
             pass
         self._apply(self.session.websocket_closed(self._now()))
 
     async def _ws_write_loop(self, ws) -> None:
         while True:
-            await self._until(lambda: bool(self._ws_box) or self._session_closed())
+            await self._changes.until(lambda: bool(self._ws_box) or self._session_closed())
             if not self._ws_box:
                 return
             item = self._ws_box.popleft()
@@ -474,7 +460,7 @@ class AsyncClient:
                 return  # the read loop notices the closed connection and tells the session
             finally:
                 self._ws_sending = False
-                self._pulse()
+                self._changes.pulse()
 
     # --- the timer, the handlers, the end --------------------------------------------------------
 
@@ -488,9 +474,9 @@ class AsyncClient:
     async def _dispatch_loop(self) -> None:
         """Run the handlers one at a time, in the order the events happened."""
         while True:
-            await self._until(lambda: bool(self._events))
+            await self._changes.until(lambda: bool(self._events))
             name, args = self._events.popleft()
-            self._pulse()
+            self._changes.pulse()
             if name is _STOP:
                 return
             handler = self.handlers.get(name)
@@ -521,7 +507,7 @@ class AsyncClient:
             if connection is not None:
                 connection.close()
         self._events.append((_STOP, ()))
-        self._pulse()
+        self._changes.pulse()
         dispatcher = self._tasks.get("dispatch")
         if dispatcher is not None:
             await dispatcher

@@ -33,6 +33,7 @@ import random
 from collections import deque
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from .._util import Changes
 from ..engineio.client import AsyncClient as EngineIOClient
 from ..engineio.client_session import EngineClientState
 from ..errors import EngineIOError, HandshakeError, LablibError, LocalProtocolError
@@ -188,7 +189,7 @@ class AsyncClient:
         self._transport_failure: BaseException | None = None   # why Engine.IO did not open
         self._sids: dict[str, str] = {}
         self._running = False
-        self._changed: asyncio.Event | None = None
+        self._changes = Changes()   # pulsed whenever the client's state changes
         self._wakeup: asyncio.Future | None = None
         self._dispatcher: asyncio.Task | None = None
         self._timer: asyncio.Task | None = None
@@ -305,7 +306,7 @@ class AsyncClient:
         self.core.reconnection = False
         for name in names:
             self._apply(self.core.connect(name, auth))
-        await self._until(lambda: self.core.state is not ManagerState.OPENING)
+        await self._changes.until(lambda: self.core.state is not ManagerState.OPENING)
         self.core.reconnection = self.reconnection
         if self.core.state is not ManagerState.OPEN:
             errors = {name: error.message for name, error in self._failures.items()}
@@ -320,7 +321,7 @@ class AsyncClient:
             return all(self.core.namespace_state(name) is NamespaceState.CONNECTED
                        or name in self._failures for name in names) or not self._running
 
-        await self._until(settled, wait_timeout)
+        await self._changes.until(settled, wait_timeout)
         if all(self.core.namespace_state(name) is NamespaceState.CONNECTED for name in names):
             return
         failures = {name: self._failures[name] for name in names if name in self._failures}
@@ -353,7 +354,7 @@ class AsyncClient:
         self._sids = {}
         self._callbacks.clear()
         self._events.clear()
-        self._changed = asyncio.Event()
+        self._changes = Changes()   # a new one for this event loop
         self._wakeup = None
         self._done = asyncio.Event()
         self._finishing = None
@@ -417,7 +418,7 @@ class AsyncClient:
     async def _backpressure(self) -> None:
         link = self._link
         if link is not None and len(link.outbox) >= self.max_queue:
-            await self._until(lambda: self._link is not link or len(link.outbox) < self.max_queue)
+            await self._changes.until(lambda: self._link is not link or len(link.outbox) < self.max_queue)
 
     # --- disconnecting, waiting -------------------------------------------------------------------
 
@@ -490,7 +491,7 @@ class AsyncClient:
                 and self.core.state is ManagerState.CLOSED):
             self._finishing = asyncio.get_running_loop().create_task(self._finish())
         self._rearm()   # a deadline may have moved
-        self._pulse()
+        self._changes.pulse()
 
     def _ack_arrived(self, output: AckReceived) -> None:
         key = (output.namespace, output.ack_id)
@@ -558,7 +559,7 @@ class AsyncClient:
     async def _write_loop(self, link: _Link) -> None:
         """Send the link's messages one after the other (a packet's attachments stay together)."""
         while True:
-            await self._until(lambda: bool(link.outbox) or link.retired)
+            await self._changes.until(lambda: bool(link.outbox) or link.retired)
             if not link.outbox:
                 return
             message = link.outbox.popleft()
@@ -569,7 +570,7 @@ class AsyncClient:
                 logger.info("send failed: %r", exc)
             finally:
                 link.writing = False
-                self._pulse()
+                self._changes.pulse()
 
     def _retire_link(self) -> None:
         """CloseEngine: the core no longer counts the current connection; close it."""
@@ -600,7 +601,7 @@ class AsyncClient:
             return   # a connection the core is done with
         self._apply(self.core.receive(data, self._now()))
         if len(self._events) >= self.max_queue:   # backpressure: Engine.IO stops reading
-            await self._until(lambda: len(self._events) < self.max_queue or not self._running)
+            await self._changes.until(lambda: len(self._events) < self.max_queue or not self._running)
 
     def _on_eio_disconnect(self, link: _Link, reason: str) -> None:
         if link is not self._link or link.retired:
@@ -617,25 +618,6 @@ class AsyncClient:
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
-
-    def _pulse(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
-            self._changed.clear()
-
-    async def _until(self, condition: Callable[[], bool], timeout: float | None = None) -> bool:
-        """Wait until ``condition()`` holds (re-checked at each pulse); False on timeout.
-
-        (``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` can swallow a
-        cancellation that arrives just as the awaited thing completes.)"""
-        assert self._changed is not None
-        try:
-            async with asyncio.timeout(timeout):
-                while not condition():
-                    await self._changed.wait()
-            return True
-        except TimeoutError:
-            return False
 
     async def _timer_loop(self) -> None:
         """The one timer: sleep until the core's next deadline (or a change), then ``tick``."""
@@ -661,9 +643,9 @@ class AsyncClient:
     async def _dispatch_loop(self) -> None:
         """Run the handlers and callbacks one at a time, in the order things happened."""
         while True:
-            await self._until(lambda: bool(self._events))
+            await self._changes.until(lambda: bool(self._events))
             item = self._events.popleft()
-            self._pulse()
+            self._changes.pulse()
             if item is _STOP:
                 return
             function, args = item
@@ -716,10 +698,10 @@ class AsyncClient:
         if self._closing_links:
             await asyncio.wait(set(self._closing_links))
         self._events.append(_STOP)
-        self._pulse()
+        self._changes.pulse()
         await self._dispatcher
         self._running = False
-        self._pulse()
+        self._changes.pulse()
         assert self._done is not None
         self._done.set()
 
