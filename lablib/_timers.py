@@ -1,4 +1,4 @@
-"""The timer task of an asyncio server driver (Engine.IO and Socket.IO).
+"""The timer task of an asyncio driver (the Engine.IO and Socket.IO servers and clients).
 
 A sans-I/O core keeps its own deadlines (heartbeats, ack timeouts, connect timeouts) and
 exposes two calls: ``next_deadline()`` (None: nothing scheduled) and ``tick(now)``.  The

@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from .. import websocket
 from ..errors import ConnectionClosed, EngineIOError, HandshakeError, LablibError, LocalProtocolError
+from .._timers import Timers
 from .._util import Changes
 from ..http import HTTPConnection, Response
 from . import http_compression
@@ -170,7 +171,9 @@ class AsyncClient:
             self._apply(self.session.close(loop.time()))
             await self.wait()
             raise
-        self._start("timer", self._timer_loop())
+        timers = Timers(self.session.next_deadline, self._tick, self._now,
+                        logger=logger, failure="the Engine.IO client's timer failed")
+        self._start("timer", timers.run())
         if (polling and "websocket" in transports and self.session.info is not None
                 and "websocket" in self.session.info.upgrades):
             self._start("upgrade", self._upgrade())
@@ -464,12 +467,10 @@ class AsyncClient:
 
     # --- the timer, the handlers, the end --------------------------------------------------------
 
-    async def _timer_loop(self) -> None:
-        """The one timer: sleep until the session's next deadline, then ``tick``."""
+    async def _tick(self, now: float) -> None:
+        """The timer's work (:class:`lablib._timers.Timers`): fire what is due in the session."""
         assert self.session is not None
-        while (deadline := self.session.next_deadline()) is not None:
-            await asyncio.sleep(max(0.0, deadline - self._now()))
-            self._apply(self.session.tick(self._now()))
+        self._apply(self.session.tick(now))
 
     async def _dispatch_loop(self) -> None:
         """Run the handlers one at a time, in the order the events happened."""

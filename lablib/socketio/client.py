@@ -33,6 +33,7 @@ import random
 from collections import deque
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from .._timers import Timers
 from .._util import Changes
 from ..engineio.client import AsyncClient as EngineIOClient
 from ..engineio.client_session import EngineClientState
@@ -190,7 +191,7 @@ class AsyncClient:
         self._sids: dict[str, str] = {}
         self._running = False
         self._changes = Changes()   # pulsed whenever the client's state changes
-        self._wakeup: asyncio.Future | None = None
+        self._timers: Timers | None = None
         self._dispatcher: asyncio.Task | None = None
         self._timer: asyncio.Task | None = None
         self._finishing: asyncio.Task | None = None
@@ -355,12 +356,13 @@ class AsyncClient:
         self._callbacks.clear()
         self._events.clear()
         self._changes = Changes()   # a new one for this event loop
-        self._wakeup = None
         self._done = asyncio.Event()
         self._finishing = None
         self._running = True
         self._dispatcher = loop.create_task(self._dispatch_loop(), name="sio-client-dispatch")
-        self._timer = loop.create_task(self._timer_loop(), name="sio-client-timer")
+        self._timers = Timers(self.core.next_deadline, self._tick, self._now,
+                              logger=logger, failure="the Socket.IO client's timer failed")
+        self._timer = loop.create_task(self._timers.run(), name="sio-client-timer")
 
     # --- sending -------------------------------------------------------------------------------
 
@@ -490,7 +492,9 @@ class AsyncClient:
         if (self._running and self._finishing is None
                 and self.core.state is ManagerState.CLOSED):
             self._finishing = asyncio.get_running_loop().create_task(self._finish())
-        self._rearm()   # a deadline may have moved
+        deadline = self.core.next_deadline()
+        if self._timers is not None and deadline is not None:
+            self._timers.wake(deadline)   # only if it comes before the one the timer sleeps until
         self._changes.pulse()
 
     def _ack_arrived(self, output: AckReceived) -> None:
@@ -619,26 +623,9 @@ class AsyncClient:
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
 
-    async def _timer_loop(self) -> None:
-        """The one timer: sleep until the core's next deadline (or a change), then ``tick``."""
-        loop = asyncio.get_running_loop()
-        while True:
-            self._wakeup = loop.create_future()
-            deadline = self.core.next_deadline()
-            alarm = None if deadline is None else loop.call_at(deadline, self._rearm)
-            try:
-                await self._wakeup
-            finally:
-                if alarm is not None:
-                    alarm.cancel()
-            deadline = self.core.next_deadline()
-            if deadline is not None and deadline <= self._now():
-                self._apply(self.core.tick(self._now()))
-
-    def _rearm(self) -> None:
-        """Wake the timer: a deadline may have moved (or come)."""
-        if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)
+    async def _tick(self, now: float) -> None:
+        """The timer's work (:class:`lablib._timers.Timers`): fire what is due in the core."""
+        self._apply(self.core.tick(now))
 
     async def _dispatch_loop(self) -> None:
         """Run the handlers and callbacks one at a time, in the order things happened."""
